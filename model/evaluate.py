@@ -1,0 +1,82 @@
+"""Score predictions, and compare the MLP with a logistic regression on the same features."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from model.config import DEFAULT_CONFIG, Settings, load_settings
+from model.data import SPLIT, TARGET, load_flights
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(y_true: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float]:
+    probability = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return {
+        "roc_auc": float(roc_auc_score(y_true, probability)),
+        "pr_auc": float(average_precision_score(y_true, probability)),
+        "brier": float(brier_score_loss(y_true, probability)),
+        "log_loss": float(log_loss(y_true, probability, labels=[0, 1])),
+        "accuracy": float(accuracy_score(y_true, probability >= threshold)),
+        "positive_rate": float(np.mean(y_true)),
+        "rows": int(len(y_true)),
+    }
+
+
+def logistic_regression(settings: Settings):
+    """The linear reference: one-hot categories, median-imputed standardized numbers."""
+    features = settings.features
+    columns = ColumnTransformer([
+        ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=settings.model.min_category_count),
+         list(features.categorical)),
+        ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                                  StandardScaler()), list(features.numeric)),
+    ])
+    return make_pipeline(columns, LogisticRegression(max_iter=2000))
+
+
+def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, mlp: dict[str, Any]) -> dict[str, Any]:
+    train, test = table[table[SPLIT] == "train"], table[table[SPLIT] == "test"]
+    pipeline = logistic_regression(settings)
+    started = time.perf_counter()
+    pipeline.fit(train[settings.features.names], train[TARGET])
+    seconds = time.perf_counter() - started
+    probability = pipeline.predict_proba(test[settings.features.names])[:, 1]
+    linear = classification_metrics(test[TARGET].to_numpy(), probability, settings.serving.threshold)
+    return {
+        "test": {"mlp": mlp["test"], "logistic_regression": linear},
+        "logistic_regression_fit_seconds": seconds,
+        "mlp_minus_logistic_roc_auc": mlp["test"]["roc_auc"] - linear["roc_auc"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--output", required=True, help="where to write the comparison JSON")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args.config)
+    mlp = json.loads(settings.paths.metrics.read_text())
+    result = compare_with_logistic_regression(settings, load_flights(settings), mlp)
+    with open(args.output, "w") as handle:
+        json.dump(result, handle, indent=2)
+    log.info("test ROC AUC: MLP %.4f, logistic regression %.4f",
+             result["test"]["mlp"]["roc_auc"], result["test"]["logistic_regression"]["roc_auc"])
+
+
+if __name__ == "__main__":
+    main()

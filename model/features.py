@@ -1,0 +1,51 @@
+"""Fit the preprocessing constants that model.pt carries, and turn a table into its inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from model.config import Features
+from model.network import MISSING, MISSING_VALUE, UNKNOWN
+
+
+def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_count: int) -> dict[str, Any]:
+    """Vocabularies, imputation and scaling constants, from the training rows only."""
+    vocabularies = []
+    for name in features.categorical:
+        counts = train[name].value_counts()
+        frequent = [c for c, n in counts.items() if n >= min_category_count and c != MISSING_VALUE]
+        vocabulary = {MISSING_VALUE: MISSING}
+        vocabulary.update({category: index for index, category in enumerate(frequent, start=MISSING + 1)})
+        assert UNKNOWN not in vocabulary.values()
+        vocabularies.append(vocabulary)
+
+    fill, mean, std = [], [], []
+    for name in features.numeric:
+        values = train[name].astype("float64")
+        median = float(values.median()) if values.notna().any() else 0.0
+        filled = values.fillna(median)
+        spread = float(filled.std())
+        fill.append(median)
+        mean.append(float(filled.mean()))
+        std.append(spread if np.isfinite(spread) and spread > 0 else 1.0)
+    return {
+        "categorical": list(features.categorical),
+        "numeric": list(features.numeric),
+        "vocabularies": vocabularies,
+        "numeric_fill": fill,
+        "numeric_mean": mean,
+        "numeric_std": std,
+        "periods": [spec.period or 0.0 for spec in features.numeric.values()],
+    }
+
+
+def model_inputs(frame: pd.DataFrame, categorical: list[str],
+                 numeric: list[str]) -> tuple[list[list[str]], torch.Tensor]:
+    """Columns as model.pt takes them: strings ("" when missing) and float32 with NaN."""
+    columns = [frame[name].astype("string").fillna(MISSING_VALUE).tolist() for name in categorical]
+    values = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+    return columns, torch.from_numpy(values.reshape(len(frame), len(numeric)).copy())

@@ -1,0 +1,100 @@
+"""The served network: raw feature values in, late-arrival probability out.
+
+Everything between a request's values and the MLP lives in this module so the
+exported TorchScript is self-contained: category vocabularies (unknown and
+missing have their own rows), median imputation with missing-value indicators,
+standardization, and a sine/cosine encoding for periodic numbers such as the
+month, so December sits next to January. It imports nothing but torch and runs
+on Python 3.9 with the serving image's older torch, where the archive is built.
+"""
+
+import math
+from typing import Any, Dict, List
+
+import torch
+from torch import Tensor, nn
+
+UNKNOWN = 0  # categories never seen in training
+MISSING = 1  # "" stands for a missing category
+MISSING_VALUE = ""
+
+
+class FlightDelayNet(nn.Module):
+    def __init__(
+        self,
+        categorical: List[str],
+        numeric: List[str],
+        vocabularies: List[Dict[str, int]],
+        numeric_fill: List[float],
+        numeric_mean: List[float],
+        numeric_std: List[float],
+        periods: List[float],
+        embedding_dim: int,
+        hidden: List[int],
+        dropout: float,
+    ):
+        super().__init__()
+        self.categorical: List[str] = list(categorical)
+        self.numeric: List[str] = list(numeric)
+        self.vocabularies: List[Dict[str, int]] = [dict(v) for v in vocabularies]
+        self.unknown: int = UNKNOWN
+        sizes = [max(v.values()) + 1 for v in vocabularies]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.register_buffer("fill", torch.tensor(numeric_fill, dtype=torch.float32), persistent=False)
+        self.register_buffer("mean", torch.tensor(numeric_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(numeric_std, dtype=torch.float32), persistent=False)
+        cyclic = [i for i, p in enumerate(periods) if p > 0]
+        linear = [i for i, p in enumerate(periods) if p <= 0]
+        self.register_buffer("cyclic_index", torch.tensor(cyclic, dtype=torch.long), persistent=False)
+        self.register_buffer("linear_index", torch.tensor(linear, dtype=torch.long), persistent=False)
+        angular = [2 * math.pi / periods[i] for i in cyclic]
+        self.register_buffer("angular", torch.tensor(angular, dtype=torch.float32), persistent=False)
+
+        self.embedding = nn.Embedding(max(sum(sizes), 1), embedding_dim)
+        width = len(linear) + 2 * len(cyclic) + len(numeric) + embedding_dim * len(categorical)
+        layers: List[nn.Module] = []
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "FlightDelayNet":
+        keys = ["categorical", "numeric", "vocabularies", "numeric_fill", "numeric_mean",
+                "numeric_std", "periods", "embedding_dim", "hidden", "dropout"]
+        return cls(**{key: config[key] for key in keys})
+
+    def forward(self, categorical: List[List[str]], numeric: Tensor) -> Tensor:
+        """categorical[j] holds column j's strings for every row ("" = missing);
+        numeric is float [rows, len(self.numeric)] with NaN for missing."""
+        return torch.sigmoid(self.logits(self.category_indices(categorical, numeric.size(0)), numeric))
+
+    @torch.jit.export
+    def category_indices(self, categorical: List[List[str]], rows: int) -> Tensor:
+        if len(categorical) != len(self.vocabularies):
+            raise ValueError("expected " + str(len(self.vocabularies)) + " categorical columns, got "
+                             + str(len(categorical)))
+        indices = torch.zeros(len(self.vocabularies), rows, dtype=torch.long)
+        for j, vocabulary in enumerate(self.vocabularies):
+            column = categorical[j]
+            if len(column) != rows:
+                raise ValueError("categorical column " + self.categorical[j] + " has "
+                                 + str(len(column)) + " values for " + str(rows) + " rows")
+            indices[j] = torch.tensor([vocabulary.get(value, self.unknown) for value in column], dtype=torch.long)
+        return indices.t()
+
+    @torch.jit.export
+    def logits(self, indices: Tensor, numeric: Tensor) -> Tensor:
+        if numeric.dim() != 2 or numeric.size(1) != len(self.numeric):
+            raise ValueError("expected numeric input of shape [rows, " + str(len(self.numeric)) + "]")
+        numeric = numeric.to(torch.float32)
+        missing = ~torch.isfinite(numeric)
+        filled = torch.where(missing, self.fill.expand_as(numeric), numeric)
+        scaled = (filled - self.mean) / self.std
+        angle = filled.index_select(1, self.cyclic_index) * self.angular
+        embedded = self.embedding(indices + self.offsets).flatten(1)
+        features = torch.cat([scaled.index_select(1, self.linear_index), torch.sin(angle), torch.cos(angle),
+                              missing.to(torch.float32), embedded], dim=1)
+        return self.mlp(features).squeeze(1)

@@ -1,0 +1,112 @@
+"""Run the real TorchServe the way the image does (docker/entrypoint.sh + config.properties),
+on free loopback ports, for tests, load tests and benchmarks; always stopped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.config import ROOT
+
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
+def _healthcheck():
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker" / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _healthcheck()
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass(frozen=True)
+class Server:
+    inference_url: str
+    management_url: str
+    metrics_url: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout: float = 180,
+               extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start TorchServe with `model_store`, wait until `model`'s workers are READY, stop it on exit.
+
+    Every path TorchServe writes (pid file, worker sockets, logs) goes under `workdir`,
+    so several servers can run side by side."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{inference}",
+        "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{management}",
+        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
+        "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
+        "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
+        "TS_MODEL_STORE": str(model_store),
+        "TEMP": str(workdir),  # the JVM's tmpdir: worker sockets, unpacked archives
+        "TMPDIR": str(workdir),  # the launcher's pid file
+        "LOG_LOCATION": str(workdir / "logs"),
+        "METRICS_LOCATION": str(workdir / "logs"),
+        **(extra_env or {}),
+    }
+    log = workdir / "torchserve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([str(ENTRYPOINT)], env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
+                    f"http://127.0.0.1:{metrics}", process, log)
+    try:
+        wait_until_ready(server, model, timeout)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_ready(server: Server, model: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"TorchServe exited with {server.process.returncode}:\n{server.log_tail()}")
+        if healthcheck.model_ready(server.management_url, model):
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"{model} not READY after {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def stop(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM the whole process group (frontend and workers), SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

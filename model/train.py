@@ -1,0 +1,166 @@
+"""Train the MLP on the time split, keep the best epoch, save weights, export model.pt, score it."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
+
+from model.config import DEFAULT_CONFIG, Settings, load_settings
+from model.data import SPLIT, TARGET, load_flights
+from model.evaluate import classification_metrics
+from model.export import CONFIG, WEIGHTS, export_model
+from model.features import fit_preprocessing, model_inputs
+from model.network import UNKNOWN, FlightDelayNet
+
+log = logging.getLogger(__name__)
+
+
+class Encoded:
+    """One split, encoded once: category indices, raw numbers, labels."""
+
+    def __init__(self, network: FlightDelayNet, frame: pd.DataFrame):
+        categorical, self.numeric = model_inputs(frame, network.categorical, network.numeric)
+        self.indices = network.category_indices(categorical, len(frame))
+        self.labels = torch.tensor(frame[TARGET].to_numpy(), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def predict_encoded(network: FlightDelayNet, data: Encoded, batch_size: int = 8192) -> np.ndarray:
+    network.eval()
+    chunks = [torch.sigmoid(network.logits(data.indices[i:i + batch_size], data.numeric[i:i + batch_size]))
+              for i in range(0, len(data), batch_size)]
+    return torch.cat(chunks).numpy() if chunks else np.empty(0, dtype=np.float32)
+
+
+def fit(network: FlightDelayNet, train: Encoded, valid: Encoded, settings: Settings,
+        generator: torch.Generator, verbose: bool = False) -> list[dict[str, float]]:
+    """Adam on log loss; stops when validation ROC AUC has not improved for `patience` epochs
+    and restores the best epoch's weights. Ranking, not log loss, decides: the late share
+    moves from month to month, and log loss would punish the base rate, not the ranking."""
+    options = settings.train
+    optimizer = torch.optim.Adam(network.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    best_auc, best_state, stale, history = 0.0, None, 0, []
+    for epoch in range(1, options.max_epochs + 1):
+        network.train()
+        order = torch.randperm(len(train), generator=generator)
+        batches = tqdm(range(0, len(train), options.batch_size), desc=f"epoch {epoch}/{options.max_epochs}",
+                       unit="batch", leave=verbose, disable=None)
+        running = 0.0
+        for start in batches:
+            rows = order[start:start + options.batch_size]
+            indices = train.indices[rows]
+            # Teach the "unknown" rows: categories unseen in training must still mean something.
+            dropped = torch.rand(indices.shape, generator=generator) < settings.model.unknown_rate
+            indices = indices.masked_fill(dropped, UNKNOWN)
+            loss = loss_fn(network.logits(indices, train.numeric[rows]), train.labels[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * len(rows)
+        valid_auc = float(roc_auc_score(valid.labels.numpy(), predict_encoded(network, valid)))
+        history.append({"epoch": epoch, "train_loss": running / len(train), "valid_roc_auc": valid_auc})
+        log.info("epoch %d: train loss %.4f, valid ROC AUC %.4f", epoch, running / len(train), valid_auc)
+        if valid_auc > best_auc + 1e-4:
+            best_auc, stale = valid_auc, 0
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= options.patience:
+                log.info("early stop: no validation improvement for %d epochs", stale)
+                break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    return history
+
+
+def save_pretrained(network: FlightDelayNet, config: dict[str, Any], model_dir: Path, base_version: str) -> str:
+    """Weights as safetensors + config.json; the version ends in the weights' hash."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    weights = model_dir / WEIGHTS
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(weights))
+    version = f"{base_version}-{hashlib.sha256(weights.read_bytes()).hexdigest()[:8]}"
+    (model_dir / CONFIG).write_text(json.dumps({**config, "version": version}, indent=2) + "\n")
+    return version
+
+
+def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool = False) -> dict[str, Any]:
+    """The whole training job; returns the metrics it writes."""
+    started = time.perf_counter()
+    generator = seed_everything(settings.seed)
+    torch.set_num_threads(settings.train.threads)
+    table = load_flights(settings) if table is None else table
+    splits = {name: table[table[SPLIT] == name] for name in ("train", "valid", "test")}
+    for name, frame in splits.items():
+        if frame.empty:
+            raise ValueError(f"the {name} split is empty: check data.window and data.split in the config")
+        log.info("%s: %d rows, %.1f%% late", name, len(frame), 100 * frame[TARGET].mean())
+
+    config = {
+        "model_type": "flight-delay-mlp",
+        "name": settings.model.name,
+        **fit_preprocessing(splits["train"], settings.features, settings.model.min_category_count),
+        "embedding_dim": settings.model.embedding_dim,
+        "hidden": settings.model.hidden,
+        "dropout": settings.model.dropout,
+        "features": settings.features.model_dump(),
+        "serving": settings.serving.model_dump(),
+        "seed": settings.seed,
+    }
+    network = FlightDelayNet.from_config(config)
+    encoded = {name: Encoded(network, frame) for name, frame in splits.items()}
+    history = fit(network, encoded["train"], encoded["valid"], settings, generator, verbose)
+
+    version = save_pretrained(network, config, settings.paths.model_dir, settings.model.version)
+    export_model(settings.paths.model_dir, settings.paths.export_dir)
+    metrics = {
+        "model_version": version,
+        "threshold": settings.serving.threshold,
+        "epochs": len(history),
+        "train_seconds": time.perf_counter() - started,
+        **{name: classification_metrics(encoded[name].labels.numpy(), predict_encoded(network, encoded[name]),
+                                        settings.serving.threshold) for name in ("valid", "test")},
+        "history": history,
+    }
+    settings.paths.metrics.parent.mkdir(parents=True, exist_ok=True)
+    settings.paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("model %s: valid ROC AUC %.4f, test ROC AUC %.4f (%.0f s)", version,
+             metrics["valid"]["roc_auc"], metrics["test"]["roc_auc"], metrics["train_seconds"])
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, keep every epoch's bar")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(load_settings(args.config), verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    main()

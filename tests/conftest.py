@@ -1,0 +1,70 @@
+"""Shared fixtures: a small time slice of the real data, a model trained on it, its archive,
+and a real TorchServe serving that archive (started once, always stopped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from model.archive import build_archive
+from model.config import Settings, load_settings
+from model.data import build_feature_table, read_raw_tables
+from model.export import SCHEMA, TORCHSCRIPT
+from model.server import Server, torchserve
+from model.train import train
+
+# Three winter months keep the suite fast: train on Jan-Feb, validate on early
+# March, test on late March.
+SLICE = {
+    "data": {"window": {"start": "2013-01-01", "end": "2013-04-01"},
+             "split": {"valid_start": "2013-03-01", "test_start": "2013-03-16"}},
+    "train": {"max_epochs": 6, "patience": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    work = tmp_path_factory.mktemp("pipeline")
+    paths = {"processed": work / "flights.parquet", "model_dir": work / "model", "export_dir": work / "export",
+             "metrics": work / "metrics.json", "model_store": work / "model-store"}
+    return load_settings().with_overrides({**SLICE, "paths": paths})
+
+
+@pytest.fixture(scope="session")
+def raw_tables() -> dict[str, pd.DataFrame]:
+    return read_raw_tables()
+
+
+@pytest.fixture(scope="session")
+def table(settings: Settings, raw_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return build_feature_table(raw_tables, settings)
+
+
+@pytest.fixture(scope="session")
+def metrics(settings: Settings, table: pd.DataFrame) -> dict:
+    return train(settings, table)
+
+
+@pytest.fixture(scope="session")
+def scripted(settings: Settings, metrics: dict) -> torch.jit.ScriptModule:
+    return torch.jit.load(str(settings.paths.export_dir / TORCHSCRIPT))
+
+
+@pytest.fixture(scope="session")
+def schema(settings: Settings, metrics: dict) -> dict:
+    return json.loads((settings.paths.export_dir / SCHEMA).read_text())
+
+
+@pytest.fixture(scope="session")
+def archive(settings: Settings, metrics: dict) -> Path:
+    return build_archive(settings.paths.model_dir, settings.paths.model_store)
+
+
+@pytest.fixture(scope="session")
+def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    with torchserve(archive.parent, tmp_path_factory.mktemp("torchserve")) as running:
+        yield running
