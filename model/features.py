@@ -49,3 +49,18 @@ def model_inputs(frame: pd.DataFrame, categorical: list[str],
     columns = [frame[name].astype("string").fillna(MISSING_VALUE).tolist() for name in categorical]
     values = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
     return columns, torch.from_numpy(values.reshape(len(frame), len(numeric)).copy())
+
+
+def request_records(frame: pd.DataFrame, features: Features) -> list[dict[str, Any]]:
+    """Rows as JSON request records: missing values left out, integer fields as integers."""
+    records = []
+    for row in frame[features.names].to_dict("records"):
+        record: dict[str, Any] = {}
+        for name in features.categorical:
+            if row[name] not in ("", None) and not pd.isna(row[name]):
+                record[name] = str(row[name])
+        for name, spec in features.numeric.items():
+            if not pd.isna(row[name]):
+                record[name] = int(row[name]) if spec.integer else float(row[name])
+        records.append(record)
+    return records

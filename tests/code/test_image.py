@@ -1,0 +1,80 @@
+"""The image's recipe stays consistent with the project (no Docker engine needed):
+lint passes, what it copies exists and survives the ignore file, ports and pins agree."""
+
+import fnmatch
+import re
+import subprocess
+
+from model.config import ROOT, load_settings
+
+DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
+IGNORE = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split("\n")
+PROPERTIES = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
+                  if line and not line.startswith("#"))
+REQUIREMENTS = (ROOT / "requirements.txt").read_text()
+
+
+def copied_from_context():
+    sources = []
+    for line in DOCKERFILE.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources += line.split()[1:-1]
+    return sources
+
+
+def allowed_by_ignore_file(path):
+    allowed = False
+    for pattern in (p.strip() for p in IGNORE if p.strip() and not p.startswith("#")):
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path.rstrip("/"), pattern) or path.startswith(pattern + "/"):
+            allowed = negated
+    return allowed
+
+
+def test_make_lint_passes():
+    result = subprocess.run(["make", "lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_everything_the_image_copies_exists_and_passes_the_ignore_file():
+    model_dir = load_settings().paths.model_dir.relative_to(ROOT)
+    for source in copied_from_context():
+        assert allowed_by_ignore_file(source), f"{source} is excluded by Dockerfile.dockerignore"
+        if source.rstrip("/") == str(model_dir):
+            continue  # written by `make train`, which the README puts before `docker build`
+        assert (ROOT / source).exists(), source
+
+
+def test_the_image_packs_the_same_handler_files_as_make_archive():
+    archive_source = (ROOT / "model" / "archive.py").read_text()
+    for name in re.findall(r'handler_dir / "([^"]+)"', archive_source):
+        assert allowed_by_ignore_file(f"handler/{name}"), name
+
+
+def test_exposed_ports_are_the_configured_ones():
+    exposed = set(re.search(r"^EXPOSE (.+)$", DOCKERFILE, re.M).group(1).split())
+    configured = {PROPERTIES[key].rsplit(":", 1)[1] for key in
+                  ("inference_address", "management_address", "metrics_address")}
+    assert exposed == configured == {"8080", "8081", "8082"}
+
+
+def test_base_image_is_the_pinned_torchserve_release():
+    base = re.search(r"^ARG TORCHSERVE_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1)
+    release = re.search(r"^torchserve==(\S+)$", REQUIREMENTS, re.M).group(1)
+    assert base == f"pytorch/torchserve:{release}-cpu"
+
+
+def test_every_pin_the_image_greps_for_is_in_requirements():
+    for group in re.findall(r"grep -E '\^\(([^)]+)\)=='", DOCKERFILE):
+        for name in group.split("|"):
+            assert re.search(rf"^{name}==\S+$", REQUIREMENTS, re.M), name
+
+
+def test_security_defaults():
+    assert PROPERTIES["management_address"].startswith("http://127.0.0.1:")
+    assert PROPERTIES["enable_model_api"] == "false"
+    assert PROPERTIES["metrics_mode"] == "prometheus"
+    assert int(PROPERTIES["max_request_size"]) <= 1 << 20
+    assert "USER model-server" in DOCKERFILE.split("FROM ")[-1]
+    assert "HEALTHCHECK" in DOCKERFILE

@@ -1,0 +1,141 @@
+"""A real TorchServe started through docker/entrypoint.sh with config.properties, on free ports."""
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+import torch
+
+from model.config import ROOT
+from model.data import SPLIT
+from model.features import model_inputs, request_records
+
+SAMPLE = (ROOT / "sample_input.json").read_bytes()
+JSON = {"Content-Type": "application/json"}
+
+
+def predict(server, body, headers=JSON, version=""):
+    url = f"{server.inference_url}/predictions/mymodel" + (f"/{version}" if version else "")
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+def workers(server):
+    described = requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
+    return {worker["pid"]: worker["status"] for worker in described["workers"]}
+
+
+@pytest.fixture(scope="module")
+def test_rows(table):
+    return table[table[SPLIT] == "test"].sample(200, random_state=7)
+
+
+def test_the_models_workers_are_ready_with_the_trained_version(server, metrics):
+    described = requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
+    assert described["modelVersion"] == metrics["model_version"]
+    assert described["batchSize"] == 32
+    assert len(described["workers"]) == described["minWorkers"] >= 1
+    assert {w["status"] for w in described["workers"]} == {"READY"}
+
+
+def test_management_lists_the_model(server):
+    models = requests.get(f"{server.management_url}/models", timeout=10).json()["models"]
+    assert [m["modelName"] for m in models] == ["mymodel"]
+
+
+def test_sample_input_is_answered(server, metrics):
+    reply = predict(server, SAMPLE)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert set(answer) == {"late_probability", "late", "model_version"}
+    assert 0 < answer["late_probability"] < 1
+    assert answer["late"] == (answer["late_probability"] >= metrics["threshold"])
+    assert answer["model_version"] == metrics["model_version"]
+
+
+def test_a_client_without_content_type_is_answered(server):
+    reply = predict(server, SAMPLE, headers={"Content-Type": ""})
+    assert reply.status_code == 200, reply.text
+
+
+def test_served_probabilities_equal_model_pt_offline(server, scripted, settings, test_rows):
+    """Parity: a list of real test-month records, served, against model.pt run in-process."""
+    records = request_records(test_rows, settings.features)
+    reply = predict(server, json.dumps(records))
+    assert reply.status_code == 200, reply.text
+    served = torch.tensor([answer["late_probability"] for answer in reply.json()], dtype=torch.float64)
+    categorical, numeric = model_inputs(test_rows, scripted.categorical, scripted.numeric)
+    offline = scripted(categorical, numeric).to(torch.float64)
+    assert len(served) == len(records)
+    torch.testing.assert_close(served, offline, atol=1e-6, rtol=0)
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, settings, test_rows):
+    """Requests batched together by TorchServe, good and bad mixed, keep their own answers."""
+    records = request_records(test_rows.head(60), settings.features)
+    expected = [a["late_probability"] for a in predict(server, json.dumps(records)).json()]
+
+    def send(i):
+        if i % 3 == 2:
+            return i, predict(server, json.dumps({**records[i], "distance": -1}))
+        return i, predict(server, json.dumps(records[i]))
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(send, range(len(records))))
+    for i, reply in results:
+        if i % 3 == 2:
+            assert reply.status_code == 400 and reply.json()["errors"][0]["field"] == "distance"
+        else:
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["late_probability"] == pytest.approx(expected[i], abs=1e-6)
+
+
+BAD_REQUESTS = [
+    (b"{not json", JSON, 400),
+    (b"", JSON, 400),
+    (b'{"carrier": "UA"}', JSON, 400),
+    (b'{"carrier": NaN}', JSON, 400),
+    (SAMPLE.replace(b'"distance": 719', b'"distance": "far"'), JSON, 400),
+    (SAMPLE.replace(b'"month": 12', b'"month": 1e999'), JSON, 400),
+    (SAMPLE.replace(b'"carrier": "UA"', b'"carrier": "UA", "tail": 1'), JSON, 400),
+    (b"[" + SAMPLE + b", {\"month\": 40}]", JSON, 400),
+    (b"\xff\xfe\x00", JSON, 400),
+    (b"[" * 50000 + b"]" * 50000, JSON, 400),
+    (SAMPLE, {"Content-Type": "text/csv"}, 415),
+    (SAMPLE, {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    (b"x" * 1_100_000, JSON, 413),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), BAD_REQUESTS,
+                         ids=[f"bad-{i}" for i in range(len(BAD_REQUESTS))])
+def test_bad_input_gets_a_4xx_and_never_a_dead_worker(server, body, headers, status):
+    before = workers(server)
+    reply = predict(server, body, headers=headers)
+    assert reply.status_code == status, reply.text[:300]
+    if status != 413:  # the frontend itself refuses oversized bodies, with no body
+        assert "error" in reply.json()
+    assert workers(server) == before  # same worker processes, all READY
+    assert predict(server, SAMPLE).status_code == 200
+
+
+def test_models_cannot_be_registered_or_removed_through_the_api(server):
+    register = requests.post(f"{server.management_url}/models", params={"url": "https://example.com/x.mar"},
+                             timeout=10)
+    remove = requests.delete(f"{server.management_url}/models/mymodel", timeout=10)
+    assert 400 <= register.status_code < 500 and 400 <= remove.status_code < 500
+    assert predict(server, SAMPLE).status_code == 200
+
+
+def test_prometheus_metrics_are_served(server):
+    predict(server, SAMPLE)
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    assert "ts_inference_requests_total" in text
+
+
+def test_the_images_healthcheck_sees_the_ready_model(server):
+    command = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "--management-url", server.management_url]
+    assert subprocess.run(command, timeout=30).returncode == 0
+    assert subprocess.run([*command, "--model", "nomodel"], timeout=30).returncode == 1
