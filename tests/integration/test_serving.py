@@ -5,13 +5,13 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 import requests
-import torch
 
 from model.config import ROOT
 from model.data import SPLIT
-from model.features import model_inputs, request_records
+from model.features import request_records
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}
@@ -60,16 +60,21 @@ def test_a_client_without_content_type_is_answered(server):
     assert reply.status_code == 200, reply.text
 
 
-def test_served_probabilities_equal_model_pt_offline(server, scripted, settings, test_rows):
-    """Parity: a list of real test-month records, served, against model.pt run in-process."""
+def test_served_probabilities_equal_offline_batch_inference(server, settings, test_rows, tmp_path):
+    """Parity: real test-month records, served as one list and scored offline by
+    `python -m model.predict` from a CSV, with the same model.pt."""
     records = request_records(test_rows, settings.features)
     reply = predict(server, json.dumps(records))
     assert reply.status_code == 200, reply.text
-    served = torch.tensor([answer["late_probability"] for answer in reply.json()], dtype=torch.float64)
-    categorical, numeric = model_inputs(test_rows, scripted.categorical, scripted.numeric)
-    offline = scripted(categorical, numeric).to(torch.float64)
-    assert len(served) == len(records)
-    torch.testing.assert_close(served, offline, atol=1e-6, rtol=0)
+    served = [answer["late_probability"] for answer in reply.json()]
+
+    pd.DataFrame(records).to_csv(tmp_path / "records.csv", index=False)
+    command = [sys.executable, "-m", "model.predict", "--input_path", str(tmp_path / "records.csv"),
+               "--output_path", str(tmp_path / "scored.csv"), "--export_dir", str(settings.paths.export_dir)]
+    subprocess.run(command, check=True, cwd=ROOT, timeout=120)
+    offline = pd.read_csv(tmp_path / "scored.csv")["late_probability"].tolist()
+    assert len(served) == len(offline) == len(records)
+    assert max(abs(a - b) for a, b in zip(served, offline)) <= 1e-6
 
 
 def test_concurrent_requests_each_get_their_own_answer(server, settings, test_rows):
