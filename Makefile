@@ -10,10 +10,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate archive run serve stop test lint clean
+.PHONY: help setup data train evaluate results archive run serve stop test lint clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
 setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, Java 17)
 
@@ -31,6 +31,9 @@ train: setup ## train the MLP; writes weights, model.pt, metrics.json
 
 evaluate: setup ## compare with a logistic regression on the test months
 	dvc repro evaluate
+
+results: evaluate ## write the test-month results into README.md
+	$(PYTHON) -m model.evaluate --config params.yaml --readme README.md
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
 	dvc repro archive

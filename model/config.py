@@ -21,6 +21,7 @@ class Paths(Strict):
     model_dir: Path
     export_dir: Path
     metrics: Path
+    comparison: Path
     model_store: Path
 
 

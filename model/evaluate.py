@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,17 +64,49 @@ def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, ml
     }
 
 
+RESULTS_START = "<!-- results:start (written by `make results`; do not edit by hand) -->"
+RESULTS_END = "<!-- results:end -->"
+
+
+def render_results(metrics: dict[str, Any], comparison: dict[str, Any]) -> str:
+    """The README's results block: test-month metrics of the served model and the linear reference."""
+    rows = [("MLP (served)", comparison["test"]["mlp"]),
+            ("logistic regression", comparison["test"]["logistic_regression"])]
+    lines = [
+        RESULTS_START,
+        f"Model `{metrics['model_version']}`, test months ({comparison['test']['mlp']['rows']:,} flights, "
+        f"{comparison['test']['mlp']['positive_rate']:.1%} late), threshold {metrics['threshold']}; "
+        f"trained in {metrics['train_seconds']:.0f} s ({metrics['epochs']} epochs).",
+        "",
+        "| model | ROC AUC | PR AUC | Brier | log loss | accuracy |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(f"| {name} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | {m['brier']:.3f} | {m['log_loss']:.3f} | "
+          f"{m['accuracy']:.3f} |" for name, m in rows),
+        RESULTS_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    start, end = text.index(RESULTS_START), text.index(RESULTS_END) + len(RESULTS_END)
+    readme.write_text(text[:start] + block + text[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--output", required=True, help="where to write the comparison JSON")
+    parser.add_argument("--readme", type=Path, help="only rewrite this README's results block from the JSON files")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(args.config)
     mlp = json.loads(settings.paths.metrics.read_text())
+    if args.readme:
+        update_readme(args.readme, render_results(mlp, json.loads(settings.paths.comparison.read_text())))
+        log.info("updated the results in %s", args.readme)
+        return
     result = compare_with_logistic_regression(settings, load_flights(settings), mlp)
-    with open(args.output, "w") as handle:
-        json.dump(result, handle, indent=2)
+    settings.paths.comparison.write_text(json.dumps(result, indent=2) + "\n")
     log.info("test ROC AUC: MLP %.4f, logistic regression %.4f",
              result["test"]["mlp"]["roc_auc"], result["test"]["logistic_regression"]["roc_auc"])
 

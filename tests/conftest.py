@@ -30,7 +30,8 @@ SLICE = {
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     work = tmp_path_factory.mktemp("pipeline")
     paths = {"processed": work / "flights.parquet", "model_dir": work / "model", "export_dir": work / "export",
-             "metrics": work / "metrics.json", "model_store": work / "model-store"}
+             "metrics": work / "metrics.json", "comparison": work / "comparison.json",
+             "model_store": work / "model-store"}
     return load_settings().with_overrides({**SLICE, "paths": paths})
 
 

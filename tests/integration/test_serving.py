@@ -144,3 +144,18 @@ def test_the_images_healthcheck_sees_the_ready_model(server):
     command = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "--management-url", server.management_url]
     assert subprocess.run(command, timeout=30).returncode == 0
     assert subprocess.run([*command, "--model", "nomodel"], timeout=30).returncode == 1
+
+
+def test_workers_can_be_scaled_from_loopback_without_a_restart(server):
+    """Last in this module: it changes the shared server and restores it."""
+    url = f"{server.management_url}/models/mymodel"
+    original = len(workers(server))
+    try:
+        reply = requests.put(url, params={"min_worker": 1, "max_worker": 1, "synchronous": "true"}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert len(workers(server)) == 1
+        assert predict(server, SAMPLE).status_code == 200
+    finally:
+        requests.put(url, params={"min_worker": original, "max_worker": original, "synchronous": "true"},
+                     timeout=120)
+    assert list(workers(server).values()) == ["READY"] * original
