@@ -54,7 +54,7 @@ test: setup ## the whole test suite (trains a small model on a slice of the data
 
 lint: setup ## ruff, the Python 3.9 floor of what runs in the image, hadolint
 	ruff check .
-	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py model/network.py model/export.py model/archive.py
+	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py model/network.py model/export.py model/archive.py
 	hadolint --config docker/hadolint.yaml docker/Dockerfile
 
 clean: ## remove build outputs (keeps .venv)

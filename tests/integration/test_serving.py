@@ -140,6 +140,14 @@ def test_prometheus_metrics_are_served(server):
     assert "ts_inference_requests_total" in text
 
 
+def test_the_images_build_time_selfcheck_passes_on_the_archive(archive):
+    command = [sys.executable, str(ROOT / "docker" / "selfcheck.py"), "--archive", str(archive),
+               "--sample", str(ROOT / "sample_input.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+
+
 def test_the_images_healthcheck_sees_the_ready_model(server):
     command = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "--management-url", server.management_url]
     assert subprocess.run(command, timeout=30).returncode == 0
