@@ -4,8 +4,10 @@
 # model-server home in the image). Extra arguments go to torchserve.
 set -eu
 cd "$(dirname "$0")/.."
-if [ ! -f model-store/mymodel.mar ]; then
-    echo "model-store/mymodel.mar is missing: run 'make archive' first" >&2
+# TS_MODEL_STORE overrides config.properties' model_store, as TorchServe itself does.
+archive="${TS_MODEL_STORE:-model-store}/mymodel.mar"
+if [ ! -f "$archive" ]; then
+    echo "$archive is missing: run 'make archive' first" >&2
     exit 1
 fi
 # exec: TorchServe gets the signals (docker stop, Ctrl-C) directly.

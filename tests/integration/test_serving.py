@@ -1,6 +1,7 @@
 """A real TorchServe started through docker/entrypoint.sh with config.properties, on free ports."""
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -167,3 +168,10 @@ def test_workers_can_be_scaled_from_loopback_without_a_restart(server):
         requests.put(url, params={"min_worker": original, "max_worker": original, "synchronous": "true"},
                      timeout=120)
     assert list(workers(server).values()) == ["READY"] * original
+
+
+def test_the_entrypoint_refuses_to_start_without_an_archive(tmp_path):
+    result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh")], capture_output=True, text=True, timeout=60,
+                            env={"PATH": os.environ["PATH"], "TS_MODEL_STORE": str(tmp_path)})
+    assert result.returncode == 1
+    assert "mymodel.mar is missing" in result.stderr
