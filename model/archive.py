@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from model import configure_logging
 from model.export import CONFIG, SCHEMA, TORCHSCRIPT, export_model
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True, type=Path, help="weights + config.json from training")
     parser.add_argument("--model-store", required=True, type=Path, help="where <name>.mar is written")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     build_archive(args.model_dir, args.model_store)
 
 

@@ -18,6 +18,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, brier_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, TARGET, load_flights
 
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--readme", type=Path, help="only rewrite this README's results block from the JSON files")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = load_settings(args.config)
     mlp = json.loads(settings.paths.metrics.read_text())
     if args.readme:

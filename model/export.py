@@ -14,6 +14,7 @@ from typing import Any, Dict, Tuple
 import torch
 from safetensors.torch import load_file
 
+from model import configure_logging
 from model.network import FlightDelayNet
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True, type=Path, help="weights + config.json")
     parser.add_argument("--export-dir", required=True, type=Path, help="where model.pt and schema.json go")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     export_model(args.model_dir, args.export_dir)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from model import configure_logging
 from model.config import load_settings
 from model.export import SCHEMA, TORCHSCRIPT
 from model.features import model_inputs
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--output_path", required=True, type=Path, help=".csv or .parquet")
     parser.add_argument("--export_dir", type=Path, default=None, help="model.pt + schema.json (default: params.yaml)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     model, schema = load_served_model(args.export_dir or load_settings().paths.export_dir)
     scored = predict_frame(model, schema, read_table(args.input_path))
     write_table(scored, args.output_path)

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, TARGET, load_flights
 from model.evaluate import classification_metrics
@@ -157,8 +158,7 @@ def main() -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--verbose", action="store_true", help="debug logging, keep every epoch's bar")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     train(load_settings(args.config), verbose=args.verbose)
 
 
