@@ -102,6 +102,8 @@ class LateArrivalService:
         self.categorical: List[str] = facts["categorical"]
         self.numeric: List[str] = facts["numeric"]
         self.version: str = facts["version"]
+        # Answers are {"<target>_probability": p, "<target>": p >= threshold, "model_version": ...}
+        self.target: str = facts["target"]
         self.threshold: float = facts["threshold"]
         self.max_records: int = facts["max_records"]
         self.predict = predict
@@ -199,7 +201,7 @@ class LateArrivalService:
         return record
 
     def answer(self, probability: float) -> Dict[str, Any]:
-        return {"late_probability": probability, "late": probability >= self.threshold,
+        return {f"{self.target}_probability": probability, self.target: probability >= self.threshold,
                 "model_version": self.version}
 
 

@@ -18,11 +18,13 @@ class Strict(BaseModel):
 
 class Paths(Strict):
     processed: Path
+    quality_db: Path
     model_dir: Path
     export_dir: Path
     metrics: Path
     comparison: Path
     model_store: Path
+    report_dir: Path
 
 
 class Window(Strict):
@@ -35,11 +37,40 @@ class Split(Strict):
     test_start: str
 
 
+class FlightsSource(Strict):
+    late_minutes: float = 15
+
+
+class SyntheticSource(Strict):
+    """A daily, temperature-like process per station; see model/synthetic.py."""
+
+    dir: Path
+    start: str
+    days: int = Field(gt=0)
+    stations: int = Field(gt=0)
+    noise: float = Field(ge=0)
+    missing_rate: float = Field(ge=0, lt=1)
+    anomaly_rate: float = Field(ge=0, lt=1)
+    drift_start: str | None = None  # from this day on, temperatures shift by drift_shift
+    drift_shift: float = 0.0
+    test_start: str  # days from here on are written to test/, the rest to train/
+
+
+class CsvSource(Strict):
+    path: Path | None = None
+    time_column: str = "time"
+    target_column: str = "target"
+
+
 class DataSettings(Strict):
-    source: Literal["flights"] = "flights"
+    source: Literal["flights", "synthetic", "csv"] = "flights"
+    target: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     window: Window
     split: Split
-    late_minutes: float = 15
+    batch: str = "M"
+    flights: FlightsSource = FlightsSource()
+    synthetic: SyntheticSource | None = None
+    csv: CsvSource = CsvSource()
 
     @model_validator(mode="after")
     def _ordered(self) -> DataSettings:
@@ -52,6 +83,7 @@ class DataSettings(Strict):
 class CategoricalFeature(Strict):
     required: bool
     description: str = ""
+    max_missing: float | None = Field(default=None, ge=0, le=1)
 
 
 class NumericFeature(Strict):
@@ -61,6 +93,7 @@ class NumericFeature(Strict):
     integer: bool = False
     period: float | None = Field(default=None, gt=0)
     description: str = ""
+    max_missing: float | None = Field(default=None, ge=0, le=1)
 
 
 class Features(Strict):
@@ -72,9 +105,22 @@ class Features(Strict):
         return [*self.categorical, *self.numeric]
 
 
+class QualitySettings(Strict):
+    """Per batch and column: a batch over a limit stops the pipeline."""
+
+    max_missing: float = Field(ge=0, le=1)
+    max_out_of_range: float = Field(ge=0, le=1)
+    out_of_range: Literal["missing", "clip", "drop"]
+    max_duplicates: float = Field(ge=0, le=1)
+    drop_duplicates: bool = True
+    min_rows: int = Field(ge=1)
+
+
 class ModelSettings(Strict):
     name: str
     version: str
+    missing: Literal["median_indicator", "constant"] = "median_indicator"
+    categorical_encoding: Literal["embedding", "one_hot"] = "embedding"
     embedding_dim: int = Field(gt=0)
     hidden: list[int]
     dropout: float = Field(ge=0, lt=1)
@@ -102,32 +148,50 @@ class Settings(Strict):
     paths: Paths
     data: DataSettings
     features: Features
+    quality: QualitySettings
     model: ModelSettings
     train: TrainSettings
     serving: ServingSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """A copy with nested keys replaced, e.g. {"train": {"max_epochs": 2}}."""
-        return Settings.model_validate(_merge(self.model_dump(), overrides))
+        return Settings.model_validate(_merge(self.model_dump(), overrides, replace={"features"}))
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], overrides: dict[str, Any], replace: set[str] = frozenset()) -> dict[str, Any]:
+    """Deep merge; keys in `replace` are taken whole from the overrides (a feature list is
+    a contract, not a patch)."""
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if key not in replace and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
+def read_params(path: str | Path) -> dict[str, Any]:
+    """A params file as a dict. A file may start from another with `base: other.yaml`
+    (relative to itself) and replace only what differs, section by section."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.pop("base", None)
+    return _merge(read_params(path.parent / base), raw, replace={"features"}) if base else raw
+
+
 def load_settings(path: str | Path = DEFAULT_CONFIG) -> Settings:
     """Read params.yaml; relative paths in it are taken from the project root."""
-    raw = yaml.safe_load(Path(path).read_text())
+    raw = read_params(path)
     raw["paths"] = {key: _rooted(value) for key, value in raw["paths"].items()}
+    synthetic = raw.get("data", {}).get("synthetic")
+    if synthetic and "dir" in synthetic:
+        synthetic["dir"] = _rooted(synthetic["dir"])
+    csv = raw.get("data", {}).get("csv")
+    if csv and csv.get("path"):
+        csv["path"] = _rooted(csv["path"])
     return Settings.model_validate(raw)
 
 
-def _rooted(value: str) -> Path:
+def _rooted(value: str | Path) -> Path:
     path = Path(value)
     return path if path.is_absolute() else ROOT / path

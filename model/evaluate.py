@@ -20,7 +20,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
-from model.data import SPLIT, TARGET, load_flights
+from model.data import SPLIT, load_table
+from model.sources import TARGET
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def main() -> None:
         update_readme(args.readme, render_results(mlp, json.loads(settings.paths.comparison.read_text())))
         log.info("updated the results in %s", args.readme)
         return
-    result = compare_with_logistic_regression(settings, load_flights(settings), mlp)
+    result = compare_with_logistic_regression(settings, load_table(settings), mlp)
     settings.paths.comparison.write_text(json.dumps(result, indent=2) + "\n")
     log.info("test ROC AUC: MLP %.4f, logistic regression %.4f",
              result["test"]["mlp"]["roc_auc"], result["test"]["logistic_regression"]["roc_auc"])

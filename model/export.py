@@ -66,6 +66,7 @@ def input_schema(config: Dict[str, Any]) -> Dict[str, Any]:
         "additionalProperties": False,
         "x-model": {
             "name": config["name"],
+            "target": config["target"],
             "version": config["version"],
             "categorical": config["categorical"],
             "numeric": config["numeric"],

@@ -12,8 +12,11 @@ from model.config import Features
 from model.network import MISSING, MISSING_VALUE, UNKNOWN
 
 
-def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_count: int) -> dict[str, Any]:
-    """Vocabularies, imputation and scaling constants, from the training rows only."""
+def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_count: int,
+                      missing: str = "median_indicator") -> dict[str, Any]:
+    """Vocabularies, imputation and scaling constants, from the training rows only.
+    missing: "median_indicator" fills with the median (the network adds indicators),
+    "constant" fills with the mean, which standardizes to 0."""
     vocabularies = []
     for name in features.categorical:
         counts = train[name].value_counts()
@@ -26,10 +29,11 @@ def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_coun
     fill, mean, std = [], [], []
     for name in features.numeric:
         values = train[name].astype("float64")
-        median = float(values.median()) if values.notna().any() else 0.0
-        filled = values.fillna(median)
+        present = values.notna().any()
+        center = float(values.median() if missing == "median_indicator" else values.mean()) if present else 0.0
+        filled = values.fillna(center)
         spread = float(filled.std())
-        fill.append(median)
+        fill.append(center)
         mean.append(float(filled.mean()))
         std.append(spread if np.isfinite(spread) and spread > 0 else 1.0)
     return {
@@ -40,6 +44,7 @@ def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_coun
         "numeric_mean": mean,
         "numeric_std": std,
         "periods": [spec.period or 0.0 for spec in features.numeric.values()],
+        "missing": missing,
     }
 
 

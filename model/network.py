@@ -32,6 +32,8 @@ class FlightDelayNet(nn.Module):
         embedding_dim: int,
         hidden: List[int],
         dropout: float,
+        missing: str = "median_indicator",
+        categorical_encoding: str = "embedding",
     ):
         super().__init__()
         self.categorical: List[str] = list(categorical)
@@ -51,8 +53,22 @@ class FlightDelayNet(nn.Module):
         angular = [2 * math.pi / periods[i] for i in cyclic]
         self.register_buffer("angular", torch.tensor(angular, dtype=torch.float32), persistent=False)
 
-        self.embedding = nn.Embedding(max(sum(sizes), 1), embedding_dim)
-        width = len(linear) + 2 * len(cyclic) + len(numeric) + embedding_dim * len(categorical)
+        # Missing numbers are always filled (numeric_fill); "median_indicator" also adds one
+        # 0/1 column per number saying it was missing.
+        self.indicators: bool = missing == "median_indicator"
+        # "one_hot": a frozen identity table; each column's rows are disjoint, so summing the
+        # looked-up rows over columns gives the concatenated one-hot vectors.
+        self.one_hot: bool = categorical_encoding == "one_hot"
+        vocabulary_rows = max(sum(sizes), 1)
+        if self.one_hot:
+            self.embedding = nn.Embedding(vocabulary_rows, vocabulary_rows)
+            self.embedding.weight.data.copy_(torch.eye(vocabulary_rows))
+            self.embedding.weight.requires_grad_(False)
+            encoded = vocabulary_rows if categorical else 0
+        else:
+            self.embedding = nn.Embedding(vocabulary_rows, embedding_dim)
+            encoded = embedding_dim * len(categorical)
+        width = len(linear) + 2 * len(cyclic) + (len(numeric) if self.indicators else 0) + encoded
         layers: List[nn.Module] = []
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
@@ -63,8 +79,8 @@ class FlightDelayNet(nn.Module):
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "FlightDelayNet":
         keys = ["categorical", "numeric", "vocabularies", "numeric_fill", "numeric_mean",
-                "numeric_std", "periods", "embedding_dim", "hidden", "dropout"]
-        return cls(**{key: config[key] for key in keys})
+                "numeric_std", "periods", "embedding_dim", "hidden", "dropout", "missing", "categorical_encoding"]
+        return cls(**{key: config[key] for key in keys if key in config})
 
     def forward(self, categorical: List[List[str]], numeric: Tensor) -> Tensor:
         """categorical[j] holds column j's strings for every row ("" = missing);
@@ -94,7 +110,11 @@ class FlightDelayNet(nn.Module):
         filled = torch.where(missing, self.fill.expand_as(numeric), numeric)
         scaled = (filled - self.mean) / self.std
         angle = filled.index_select(1, self.cyclic_index) * self.angular
-        embedded = self.embedding(indices + self.offsets).flatten(1)
-        features = torch.cat([scaled.index_select(1, self.linear_index), torch.sin(angle), torch.cos(angle),
-                              missing.to(torch.float32), embedded], dim=1)
+        looked_up = self.embedding(indices + self.offsets)
+        embedded = looked_up.sum(1) if self.one_hot else looked_up.flatten(1)
+        parts = [scaled.index_select(1, self.linear_index), torch.sin(angle), torch.cos(angle)]
+        if self.indicators:
+            parts.append(missing.to(torch.float32))
+        parts.append(embedded)
+        features = torch.cat(parts, dim=1)
         return self.mlp(features).squeeze(1)

@@ -3,7 +3,8 @@
     python -m model.predict --input_path flights.csv --output_path scored.parquet
 
 Reads CSV or Parquet with the request fields as columns (missing columns or
-cells are missing values), writes the input with late_probability and late added.
+cells are missing values), writes the input with <target>_probability, <target>
+(e.g. late_probability, late) and model_version added.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -40,9 +42,10 @@ def predict_frame(model: torch.jit.ScriptModule, schema: dict, frame: pd.DataFra
         categorical, numeric = model_inputs(columns.iloc[start:start + chunk_rows], facts["categorical"],
                                             facts["numeric"])
         probabilities.append(model(categorical, numeric))
-    probability = torch.cat(probabilities).numpy() if probabilities else []
-    return frame.assign(late_probability=probability, late=lambda f: f["late_probability"] >= facts["threshold"],
-                        model_version=facts["version"])
+    probability = torch.cat(probabilities).numpy() if probabilities else np.empty(0, dtype=np.float32)
+    target = facts["target"]
+    return frame.assign(**{f"{target}_probability": probability, target: probability >= facts["threshold"],
+                           "model_version": facts["version"]})
 
 
 def read_table(path: Path) -> pd.DataFrame:

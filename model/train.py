@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
-from model.data import SPLIT, TARGET, load_flights
+from model.data import SPLIT, load_table
 from model.evaluate import classification_metrics
 from model.export import CONFIG, WEIGHTS, export_model
 from model.features import fit_preprocessing, model_inputs
 from model.network import UNKNOWN, FlightDelayNet
+from model.sources import TARGET
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     started = time.perf_counter()
     generator = seed_everything(settings.seed)
     torch.set_num_threads(settings.train.threads)
-    table = load_flights(settings) if table is None else table
+    table = load_table(settings) if table is None else table
     splits = {name: table[table[SPLIT] == name] for name in ("train", "valid", "test")}
     for name, frame in splits.items():
         if frame.empty:
@@ -123,7 +124,10 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     config = {
         "model_type": "flight-delay-mlp",
         "name": settings.model.name,
-        **fit_preprocessing(splits["train"], settings.features, settings.model.min_category_count),
+        "target": settings.data.target,
+        **fit_preprocessing(splits["train"], settings.features, settings.model.min_category_count,
+                            settings.model.missing),
+        "categorical_encoding": settings.model.categorical_encoding,
         "embedding_dim": settings.model.embedding_dim,
         "hidden": settings.model.hidden,
         "dropout": settings.model.dropout,

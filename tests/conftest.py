@@ -12,9 +12,10 @@ import torch
 
 from model.archive import build_archive
 from model.config import Settings, load_settings
-from model.data import build_feature_table, read_raw_tables
+from model.data import build_table
 from model.export import SCHEMA, TORCHSCRIPT
 from model.server import Server, torchserve
+from model.sources import read_flight_tables
 from model.train import train
 
 # Three winter months keep the suite fast: train on Jan-Feb, validate on early
@@ -29,20 +30,20 @@ SLICE = {
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     work = tmp_path_factory.mktemp("pipeline")
-    paths = {"processed": work / "flights.parquet", "model_dir": work / "model", "export_dir": work / "export",
-             "metrics": work / "metrics.json", "comparison": work / "comparison.json",
-             "model_store": work / "model-store"}
+    paths = {"processed": work / "table.parquet", "quality_db": work / "quality.sqlite",
+             "model_dir": work / "model", "export_dir": work / "export", "metrics": work / "metrics.json",
+             "comparison": work / "comparison.json", "model_store": work / "model-store", "report_dir": work / "report"}
     return load_settings().with_overrides({**SLICE, "paths": paths})
 
 
 @pytest.fixture(scope="session")
 def raw_tables() -> dict[str, pd.DataFrame]:
-    return read_raw_tables()
+    return read_flight_tables()
 
 
 @pytest.fixture(scope="session")
 def table(settings: Settings, raw_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return build_feature_table(raw_tables, settings)
+    return build_table(settings, raw_tables)
 
 
 @pytest.fixture(scope="session")

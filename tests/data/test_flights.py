@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from model.data import POST_DEPARTURE, SPLIT, SPLITS, TARGET, TIME
+from model.data import SPLIT, SPLITS
+from model.sources import POST_DEPARTURE, TARGET, TIME
 
 
 def test_columns_are_the_feature_contract_plus_time_target_and_split(table, settings):
