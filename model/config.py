@@ -116,6 +116,29 @@ class QualitySettings(Strict):
     min_rows: int = Field(ge=1)
 
 
+class DriftSettings(Strict):
+    """Per feature and for the predictions: a batch against the training reference."""
+
+    psi_bins: int = Field(ge=2)
+    psi_threshold: float = Field(gt=0)  # PSI above this flags drift (0.1 watch, 0.2 act)
+    p_value: float = Field(gt=0, lt=1)  # KS (numbers) / chi-square (categories) below this flags drift
+
+
+class EvaluationSettings(Strict):
+    """Baselines, cross-validation over time, interpretation and the business view."""
+
+    cv_folds: int = Field(ge=2)
+    knn_neighbors: int = Field(ge=1)
+    knn_max_train_rows: int = Field(ge=100)
+    tree_max_depth: int = Field(ge=1)
+    permutation_repeats: int = Field(ge=1)
+    permutation_rows: int = Field(ge=100)
+    explain_rows: int = Field(ge=1)
+    ig_steps: int = Field(ge=2)
+    missed_positive_cost: float = Field(gt=0)  # e.g. a late flight nobody was warned about
+    false_alarm_cost: float = Field(gt=0)  # e.g. a warning for a flight that arrives on time
+
+
 class ModelSettings(Strict):
     name: str
     version: str
@@ -149,6 +172,8 @@ class Settings(Strict):
     data: DataSettings
     features: Features
     quality: QualitySettings
+    drift: DriftSettings
+    evaluation: EvaluationSettings
     model: ModelSettings
     train: TrainSettings
     serving: ServingSettings
