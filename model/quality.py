@@ -10,10 +10,12 @@ from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pandera.pandas as pa
 
 from model.config import Settings
+from model.report import Section, save_figure
 from model.sources import TARGET, TIME
 
 log = logging.getLogger(__name__)
@@ -152,3 +154,43 @@ def assess(table: pd.DataFrame, settings: Settings, reference: pd.DataFrame | No
         return table_schema(settings).validate(cleaned, lazy=True)
     except pa.errors.SchemaErrors as error:
         raise DataQualityError(f"the cleaned table breaks the declared schema:\n{error.failure_cases}") from None
+
+
+def latest_run(database: Path, source: str) -> pd.DataFrame:
+    """The most recent measurement of `source` from the history."""
+    runs = history(database)
+    runs = runs[runs["source"] == source]
+    return runs[runs["measured_at"] == runs["measured_at"].max()]
+
+
+def quality_section(settings: Settings, folder: Path) -> Section:
+    metrics = latest_run(settings.paths.quality_db, settings.data.source)
+    per_column = (metrics.groupby("column", sort=False)
+                  .agg(kind=("kind", "first"), worst_missing=("missing_share", "max"),
+                       worst_out_of_range=("out_of_range_share", "max"), cardinality=("cardinality", "max"),
+                       most_new_categories=("new_categories", "max"))
+                  .reset_index())
+    per_batch = metrics.drop_duplicates(BATCH)[[BATCH, "rows", "duplicate_share"]]
+
+    shown = per_column.loc[per_column["worst_missing"] > 0, "column"].tolist()
+    figure, (missing, other) = plt.subplots(1, 2, figsize=(13, 3.8))
+    for name in shown:
+        series = metrics[metrics["column"] == name]
+        missing.plot(series[BATCH], series["missing_share"], marker=".", label=name)
+    missing.set_title("missing share per batch", fontsize=10)
+    missing.tick_params(axis="x", rotation=90, labelsize=7)
+    missing.legend(fontsize=7, ncol=2)
+    new = metrics[metrics["kind"] == "categorical"].pivot_table(index=BATCH, columns="column",
+                                                                values="new_categories")
+    new.plot(ax=other, marker=".")
+    other.set_title("categories unseen in training, per batch", fontsize=10)
+    other.tick_params(axis="x", rotation=90, labelsize=7)
+    return Section(
+        title="Data quality",
+        intro=(f"Measured per {settings.data.batch} batch before cleaning and kept in {settings.paths.quality_db.name} "
+               f"(table column_quality) with every run. Limits: missing share {settings.quality.max_missing:.0%} "
+               f"(or the feature's own), out of bounds {settings.quality.max_out_of_range:.0%} (then "
+               f"'{settings.quality.out_of_range}'), duplicates {settings.quality.max_duplicates:.0%}."),
+        tables=[("Worst batch per column", per_column), ("Rows and duplicated share per batch", per_batch)],
+        figures=[("Missing values and new categories over time", save_figure(figure, folder / "quality.png"))],
+    )
