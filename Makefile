@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate results archive run serve stop test lint clean
+.PHONY: help setup data train evaluate results report drift archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ evaluate: setup ## compare with a logistic regression on the test months
 
 results: evaluate ## write the test-month results into README.md
 	$(PYTHON) -m model.evaluate --config params.yaml --readme README.md
+
+report: setup ## the data and model report: reports/model/report.html (EDA, quality, drift, baselines, interpretation)
+	dvc repro report
+
+drift: setup ## drift of the test months against training: reports/model/drift/drift.json + figures
+	$(PYTHON) -m model.drift --config params.yaml
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
 	dvc repro archive

@@ -32,7 +32,7 @@ def load_served_model(export_dir: Path) -> tuple[torch.jit.ScriptModule, dict]:
     return model, schema
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the same scripted module may also serve autograd (attributions)
 def predict_frame(model: torch.jit.ScriptModule, schema: dict, frame: pd.DataFrame,
                   chunk_rows: int = 65536) -> pd.DataFrame:
     facts = schema["x-model"]

@@ -99,6 +99,14 @@ def fit(network: FlightDelayNet, train: Encoded, valid: Encoded, settings: Setti
     return history
 
 
+def network_config(settings: Settings, train_rows: pd.DataFrame) -> dict[str, Any]:
+    """The network's architecture and preprocessing constants, fitted on these rows."""
+    model = settings.model
+    return {**fit_preprocessing(train_rows, settings.features, model.min_category_count, model.missing),
+            "categorical_encoding": model.categorical_encoding, "embedding_dim": model.embedding_dim,
+            "hidden": model.hidden, "dropout": model.dropout}
+
+
 def save_pretrained(network: FlightDelayNet, config: dict[str, Any], model_dir: Path, base_version: str) -> str:
     """Weights as safetensors + config.json; the version ends in the weights' hash."""
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -119,18 +127,13 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     for name, frame in splits.items():
         if frame.empty:
             raise ValueError(f"the {name} split is empty: check data.window and data.split in the config")
-        log.info("%s: %d rows, %.1f%% late", name, len(frame), 100 * frame[TARGET].mean())
+        log.info("%s: %d rows, %.1f%% %s", name, len(frame), 100 * frame[TARGET].mean(), settings.data.target)
 
     config = {
         "model_type": "flight-delay-mlp",
         "name": settings.model.name,
         "target": settings.data.target,
-        **fit_preprocessing(splits["train"], settings.features, settings.model.min_category_count,
-                            settings.model.missing),
-        "categorical_encoding": settings.model.categorical_encoding,
-        "embedding_dim": settings.model.embedding_dim,
-        "hidden": settings.model.hidden,
-        "dropout": settings.model.dropout,
+        **network_config(settings, splits["train"]),
         "features": settings.features.model_dump(),
         "serving": settings.serving.model_dump(),
         "seed": settings.seed,
