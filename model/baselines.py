@@ -34,7 +34,7 @@ from sklearn.tree import DecisionTreeClassifier
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, load_table
-from model.evaluate import classification_metrics, flight_features, logistic_regression
+from model.evaluate import classification_metrics, flight_features, logistic_regression, served_threshold
 from model.network import FlightDelayNet
 from model.predict import load_served_model, predict_frame
 from model.report import Section, save_figure
@@ -95,7 +95,7 @@ def _timed(work: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 
 def _scores(settings: Settings, labels: dict[str, np.ndarray], probability: dict[str, np.ndarray]) -> dict:
-    return {split: classification_metrics(labels[split], probability[split], settings.serving.threshold)
+    return {split: classification_metrics(labels[split], probability[split], served_threshold(settings))
             for split in ("valid", "test")}
 
 
@@ -200,7 +200,7 @@ def compare_preprocessing_variants(settings: Settings, table: pd.DataFrame, work
         trained = train(variant, table)
         model, schema = load_served_model(variant.paths.export_dir)
         probability = predict_frame(model, schema, valid)[f"{schema['x-model']['target']}_probability"]
-        scored = classification_metrics(valid[TARGET].to_numpy(), probability.to_numpy(), settings.serving.threshold)
+        scored = classification_metrics(valid[TARGET].to_numpy(), probability.to_numpy(), served_threshold(settings))
         rows.append({"missing": missing, "categorical_encoding": encoding,
                      "shipped": (missing, encoding) == (settings.model.missing, settings.model.categorical_encoding),
                      "valid_roc_auc": scored["roc_auc"], "valid_log_loss": scored["log_loss"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -161,7 +161,9 @@ class TrainSettings(Strict):
 
 
 class ServingSettings(Strict):
-    threshold: float = Field(gt=0, lt=1)
+    # A number, or min_cost: chosen at training on the validation month to minimize
+    # evaluation.missed_positive_cost and false_alarm_cost.
+    threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["min_cost"]
     max_records: int = Field(gt=0)
     max_string_length: int = Field(gt=0)
 

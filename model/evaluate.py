@@ -39,6 +39,38 @@ def classification_metrics(y_true: np.ndarray, probability: np.ndarray, threshol
     }
 
 
+# Decision thresholds considered when the threshold is chosen by cost.
+THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
+
+
+def expected_cost(labels: np.ndarray, probability: np.ndarray, thresholds: np.ndarray,
+                  missed_positive_cost: float, false_alarm_cost: float) -> np.ndarray:
+    """Cost per flight at each threshold: late flights nobody was warned about, and warnings
+    for flights that arrived on time, each at its price."""
+    labels = np.asarray(labels).astype(bool)
+    warned = np.asarray(probability)[None, :] >= np.asarray(thresholds)[:, None]
+    missed = (~warned & labels).sum(1)
+    false_alarms = (warned & ~labels).sum(1)
+    return (missed_positive_cost * missed + false_alarm_cost * false_alarms) / len(labels)
+
+
+def choose_threshold(labels: np.ndarray, probability: np.ndarray, missed_positive_cost: float,
+                     false_alarm_cost: float, thresholds: np.ndarray = THRESHOLDS) -> float:
+    """The grid threshold with the lowest expected cost on these rows (the lowest on ties)."""
+    costs = expected_cost(labels, probability, thresholds, missed_positive_cost, false_alarm_cost)
+    return float(thresholds[int(np.argmin(costs))])
+
+
+def served_threshold(settings: Settings) -> float:
+    """The decision threshold the served model uses: the configured number, or the one
+    training chose by cost on the validation month (`serving.threshold: min_cost`)."""
+    if settings.serving.threshold != "min_cost":
+        return float(settings.serving.threshold)
+    if not settings.paths.metrics.exists():
+        raise FileNotFoundError(f"serving.threshold is min_cost but {settings.paths.metrics} is missing: train first")
+    return float(json.loads(settings.paths.metrics.read_text())["threshold"])
+
+
 def _sine_cosine(values: np.ndarray, periods: list[float]) -> np.ndarray:
     angle = 2 * np.pi * np.asarray(values, dtype=np.float64) / np.asarray(periods, dtype=np.float64)
     return np.hstack([np.sin(angle), np.cos(angle)])
@@ -92,7 +124,7 @@ def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, ml
     pipeline.fit(train[settings.features.names], train[TARGET])
     seconds = time.perf_counter() - started
     probability = pipeline.predict_proba(test[settings.features.names])[:, 1]
-    linear = classification_metrics(test[TARGET].to_numpy(), probability, settings.serving.threshold)
+    linear = classification_metrics(test[TARGET].to_numpy(), probability, mlp["threshold"])
     return {
         "test": {"mlp": mlp["test"], "logistic_regression": linear},
         "logistic_regression_fit_seconds": seconds,

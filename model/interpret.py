@@ -34,6 +34,7 @@ from model import configure_logging
 from model.baselines import LABELS, MLP, baseline_models, fit_baseline, late_probability
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, load_table
+from model.evaluate import THRESHOLDS, choose_threshold, expected_cost, served_threshold
 from model.export import load_network
 from model.features import model_inputs
 from model.network import UNKNOWN, FlightDelayNet
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 RESULTS = "interpret.json"
 ATTRIBUTIONS = "attributions.csv"
-THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 TOP = 15  # coefficients and importances listed
 TREE_LEVELS = 3  # levels of the decision tree printed as rules
 
@@ -144,24 +144,6 @@ def tree_rules(model: Pipeline, levels: int = TREE_LEVELS, top: int = TOP) -> tu
     return rules, importance.sort_values("importance", ascending=False, ignore_index=True)[:top]
 
 
-def expected_cost(labels: np.ndarray, probability: np.ndarray, thresholds: np.ndarray,
-                  missed_positive_cost: float, false_alarm_cost: float) -> np.ndarray:
-    """Cost per flight at each threshold: late flights nobody was warned about, and warnings
-    for flights that arrived on time, each at its price."""
-    labels = np.asarray(labels).astype(bool)
-    warned = np.asarray(probability)[None, :] >= np.asarray(thresholds)[:, None]
-    missed = (~warned & labels).sum(1)
-    false_alarms = (warned & ~labels).sum(1)
-    return (missed_positive_cost * missed + false_alarm_cost * false_alarms) / len(labels)
-
-
-def choose_threshold(labels: np.ndarray, probability: np.ndarray, missed_positive_cost: float,
-                     false_alarm_cost: float, thresholds: np.ndarray = THRESHOLDS) -> float:
-    """The grid threshold with the lowest expected cost on these rows (the lowest on ties)."""
-    costs = expected_cost(labels, probability, thresholds, missed_positive_cost, false_alarm_cost)
-    return float(thresholds[int(np.argmin(costs))])
-
-
 def business_view(settings: Settings, valid: tuple[np.ndarray, np.ndarray],
                   test: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Threshold chosen on the validation month, judged on the test months against the serving
@@ -169,7 +151,7 @@ def business_view(settings: Settings, valid: tuple[np.ndarray, np.ndarray],
     options = settings.evaluation
     prices = (options.missed_positive_cost, options.false_alarm_cost)
     chosen = choose_threshold(*valid, *prices)
-    serving = settings.serving.threshold
+    serving = served_threshold(settings)
 
     def cost(rows: tuple[np.ndarray, np.ndarray], threshold: float) -> float:
         return float(expected_cost(*rows, np.array([threshold]), *prices)[0])

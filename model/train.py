@@ -21,7 +21,7 @@ from tqdm import tqdm
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, load_table
-from model.evaluate import classification_metrics
+from model.evaluate import choose_threshold, classification_metrics
 from model.export import CONFIG, WEIGHTS, export_model
 from model.features import fit_preprocessing, model_inputs
 from model.network import UNKNOWN, FlightDelayNet
@@ -99,6 +99,14 @@ def fit(network: FlightDelayNet, train: Encoded, valid: Encoded, settings: Setti
     return history
 
 
+def decision_threshold(settings: Settings, valid_labels: np.ndarray, valid_probability: np.ndarray) -> float:
+    """The configured threshold, or the cheapest on the validation month (min_cost)."""
+    if settings.serving.threshold != "min_cost":
+        return float(settings.serving.threshold)
+    costs = settings.evaluation
+    return choose_threshold(valid_labels, valid_probability, costs.missed_positive_cost, costs.false_alarm_cost)
+
+
 def network_config(settings: Settings, train_rows: pd.DataFrame) -> dict[str, Any]:
     """The network's architecture and preprocessing constants, fitted on these rows."""
     model = settings.model
@@ -142,15 +150,18 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     encoded = {name: Encoded(network, frame) for name, frame in splits.items()}
     history = fit(network, encoded["train"], encoded["valid"], settings, generator, verbose)
 
+    probability = {name: predict_encoded(network, encoded[name]) for name in ("valid", "test")}
+    threshold = decision_threshold(settings, encoded["valid"].labels.numpy(), probability["valid"])
+    config["serving"]["threshold"] = threshold
     version = save_pretrained(network, config, settings.paths.model_dir, settings.model.version)
     export_model(settings.paths.model_dir, settings.paths.export_dir)
     metrics = {
         "model_version": version,
-        "threshold": settings.serving.threshold,
+        "threshold": threshold,
         "epochs": len(history),
         "train_seconds": time.perf_counter() - started,
-        **{name: classification_metrics(encoded[name].labels.numpy(), predict_encoded(network, encoded[name]),
-                                        settings.serving.threshold) for name in ("valid", "test")},
+        **{name: classification_metrics(encoded[name].labels.numpy(), probability[name], threshold)
+           for name in ("valid", "test")},
         "history": history,
     }
     settings.paths.metrics.parent.mkdir(parents=True, exist_ok=True)

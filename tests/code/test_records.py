@@ -20,7 +20,7 @@ def schema():
         "name": "mymodel", "version": "1.0-test", "target": "late",
         "categorical": list(settings.features.categorical), "numeric": list(settings.features.numeric),
         "vocabularies": [{"": 1, SAMPLE.get(name) or "X": 2} for name in settings.features.categorical],
-        "features": settings.features.model_dump(), "serving": settings.serving.model_dump(),
+        "features": settings.features.model_dump(), "serving": {**settings.serving.model_dump(), "threshold": 0.5},
     }
     return input_schema(config)
 

@@ -9,14 +9,12 @@ import pytest
 import torch
 
 from model.data import SPLIT
+from model.evaluate import THRESHOLDS, choose_threshold, expected_cost
 from model.export import load_network
 from model.features import model_inputs
 from model.interpret import (
     RESULTS,
-    THRESHOLDS,
     build_section,
-    choose_threshold,
-    expected_cost,
     input_columns,
     integrated_gradients,
     permutation_importance,

@@ -66,3 +66,13 @@ def test_a_row_gets_the_same_probability_whatever_its_batch(scripted, table, row
     together = scripted(categorical, numeric)
     alone = scripted([column[:1] for column in categorical], numeric[:1])
     assert abs(together[0].item() - alone.item()) < 1e-6
+
+
+def test_the_served_threshold_is_the_cheapest_on_the_validation_month(settings, metrics, schema):
+    """serving.threshold: min_cost. With a missed late flight four times the price of a false
+    alarm, warning pays from well below an even chance."""
+    assert settings.serving.threshold == "min_cost"
+    prices = settings.evaluation.missed_positive_cost, settings.evaluation.false_alarm_cost
+    assert metrics["threshold"] < 0.5
+    assert abs(metrics["threshold"] - prices[1] / sum(prices)) <= 0.15
+    assert schema["x-model"]["threshold"] == metrics["threshold"]
