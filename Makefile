@@ -32,8 +32,8 @@ train: setup ## train the MLP; writes weights, model.pt, metrics.json
 evaluate: setup ## compare with a logistic regression on the test months
 	dvc repro evaluate
 
-results: evaluate ## write the test-month results into README.md
-	$(PYTHON) -m model.evaluate --config params.yaml --readme README.md
+results: evaluate report ## write the test-month results and the baselines table into README.md
+	$(PYTHON) -m model.evaluate --config params.yaml --readme README.md --example-report docs/report.html
 
 report: setup ## the data and model report: reports/model/report.html (EDA, quality, drift, baselines, interpretation)
 	dvc repro report

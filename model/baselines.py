@@ -287,6 +287,12 @@ def run(settings: Settings, table: pd.DataFrame | None = None, out_dir: Path | N
     return result
 
 
+def models_markdown(out_dir: Path) -> str | None:
+    """The models table `run` wrote (markdown), or None before it has run."""
+    path = Path(out_dir) / TABLE
+    return path.read_text().split("## ")[1].split("\n", 1)[1].strip() if path.exists() else None
+
+
 def build_section(out_dir: Path) -> Section:
     """The report's section, from what `run` wrote into out_dir."""
     out_dir = Path(out_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -136,8 +137,9 @@ RESULTS_START = "<!-- results:start (written by `make results`; do not edit by h
 RESULTS_END = "<!-- results:end -->"
 
 
-def render_results(metrics: dict[str, Any], comparison: dict[str, Any]) -> str:
-    """The README's results block: test-month metrics of the served model and the linear reference."""
+def render_results(metrics: dict[str, Any], comparison: dict[str, Any], baselines: str | None = None) -> str:
+    """The README's results block: test-month metrics of the served model and the linear
+    reference, and the baselines' comparison table (markdown) when it has been computed."""
     rows = [("MLP (served)", comparison["test"]["mlp"]),
             ("logistic regression", comparison["test"]["logistic_regression"])]
     lines = [
@@ -150,6 +152,8 @@ def render_results(metrics: dict[str, Any], comparison: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         *(f"| {name} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | {m['brier']:.3f} | {m['log_loss']:.3f} | "
           f"{m['accuracy']:.3f} |" for name, m in rows),
+        *(["", "All baselines on the same split, with forward-chaining cross-validation over the training and "
+               "validation months (`make report`):", "", baselines.strip()] if baselines else []),
         RESULTS_END,
     ]
     return "\n".join(lines)
@@ -165,13 +169,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--readme", type=Path, help="only rewrite this README's results block from the JSON files")
+    parser.add_argument("--example-report", type=Path, help="with --readme: also copy the latest report.html here")
     args = parser.parse_args()
     configure_logging()
     settings = load_settings(args.config)
     mlp = json.loads(settings.paths.metrics.read_text())
     if args.readme:
-        update_readme(args.readme, render_results(mlp, json.loads(settings.paths.comparison.read_text())))
+        from model.baselines import models_markdown  # baselines builds on this module
+
+        models = models_markdown(settings.paths.report_dir / "baselines")
+        update_readme(args.readme, render_results(mlp, json.loads(settings.paths.comparison.read_text()), models))
         log.info("updated the results in %s", args.readme)
+        if args.example_report:
+            shutil.copyfile(settings.paths.report_dir / "report.html", args.example_report)
         return
     result = compare_with_logistic_regression(settings, load_table(settings), mlp)
     settings.paths.comparison.write_text(json.dumps(result, indent=2) + "\n")

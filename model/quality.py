@@ -174,9 +174,10 @@ def quality_section(settings: Settings, folder: Path) -> Section:
 
     shown = per_column.loc[per_column["worst_missing"] > 0, "column"].tolist()
     figure, (missing, other) = plt.subplots(1, 2, figsize=(13, 3.8))
-    for name in shown:
+    colors = plt.cm.tab20.colors  # one distinct color per column: the default cycle repeats after ten
+    for index, name in enumerate(shown):
         series = metrics[metrics["column"] == name]
-        missing.plot(series[BATCH], series["missing_share"], marker=".", label=name)
+        missing.plot(series[BATCH], series["missing_share"], marker=".", label=name, color=colors[index % 20])
     missing.set_title("missing share per batch", fontsize=10)
     missing.tick_params(axis="x", rotation=90, labelsize=7)
     missing.legend(fontsize=7, ncol=2)

@@ -3,6 +3,7 @@
 import re
 import subprocess
 
+from model.baselines import LABELS
 from model.config import ROOT
 from model.evaluate import RESULTS_END, RESULTS_START, render_results
 
@@ -20,9 +21,12 @@ def test_results_block_has_the_layout_the_code_writes():
               "positive_rate": 0.2}
     rendered = render_results({"model_version": "v", "threshold": 0.5, "train_seconds": 1, "epochs": 1},
                               {"test": {"mlp": metric, "logistic_regression": metric}})
-    assert [line.split("|")[1] for line in block.splitlines() if line.startswith("| ")] == \
+    first_table = block.split("All baselines")[0]
+    assert [line.split("|")[1] for line in first_table.splitlines() if line.startswith("| ")] == \
            [line.split("|")[1] for line in rendered.splitlines() if line.startswith("| ")]
     assert re.search(r"\| MLP \(served\) \| 0\.\d{3} \|", block)
+    baselines = block.split("All baselines")[1].splitlines()
+    assert [line.split("|")[1].strip() for line in baselines if line.startswith("| ")][2:] == list(LABELS.values())
 
 
 def test_make_help_lists_the_documented_targets():
