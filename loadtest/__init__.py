@@ -1,0 +1,1 @@
+"""Load, stress and capacity tests of the served model (make loadtest, make bench)."""
