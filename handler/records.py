@@ -17,6 +17,9 @@ Body = Union[bytes, bytearray, str, dict, list, None]
 Predict = Callable[[List[List[str]], List[List[float]]], Sequence[float]]
 
 JSON_TYPES = ("application/json", "text/json", "text/plain", "application/octet-stream", "")
+# An error reply lists at most this many problems: TorchServe kills the worker whose reply is over
+# max_response_size (1 MiB), and a 1,000-record request can hold 16,000 problems.
+MAX_REPORTED_PROBLEMS = 50
 JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
               float: "a number", type(None): "null"}
 
@@ -40,8 +43,12 @@ class RequestError(Exception):
         summary = f"{where}: {first[2]}"
         if len(self.problems) > 1:
             summary += " (and {} more problem{})".format(len(self.problems) - 1, "s" if len(self.problems) > 2 else "")
-        errors = [{"record": record, "field": field, "reason": reason} for record, field, reason in self.problems]
-        return Reply(self.status, json.dumps({"code": self.status, "error": summary, "errors": errors}))
+        shown = self.problems[:MAX_REPORTED_PROBLEMS]
+        errors = [{"record": record, "field": field, "reason": reason} for record, field, reason in shown]
+        reply: Dict[str, Any] = {"code": self.status, "error": summary, "errors": errors}
+        if len(self.problems) > len(shown):
+            reply["errors_omitted"] = len(self.problems) - len(shown)
+        return Reply(self.status, json.dumps(reply))
 
 
 def _body_error(reason: str, status: int = 400) -> RequestError:
@@ -119,15 +126,33 @@ class LateArrivalService:
             except RequestError as error:
                 replies[index] = error.reply()
         if accepted:
-            everything = [record for _, records, _ in accepted for record in records]
-            categorical, numeric = self.model_inputs(everything)
-            probabilities = [float(p) for p in self.predict(categorical, numeric)]
-            offset = 0
-            for index, records, as_list in accepted:
-                answers = [self.answer(p) for p in probabilities[offset:offset + len(records)]]
-                offset += len(records)
-                replies[index] = Reply(200, json.dumps(answers if as_list else answers[0]))
+            try:
+                answered = self.answer_requests(accepted)
+            except Exception:  # noqa: BLE001 - whatever the model raised, neighbours must not share it
+                # One request the model cannot take must not fail the others: retry them one by one.
+                answered = [self.answer_alone(request) for request in accepted]
+            for (index, _, _), reply in zip(accepted, answered):
+                replies[index] = reply
         return [reply for reply in replies if reply is not None]
+
+    def answer_requests(self, accepted: List[Tuple[int, List[Dict[str, Any]], bool]]) -> List[Reply]:
+        """One forward pass for every record of every accepted request; one reply per request."""
+        everything = [record for _, records, _ in accepted for record in records]
+        categorical, numeric = self.model_inputs(everything)
+        probabilities = [float(p) for p in self.predict(categorical, numeric)]
+        replies, offset = [], 0
+        for _, records, as_list in accepted:
+            answers = [self.answer(p) for p in probabilities[offset:offset + len(records)]]
+            offset += len(records)
+            replies.append(Reply(200, json.dumps(answers if as_list else answers[0])))
+        return replies
+
+    def answer_alone(self, request: Tuple[int, List[Dict[str, Any]], bool]) -> Reply:
+        try:
+            return self.answer_requests([request])[0]
+        except Exception as error:  # noqa: BLE001 - reported to this request only
+            reason = f"the model could not score this request ({type(error).__name__})"
+            return Reply(500, json.dumps({"code": 500, "error": reason, "errors": []}))
 
     def parse(self, body: Body, content_type: Optional[str]) -> Tuple[List[Dict[str, Any]], bool]:
         media_type = (content_type or "").split(";")[0].strip().lower()
@@ -165,6 +190,10 @@ class LateArrivalService:
         for error in self.validator.iter_errors(record):
             if error.path:  # required / additionalProperties are reported above
                 found.append((str(error.path[0]), self.reason(error)))
+        for name in self.categorical:
+            # "\ud800" is valid JSON but no text: model.pt cannot take it and would fail the whole batch.
+            if isinstance(record.get(name), str) and not _is_text(record[name]):
+                found.append((name, "holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text"))
         return found
 
     def reason(self, error: Any) -> str:
@@ -203,6 +232,14 @@ class LateArrivalService:
     def answer(self, probability: float) -> Dict[str, Any]:
         return {f"{self.target}_probability": probability, self.target: probability >= self.threshold,
                 "model_version": self.version}
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _json_name(value: Any) -> str:

@@ -37,7 +37,7 @@ from model.data import SPLIT, load_table
 from model.evaluate import classification_metrics, flight_features, logistic_regression, served_threshold
 from model.network import FlightDelayNet
 from model.predict import load_served_model, predict_frame
-from model.report import Section, save_figure
+from model.report import Section, markdown, save_figure
 from model.sources import TARGET, TIME
 from model.train import Encoded, fit, network_config, predict_encoded, seed_everything, train
 
@@ -252,12 +252,6 @@ def comparison_tables(result: dict[str, Any]) -> dict[str, pd.DataFrame]:
         for name, r in result["models"].items()])
     variants = pd.DataFrame(result["preprocessing_variants"]).drop(columns="export_dir")
     return {"models": models, "variants": variants}
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    cells = frame.map(lambda v: f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v))
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist()]) + "\n"
 
 
 def run(settings: Settings, table: pd.DataFrame | None = None, out_dir: Path | None = None) -> dict[str, Any]:

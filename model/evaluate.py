@@ -22,6 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, load_table
+from model.report import block_markers, replace_block
 from model.sources import TARGET
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,7 @@ def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, ml
     }
 
 
-RESULTS_START = "<!-- results:start (written by `make results`; do not edit by hand) -->"
-RESULTS_END = "<!-- results:end -->"
+RESULTS_START, RESULTS_END = RESULTS_MARKERS = block_markers("results", "make results")
 
 
 def render_results(metrics: dict[str, Any], comparison: dict[str, Any], baselines: str | None = None) -> str:
@@ -143,7 +143,6 @@ def render_results(metrics: dict[str, Any], comparison: dict[str, Any], baseline
     rows = [("MLP (served)", comparison["test"]["mlp"]),
             ("logistic regression", comparison["test"]["logistic_regression"])]
     lines = [
-        RESULTS_START,
         f"Model `{metrics['model_version']}`, test months ({comparison['test']['mlp']['rows']:,} flights, "
         f"{comparison['test']['mlp']['positive_rate']:.1%} late), threshold {metrics['threshold']}; "
         f"trained in {metrics['train_seconds']:.0f} s ({metrics['epochs']} epochs).",
@@ -154,15 +153,8 @@ def render_results(metrics: dict[str, Any], comparison: dict[str, Any], baseline
           f"{m['accuracy']:.3f} |" for name, m in rows),
         *(["", "All baselines on the same split, with forward-chaining cross-validation over the training and "
                "validation months (`make report`):", "", baselines.strip()] if baselines else []),
-        RESULTS_END,
     ]
     return "\n".join(lines)
-
-
-def update_readme(readme: Path, block: str) -> None:
-    text = readme.read_text()
-    start, end = text.index(RESULTS_START), text.index(RESULTS_END) + len(RESULTS_END)
-    readme.write_text(text[:start] + block + text[end:])
 
 
 def main() -> None:
@@ -178,7 +170,8 @@ def main() -> None:
         from model.baselines import models_markdown  # baselines builds on this module
 
         models = models_markdown(settings.paths.report_dir / "baselines")
-        update_readme(args.readme, render_results(mlp, json.loads(settings.paths.comparison.read_text()), models))
+        comparison = json.loads(settings.paths.comparison.read_text())
+        replace_block(args.readme, RESULTS_MARKERS, render_results(mlp, comparison, models))
         log.info("updated the results in %s", args.readme)
         if args.example_report:
             shutil.copyfile(settings.paths.report_dir / "report.html", args.example_report)

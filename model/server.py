@@ -55,11 +55,12 @@ class Server:
 
 @contextlib.contextmanager
 def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout: float = 180,
-               extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None) -> Iterator[Server]:
     """Start TorchServe with `model_store`, wait until `model`'s workers are READY, stop it on exit.
 
     Every path TorchServe writes (pid file, worker sockets, logs) goes under `workdir`,
-    so several servers can run side by side."""
+    so several servers can run side by side. `command_prefix` wraps the entrypoint
+    (e.g. ["taskset", "-c", "0"]: the server and its workers inherit it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
     env = {
@@ -79,8 +80,8 @@ def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout
     }
     log = workdir / "torchserve.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([str(ENTRYPOINT)], env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen([*(command_prefix or []), str(ENTRYPOINT)], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
                     f"http://127.0.0.1:{metrics}", process, log)
     try:

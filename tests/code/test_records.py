@@ -183,3 +183,29 @@ def test_parse_json_keeps_big_but_finite_numbers():
     assert parse_json(b"{\"distance\": 1e300}") == {"distance": 1e300}
     with pytest.raises(RequestError):
         parse_json(b"{\"distance\": -1e400}")
+
+
+def test_an_unpaired_surrogate_is_refused_by_name(service):
+    status, error = reply_json(service.handle([(b'{"carrier": "\\ud800"}', "application/json")])[0])
+    assert status == 400
+    assert any(e["field"] == "carrier" and "surrogate" in e["reason"] for e in error["errors"])
+
+
+def test_an_error_reply_stays_small_however_many_problems(service, schema):
+    records = [{**SAMPLE, **{f"unknown_{i}": 1 for i in range(30)}}] * schema["x-model"]["max_records"]
+    reply = service.handle([(body(records), "application/json")])[0]
+    error = json.loads(reply.body)
+    assert reply.status == 400 and len(reply.body) < 64_000
+    assert len(error["errors"]) == 50 and error["errors_omitted"] == 30 * len(records) - 50
+
+
+def test_a_request_the_model_cannot_score_fails_alone(schema):
+    def fragile(categorical, numeric):
+        if any(value == "BOOM" for value in categorical[0]):
+            raise RuntimeError("cannot score")
+        return [0.3] * len(numeric)
+
+    service = LateArrivalService(schema, fragile)
+    replies = service.handle([(body(SAMPLE), None), (body({**SAMPLE, "carrier": "BOOM"}), None), (body(SAMPLE), None)])
+    assert [reply.status for reply in replies] == [200, 500, 200]
+    assert "error" in json.loads(replies[1].body)
