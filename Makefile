@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate results report drift archive run serve stop test lint clean
+.PHONY: help setup data train evaluate results report drift loadtest archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ report: setup ## the data and model report: reports/model/report.html (EDA, qual
 
 drift: setup ## drift of the test months against training: reports/model/drift/drift.json + figures
 	$(PYTHON) -m model.drift --config params.yaml
+
+loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
+	$(PYTHON) -m loadtest.run --config params.yaml --readme README.md $(if $(URL),--url $(URL))
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
 	dvc repro archive
