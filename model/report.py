@@ -37,7 +37,7 @@ def save_figure(figure: plt.Figure, path: Path) -> Path:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    cells = frame.map(lambda v: f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v))
+    cells = frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v))
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist()]) + "\n"
 
