@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate results report drift loadtest archive run serve stop test lint clean
+.PHONY: help setup data train evaluate results report drift loadtest bench archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ drift: setup ## drift of the test months against training: reports/model/drift/d
 
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
 	$(PYTHON) -m loadtest.run --config params.yaml --readme README.md $(if $(URL),--url $(URL))
+
+bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 3 minutes, needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk is required for the benchmark (apt-get install wrk)"; exit 1; }
+	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
 	dvc repro archive

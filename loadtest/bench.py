@@ -1,0 +1,206 @@
+"""Capacity benchmark: what the tuned TorchServe buys over its defaults, a familiar FastAPI server and the bare model.
+
+    python -m loadtest.bench --config params.yaml [--duration 10] [--out-dir reports/bench]
+
+In one run on one machine, each configuration serves the same trained model and
+answers single-record requests (real test-month flights, rotating) from wrk at
+fixed concurrency levels: throughput, latency percentiles, errors and the resident
+memory of the server's whole process tree under load. The in-process forward of
+model.pt is the physical limit. Every server runs on free loopback ports and is
+stopped afterwards, whatever happens. Writes bench.json, bench.md and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from loadtest.bench_report import write_report
+from loadtest.memory import ProcessTreeMemory
+from loadtest.payloads import real_records
+from loadtest.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
+from loadtest.wrk import run_wrk, write_script, wrk_command
+from model import configure_logging
+from model.config import DEFAULT_CONFIG, ROOT, load_settings
+from model.data import load_table
+
+log = logging.getLogger(__name__)
+
+CONFIGURATIONS = {
+    "tuned": "TorchServe, tuned",
+    "defaults": "TorchServe, defaults",
+    "fastapi": "FastAPI + uvicorn",
+    "forward": "model.pt forward",
+}
+SERVERS = ("tuned", "defaults", "fastapi")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    concurrency: tuple[int, ...] = (1, 16, 64)
+    seconds: int = 10  # measured per point (wrk counts whole seconds)
+    warmup_seconds: int = 3  # before each point, at the same concurrency, not measured
+    configurations: tuple[str, ...] = tuple(CONFIGURATIONS)
+    wrk_threads: int = 1  # the client shares the cores with the server: as few threads as keep up
+    forward_batches: tuple[int, ...] = (1, 32)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The one trained model every configuration serves: as the project's archive, as weights, as export."""
+
+    name: str
+    archive: Path  # <name>.mar built by `make archive`
+    model_dir: Path  # weights + config.json, packed again for the defaults archive
+    export_dir: Path  # model.pt + schema.json for FastAPI and the forward loop
+
+
+def run_benchmark(model: ServedModel, records: list[dict[str, Any]], plan: BenchPlan, workdir: Path) -> dict[str, Any]:
+    bodies = [json.dumps(record) for record in records]
+    script = write_script(bodies, workdir / "records.lua")
+    starters: dict[str, Callable[[], contextlib.AbstractContextManager[Endpoint]]] = {
+        "tuned": lambda: tuned_torchserve(model.archive, workdir / "tuned", model.name),
+        "defaults": lambda: defaults_torchserve(model.model_dir, workdir / "defaults", model.name),
+        "fastapi": lambda: fastapi_server(model.export_dir, workdir / "fastapi", model.name),
+    }
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {}
+    if "forward" in plan.configurations:
+        results["forward"] = measure_forward(model.export_dir, records, plan, workdir)
+    for name in SERVERS:
+        if name in plan.configurations:
+            log.info("%s: starting", CONFIGURATIONS[name])
+            results[name] = measure_server(name, starters[name], script, bodies, plan)
+    return {
+        "plan": asdict(plan),
+        "machine": machine(load_before),
+        "records": len(records),
+        "labels": {name: CONFIGURATIONS[name] for name in results},
+        "configurations": results,
+        "ratios": ratios(results, plan.concurrency),
+    }
+
+
+def measure_server(name: str, start: Callable[[], contextlib.AbstractContextManager[Endpoint]], script: Path,
+                   bodies: list[str], plan: BenchPlan) -> dict[str, Any]:
+    points, pids = [], set()
+    with start() as endpoint:
+        check_answers(endpoint.url, bodies[:3])
+        for connections in plan.concurrency:
+            if plan.warmup_seconds:
+                warm = run_wrk(endpoint.url, script, connections, plan.warmup_seconds, plan.wrk_threads)
+                settle(connections, warm.requests_per_s)
+            with ProcessTreeMemory(endpoint.pid) as memory:
+                load = run_wrk(endpoint.url, script, connections, plan.seconds, plan.wrk_threads)
+            settle(connections, load.requests_per_s)
+            pids |= memory.pids
+            point = {"concurrency": connections, "requests_per_s": load.requests_per_s, "requests": load.requests,
+                     "latency_ms": load.latency_ms, "non_2xx": load.non_2xx, "socket_errors": load.socket_errors,
+                     **memory.summary()}
+            points.append(point)
+            log.info("%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d errors, RSS %.0f MB",
+                     CONFIGURATIONS[name], connections, point["requests_per_s"], load.latency_ms["p50"],
+                     load.latency_ms["p99"], load.non_2xx + load.socket_errors, point["rss_peak_mb"])
+    return {"settings": endpoint.settings, "ports": list(endpoint.ports), "pids": sorted(pids), "points": points,
+            "rss_peak_mb": max(p["rss_peak_mb"] for p in points), "pss_peak_mb": max(p["pss_peak_mb"] for p in points)}
+
+
+def settle(connections: int, requests_per_s: float) -> None:
+    """wrk stops with a request in flight on every connection, and TorchServe still answers those into the
+    void: wait until they are done, so the next run starts with an empty queue (a full one answers 503)."""
+    time.sleep(min(5.0, 0.5 + connections / max(requests_per_s, 1.0)))
+
+
+def check_answers(url: str, bodies: list[str]) -> None:
+    """A server that refuses the benchmark's records would measure only its error path: stop early."""
+    for body in bodies:
+        request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            answer = json.load(reply)
+        if reply.status != 200 or "model_version" not in answer:
+            raise RuntimeError(f"{url} answered {reply.status} {answer} to {body}")
+
+
+def measure_forward(export_dir: Path, records: list[dict[str, Any]], plan: BenchPlan, workdir: Path) -> dict[str, Any]:
+    """loadtest.forward in its own process, so its memory is the model's and torch's alone."""
+    log.info("%s: batches of %s", CONFIGURATIONS["forward"], ", ".join(map(str, plan.forward_batches)))
+    (workdir / "records.json").write_text(json.dumps(records))
+    command = [sys.executable, "-m", "loadtest.forward", "--export-dir", str(export_dir),
+               "--records", str(workdir / "records.json"), "--seconds", str(plan.seconds)]
+    command += [argument for batch in plan.forward_batches for argument in ("--batch", str(batch))]
+    measured = json.loads(subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    for point in measured["points"]:
+        log.info("forward, batch %d: %.0f records/s, p50 %.3f ms per call", point["batch"], point["requests_per_s"],
+                 point["latency_ms"]["p50"])
+    return {"points": measured["points"], **measured["memory"]}
+
+
+def ratios(results: dict[str, Any], concurrency: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Tuned TorchServe's throughput over each other configuration's, per concurrency level."""
+    if "tuned" not in results:
+        return []
+    rows = []
+    for index, connections in enumerate(concurrency):
+        tuned = results["tuned"]["points"][index]["requests_per_s"]
+        row: dict[str, Any] = {"concurrency": connections}
+        for name in ("defaults", "fastapi"):
+            if name in results:
+                row[f"tuned/{name}"] = tuned / results[name]["points"][index]["requests_per_s"]
+        for point in results.get("forward", {}).get("points", []):
+            row[f"tuned/forward_batch{point['batch']}"] = tuned / point["requests_per_s"]
+        rows.append(row)
+    return rows
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What the numbers were measured on, load included: a busy machine makes them provisional."""
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[:1]
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            **{package: metadata.version(package) for package in ("torch", "torchserve", "fastapi", "uvicorn")},
+            "wrk": wrk_version[0].split(" Copyright")[0] if wrk_version else "",
+            "load_average_before": list(load_before), "load_average_after": list(os.getloadavg())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
+    parser.add_argument("--duration", type=int, default=BenchPlan.seconds, help="measured seconds per point")
+    parser.add_argument("--warmup", type=int, default=BenchPlan.warmup_seconds, help="warm-up seconds per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(BenchPlan.concurrency))
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS),
+                        help="configurations to measure (default: all)")
+    parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
+    parser.add_argument("--wrk-threads", type=int, default=BenchPlan.wrk_threads)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
+    args = parser.parse_args()
+    configure_logging()
+    wrk_command()  # fail before minutes of set-up, not after
+    settings = load_settings(args.config)
+    archive = settings.paths.model_store / f"{settings.model.name}.mar"
+    if "tuned" in args.only and not archive.exists():
+        parser.error(f"{archive} is missing: run `make archive` first")
+    model = ServedModel(settings.model.name, archive, settings.paths.model_dir, settings.paths.export_dir)
+    records = real_records(load_table(settings), settings.features, args.records, settings.seed)
+    plan = BenchPlan(tuple(args.concurrency), args.duration, args.warmup, tuple(args.only), args.wrk_threads)
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        results = run_benchmark(model, records, plan, Path(workdir))
+    for path in write_report(results, args.out_dir):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Write the capacity benchmark's results: bench.json, a Markdown summary and plots.
+
+The project's capacity targets are read against the measurements here, and reported,
+never asserted: one busy run on a shared machine should not fail a build.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+DEFAULTS_NOTE = ("TorchServe, defaults: the same handler and model.pt with TorchServe 0.12's own settings - "
+                 "batch size 1, one worker per core, job_queue_size 100, its own log4j2.xml (debug frontend log, "
+                 "access log), metrics written to log files, the JVM's own heap sizing - and only the API settings "
+                 "kept (no token, the handler parses the bytes); loadtest/torchserve_defaults.py lists them.")
+SERVER_COLORS = {"tuned": "tab:blue", "defaults": "tab:orange", "fastapi": "tab:green"}
+# What the project promises for single-record traffic (README, capacity).
+MIN_TUNED_OVER_FASTAPI = 3.0
+MAX_TUNED_P99_MS = 20.0
+MIN_TUNED_OVER_DEFAULTS = 8.0
+MAX_SERVICE_RSS_MB = 600.0
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "bench.json", out_dir / "bench.md"]
+    written[0].write_text(json.dumps(results, indent=2) + "\n")
+    written[1].write_text(markdown(results))
+    servers = [name for name in SERVER_COLORS if name in results["configurations"]]
+    if servers:
+        written += [plot_throughput(results, servers, out_dir), plot_p99(results, servers, out_dir)]
+    written.append(plot_memory(results, out_dir))
+    return written
+
+
+def markdown(results: dict[str, Any]) -> str:
+    plan, host, labels = results["plan"], results["machine"], results["labels"]
+    configurations = results["configurations"]
+    lines = [
+        "# Capacity benchmark",
+        "",
+        f"Single-record requests, rotating through {results['records']} real test-month flights; wrk keeps each "
+        f"connection one request in flight for {plan['seconds']} s per point after {plan['warmup_seconds']} s of "
+        f"warm-up ({plan['wrk_threads']} wrk thread(s) on the same machine). {host['cpus']} CPUs, "
+        f"{host['platform']}, torch {host['torch']}, {host['wrk']}; load average "
+        f"{host['load_average_before'][0]:.2f} before, {host['load_average_after'][0]:.2f} after: "
+        "numbers from a machine doing other work are provisional.",
+        "",
+        "| configuration | connections | requests/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors "
+        "| RSS peak MB | PSS peak MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in SERVER_COLORS:
+        for point in configurations.get(name, {}).get("points", []):
+            latency = point["latency_ms"]
+            lines.append(f"| {labels[name]} | {point['concurrency']} | {point['requests_per_s']:,.0f} "
+                         f"| {latency['p50']:.2f} | {latency['p90']:.2f} | {latency['p99']:.2f} | {point['non_2xx']} "
+                         f"| {point['socket_errors']} | {point['rss_peak_mb']:.0f} | {point['pss_peak_mb']:.0f} |")
+    forward = configurations.get("forward")
+    for point in (forward or {}).get("points", []):
+        latency = point["latency_ms"]
+        lines.append(f"| {labels['forward']}, batch {point['batch']} (records/s; ms per call) | - "
+                     f"| {point['requests_per_s']:,.0f} | {latency['p50']:.3f} | {latency['p90']:.3f} "
+                     f"| {latency['p99']:.3f} | - | - | {forward['rss_peak_mb']:.0f} | {forward['pss_peak_mb']:.0f} |")
+    if forward:
+        lines += ["", "The forward rows are one torch thread on one core with inputs prepared beforehand: the ceiling "
+                  "a server approaches, not one it can reach."]
+    if results["ratios"]:
+        columns = [key for key in results["ratios"][0] if key != "concurrency"]
+        lines += ["", "Tuned TorchServe's throughput over each other configuration's:", "",
+                  "| connections | " + " | ".join(columns) + " |", "| ---: |" + " ---: |" * len(columns)]
+        lines += [f"| {row['concurrency']} | " + " | ".join(f"{row[key]:.2f}" for key in columns) + " |"
+                  for row in results["ratios"]]
+    lines += ["", *targets(results), "", "What each server reported running with (TorchServe: its management API):",
+              ""]
+    for name in (name for name in SERVER_COLORS if name in configurations):
+        settings = configurations[name]["settings"]
+        lines.append(f"- {labels[name]}: " + ", ".join(f"{key} {value}" for key, value in settings.items()))
+    if "defaults" in configurations:
+        lines += ["", DEFAULTS_NOTE]
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    """The project's capacity targets, read at the highest concurrency measured."""
+    configurations = results["configurations"]
+    if "tuned" not in configurations:
+        return []
+    top = configurations["tuned"]["points"][-1]
+    ratios = results["ratios"][-1]
+    rows = [(f"tuned p99 at {top['concurrency']} connections <= {MAX_TUNED_P99_MS:.0f} ms",
+             f"{top['latency_ms']['p99']:.1f} ms", top["latency_ms"]["p99"] <= MAX_TUNED_P99_MS),
+            (f"tuned service RSS under load <= {MAX_SERVICE_RSS_MB:.0f} MB",
+             f"{configurations['tuned']['rss_peak_mb']:.0f} MB (PSS {configurations['tuned']['pss_peak_mb']:.0f} MB)",
+             configurations["tuned"]["rss_peak_mb"] <= MAX_SERVICE_RSS_MB)]
+    for name, floor in (("fastapi", MIN_TUNED_OVER_FASTAPI), ("defaults", MIN_TUNED_OVER_DEFAULTS)):
+        if f"tuned/{name}" in ratios:
+            rows.append((f"tuned >= {floor:.0f}x {name} at {top['concurrency']} connections",
+                         f"{ratios[f'tuned/{name}']:.3f}x", ratios[f"tuned/{name}"] >= floor))
+    return ["| target | measured | met |", "| --- | ---: | --- |",
+            *[f"| {target} | {measured} | {'yes' if met else 'no'} |" for target, measured, met in rows]]
+
+
+def plot_throughput(results: dict[str, Any], servers: list[str], out_dir: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name in servers:
+        points = results["configurations"][name]["points"]
+        axes.plot([p["concurrency"] for p in points], [p["requests_per_s"] for p in points], marker="o",
+                  color=SERVER_COLORS[name], label=results["labels"][name])
+    for point, style in zip(results["configurations"].get("forward", {}).get("points", []), (":", "--", "-.")):
+        axes.axhline(point["requests_per_s"], color="grey", linestyle=style,
+                     label=f"forward, batch {point['batch']} (one core)")
+    axes.set(xscale="log", yscale="log", xlabel="connections", ylabel="requests/s (single record)",
+             title="Throughput by concurrency")
+    axes.set_xticks(results["plan"]["concurrency"], [str(c) for c in results["plan"]["concurrency"]])
+    axes.legend(fontsize=8)
+    return save(figure, out_dir / "bench_throughput.png")
+
+
+def plot_p99(results: dict[str, Any], servers: list[str], out_dir: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name in servers:
+        points = results["configurations"][name]["points"]
+        axes.plot([p["concurrency"] for p in points], [p["latency_ms"]["p99"] for p in points], marker="o",
+                  color=SERVER_COLORS[name], label=results["labels"][name])
+    axes.axhline(MAX_TUNED_P99_MS, color="red", linestyle="--", label=f"target {MAX_TUNED_P99_MS:.0f} ms")
+    axes.set(xscale="log", yscale="log", xlabel="connections", ylabel="p99 latency, ms", title="p99 by concurrency")
+    axes.set_xticks(results["plan"]["concurrency"], [str(c) for c in results["plan"]["concurrency"]])
+    axes.legend(fontsize=8)
+    return save(figure, out_dir / "bench_p99.png")
+
+
+def plot_memory(results: dict[str, Any], out_dir: Path) -> Path:
+    names = [name for name in (*SERVER_COLORS, "forward") if name in results["configurations"]]
+    measured = [results["configurations"][name] for name in names]
+    positions = range(len(names))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.bar([x - 0.2 for x in positions], [m["rss_peak_mb"] for m in measured], width=0.4, label="RSS (sum)")
+    axes.bar([x + 0.2 for x in positions], [m["pss_peak_mb"] for m in measured], width=0.4, label="PSS (sum)")
+    axes.axhline(MAX_SERVICE_RSS_MB, color="red", linestyle="--", label=f"target {MAX_SERVICE_RSS_MB:.0f} MB")
+    axes.set_xticks(list(positions), [results["labels"][name] for name in names], fontsize=8)
+    axes.set(ylabel="MB, peak under load, whole process tree", title="Memory per configuration")
+    axes.legend(fontsize=8)
+    return save(figure, out_dir / "bench_memory.png")
+
+
+def save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

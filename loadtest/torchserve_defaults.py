@@ -1,0 +1,98 @@
+"""TorchServe as it comes out of the box, serving the same handler and model: the benchmark's reference.
+
+"Defaults" means every setting TorchServe 0.12 chooses itself, except what serving the
+same API to the same clients requires:
+
+- per model (the archive's model-config.yaml): batchSize 1, no minWorkers/maxWorkers
+  (so default_workers_per_model: one worker per core), maxBatchDelay and
+  responseTimeout unset; the worker's Python logging at TorchServe's INFO (the
+  handler would otherwise lower it to WARNING);
+- server (config.properties): job_queue_size, netty threads, metrics_mode (log),
+  JVM options (no vmargs: the JVM's own heap sizing) and request size limits unset;
+  TorchServe's own log4j2.xml (debug frontend log, access log and metrics written to
+  files under the work directory) instead of docker/log4j2.xml;
+- kept from config.properties because they are the API, not tuning: loopback
+  addresses on free ports, token authorization off (clients send no token) and
+  decode_input_request=false (the handler parses the request bytes itself);
+- started like the image starts TorchServe (--foreground, --ncs), the handler's own
+  default of one torch thread per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from model.archive import HANDLER_DIR, build_archive
+from model.server import Server, free_ports, stop, wait_until_ready
+
+MODEL_CONFIG = """\
+# TorchServe's defaults: one request per forward pass; without minWorkers/maxWorkers
+# TorchServe starts default_workers_per_model workers, one per core.
+batchSize: 1
+handler:
+  log_level: INFO   # the worker's logging as TorchServe sets it up
+"""
+
+PROPERTIES = """\
+# TorchServe defaults, plus only what serving the same API to the same clients needs.
+inference_address=http://127.0.0.1:{inference}
+management_address=http://127.0.0.1:{management}
+metrics_address=http://127.0.0.1:{metrics}
+grpc_inference_port={grpc_inference}
+grpc_management_port={grpc_management}
+model_store={store}
+load_models={model}.mar
+disable_token_authorization=true
+decode_input_request=false
+"""
+
+
+def default_archive(model_dir: Path, model_store: Path) -> Path:
+    """The project's handler and model, packed with a model-config.yaml that sets nothing but batchSize 1."""
+    with tempfile.TemporaryDirectory() as handler_dir:
+        for name in ("handler.py", "records.py"):
+            shutil.copy(HANDLER_DIR / name, Path(handler_dir) / name)
+        (Path(handler_dir) / "model-config.yaml").write_text(MODEL_CONFIG)
+        return build_archive(model_dir, model_store, handler_dir=Path(handler_dir))
+
+
+@contextlib.contextmanager
+def default_torchserve(model_dir: Path, workdir: Path, model: str = "mymodel",
+                       timeout: float = 180) -> Iterator[Server]:
+    """Pack the default archive, start TorchServe with defaults, wait until the workers are READY, always stop."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / "model-store"
+    default_archive(model_dir, store)
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+    properties = workdir / "config.properties"
+    properties.write_text(PROPERTIES.format(inference=inference, management=management, metrics=metrics,
+                                            grpc_inference=grpc_inference, grpc_management=grpc_management,
+                                            store=store, model=model))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TEMP": str(workdir),  # worker sockets, unpacked archive, pid file: as model.server does
+        "TMPDIR": str(workdir),
+        "LOG_LOCATION": str(workdir / "logs"),  # TorchServe's log4j2.xml writes its files here
+        "METRICS_LOCATION": str(workdir / "logs"),
+    }
+    launcher = Path(sys.executable).parent / "torchserve"
+    log = workdir / "torchserve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([str(launcher), "--foreground", "--ncs", "--ts-config", str(properties),
+                                    "--model-store", str(store)], cwd=workdir, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
+                    f"http://127.0.0.1:{metrics}", process, log)
+    try:
+        wait_until_ready(server, model, timeout)
+        yield server
+    finally:
+        stop(process)
