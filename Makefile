@@ -46,7 +46,7 @@ loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: 
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 3 minutes, needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is required for the benchmark (apt-get install wrk)"; exit 1; }
-	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench
+	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --readme README.md
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
 	dvc repro archive

@@ -37,6 +37,7 @@ from loadtest.wrk import run_wrk, write_script, wrk_command
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data import load_table
+from model.report import block_markers, replace_block
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,13 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
             "load_average_before": list(load_before), "load_average_after": list(os.getloadavg())}
 
 
+def readme_bench_block(readme: Path, table: Path) -> None:
+    """bench.md without its title, as the README's bench block."""
+    text = table.read_text()
+    replace_block(readme, block_markers("bench", "make bench"),
+                  text.split("\n", 1)[1] if text.startswith("# ") else text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
@@ -186,6 +194,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
     parser.add_argument("--wrk-threads", type=int, default=BenchPlan.wrk_threads)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
+    parser.add_argument("--readme", type=Path, help="also write bench.md into this README's bench block")
     args = parser.parse_args()
     configure_logging()
     wrk_command()  # fail before minutes of set-up, not after
@@ -200,6 +209,8 @@ def main() -> None:
         results = run_benchmark(model, records, plan, Path(workdir))
     for path in write_report(results, args.out_dir):
         print(path)
+    if args.readme:
+        readme_bench_block(args.readme, args.out_dir / "bench.md")
 
 
 if __name__ == "__main__":
