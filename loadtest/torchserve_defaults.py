@@ -21,16 +21,14 @@ same API to the same clients requires:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from model.archive import HANDLER_DIR, build_archive
-from model.server import Server, free_ports, stop, wait_until_ready
+from model.server import Server, free_ports, isolated_env, running
 
 MODEL_CONFIG = """\
 # TorchServe's defaults: one request per forward pass; without minWorkers/maxWorkers
@@ -75,24 +73,8 @@ def default_torchserve(model_dir: Path, workdir: Path, model: str = "mymodel",
     properties.write_text(PROPERTIES.format(inference=inference, management=management, metrics=metrics,
                                             grpc_inference=grpc_inference, grpc_management=grpc_management,
                                             store=store, model=model))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "TEMP": str(workdir),  # worker sockets, unpacked archive, pid file: as model.server does
-        "TMPDIR": str(workdir),
-        "LOG_LOCATION": str(workdir / "logs"),  # TorchServe's log4j2.xml writes its files here
-        "METRICS_LOCATION": str(workdir / "logs"),
-    }
     launcher = Path(sys.executable).parent / "torchserve"
-    log = workdir / "torchserve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen([str(launcher), "--foreground", "--ncs", "--ts-config", str(properties),
-                                    "--model-store", str(store)], cwd=workdir, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
-                    f"http://127.0.0.1:{metrics}", process, log)
-    try:
-        wait_until_ready(server, model, timeout)
+    command = [str(launcher), "--foreground", "--ncs", "--ts-config", str(properties), "--model-store", str(store)]
+    with running(command, isolated_env(workdir), workdir, (inference, management, metrics), model, timeout,
+                 cwd=workdir) as server:
         yield server
-    finally:
-        stop(process)

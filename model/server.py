@@ -53,35 +53,30 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@contextlib.contextmanager
-def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout: float = 180,
-               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None) -> Iterator[Server]:
-    """Start TorchServe with `model_store`, wait until `model`'s workers are READY, stop it on exit.
-
-    Every path TorchServe writes (pid file, worker sockets, logs) goes under `workdir`,
-    so several servers can run side by side. `command_prefix` wraps the entrypoint
-    (e.g. ["taskset", "-c", "0"]: the server and its workers inherit it)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
-    env = {
+def isolated_env(workdir: Path) -> dict[str, str]:
+    """The environment that keeps a TorchServe's files (pid file, worker sockets, unpacked
+    archives, logs) under `workdir`, so several servers can run side by side."""
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{inference}",
-        "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{management}",
-        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
-        "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
-        "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
-        "TS_MODEL_STORE": str(model_store),
         "TEMP": str(workdir),  # the JVM's tmpdir: worker sockets, unpacked archives
         "TMPDIR": str(workdir),  # the launcher's pid file
         "LOG_LOCATION": str(workdir / "logs"),
         "METRICS_LOCATION": str(workdir / "logs"),
-        **(extra_env or {}),
     }
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple[int, int, int],
+            model: str = "mymodel", timeout: float = 180, cwd: Path | None = None) -> Iterator[Server]:
+    """Start a TorchServe command, wait until `model`'s workers are READY, always stop it.
+    ports: inference, management, metrics."""
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "torchserve.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([*(command_prefix or []), str(ENTRYPOINT)], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    inference, management, metrics = ports
     server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
                     f"http://127.0.0.1:{metrics}", process, log)
     try:
@@ -89,6 +84,29 @@ def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout
         yield server
     finally:
         stop(process)
+
+
+@contextlib.contextmanager
+def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout: float = 180,
+               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None) -> Iterator[Server]:
+    """Start TorchServe the way the image does (entrypoint + config.properties) with
+    `model_store`, on free ports, its files under `workdir`; stop it on exit.
+    `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
+    workers inherit it)."""
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+    env = {
+        **isolated_env(workdir),
+        "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{inference}",
+        "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{management}",
+        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
+        "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
+        "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
+        "TS_MODEL_STORE": str(model_store),
+        **(extra_env or {}),
+    }
+    with running([*(command_prefix or []), str(ENTRYPOINT)], env, workdir, (inference, management, metrics),
+                 model, timeout) as server:
+        yield server
 
 
 def wait_until_ready(server: Server, model: str, timeout: float) -> None:
