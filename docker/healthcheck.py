@@ -11,14 +11,20 @@ import urllib.request
 from typing import Any, Dict, List
 
 
-def worker_states(management_url: str, model: str, timeout: float = 2.0) -> List[str]:
-    """Status of each worker of the model's default version ([] when unreachable or unknown)."""
+def workers(management_url: str, model: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
+    """The workers of the model's default version as the management API describes them
+    ([] when unreachable or unknown)."""
     try:
         with urllib.request.urlopen("{}/models/{}".format(management_url.rstrip("/"), model), timeout=timeout) as reply:
             described: List[Dict[str, Any]] = json.load(reply)
     except (OSError, ValueError):
         return []
-    return [worker.get("status", "") for version in described[:1] for worker in version.get("workers", [])]
+    return [worker for version in described[:1] for worker in version.get("workers", [])]
+
+
+def worker_states(management_url: str, model: str, timeout: float = 2.0) -> List[str]:
+    """Status of each worker of the model's default version."""
+    return [worker.get("status", "") for worker in workers(management_url, model, timeout)]
 
 
 def model_ready(management_url: str, model: str) -> bool:

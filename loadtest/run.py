@@ -33,7 +33,7 @@ import yaml
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, ROOT, Settings, load_settings
 from model.report import block_markers, markdown, replace_block, save_figure
-from model.server import Server, torchserve
+from model.server import Server, healthcheck, torchserve
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +136,14 @@ def judge(outcome: Outcome, slo: dict[str, float]) -> list[str]:
     return broken
 
 
-def workers(server_management: str) -> list[dict[str, Any]]:
-    return requests.get(f"{server_management}/models/mymodel", timeout=5).json()[0]["workers"]
-
-
 def kill_one_worker(management_url: str) -> float:
     """SIGKILL one worker; seconds until as many workers as before are READY, none of them it."""
-    before = workers(management_url)
+    before = healthcheck.workers(management_url, "mymodel")
     victim = before[0]["pid"]
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     while time.monotonic() - killed < 120:
-        current = workers(management_url)
+        current = healthcheck.workers(management_url, "mymodel")
         ready = [w for w in current if w["status"] == "READY" and w["pid"] != victim]
         if len(ready) >= len(before):
             return time.monotonic() - killed
