@@ -25,6 +25,7 @@ class Paths(Strict):
     comparison: Path
     model_store: Path
     report_dir: Path
+    registry: Path
 
 
 class Window(Strict):
