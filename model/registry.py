@@ -231,7 +231,10 @@ class Registry:
         current = self.production()
         if current is None:
             raise RegistryError(f"{self.name} has no production version to roll back from")
-        promotions = [e.version for e in self.events() if e.event == "promoted" and e.version != current.version]
+        # A version rolled back from (its last event) is never the target: rollbacks do not ping-pong.
+        last_event = {e.version: e.event for e in self.events()}
+        promotions = [e.version for e in self.events() if e.event == "promoted" and e.version != current.version
+                      and last_event[e.version] != "rolled back"]
         if not promotions:
             raise RegistryError(f"{self.name} version {current.version} is the first production version: "
                                 "nothing to roll back to")

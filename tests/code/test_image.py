@@ -73,7 +73,8 @@ def test_every_pin_the_image_greps_for_is_in_requirements():
 
 def test_security_defaults():
     assert PROPERTIES["management_address"].startswith("http://127.0.0.1:")
-    assert PROPERTIES["enable_model_api"] == "false"
+    # registry versions are registered by file name from the store; no URL is ever allowed
+    assert PROPERTIES["allowed_urls"] == "(?!)"
     assert PROPERTIES["metrics_mode"] == "prometheus"
     assert int(PROPERTIES["max_request_size"]) <= 1 << 20
     assert "USER model-server" in DOCKERFILE.split("FROM ")[-1]
