@@ -169,6 +169,15 @@ class ServingSettings(Strict):
     max_string_length: int = Field(gt=0)
 
 
+class CanarySettings(Strict):
+    share: float = Field(gt=0, lt=1)                 # of prediction traffic the router sends to the candidate
+    requests: int = Field(gt=0)                      # labelled requests replayed through the router
+    concurrency: int = Field(gt=0)
+    roc_auc_tolerance: float = Field(ge=0)           # promoted when ROC AUC >= production's - this
+    latency_ratio: float = Field(ge=1)               # ... and p95 latency <= production's * this + slack
+    latency_slack_ms: float = Field(ge=0)
+
+
 class Settings(Strict):
     seed: int
     paths: Paths
@@ -180,6 +189,7 @@ class Settings(Strict):
     model: ModelSettings
     train: TrainSettings
     serving: ServingSettings
+    canary: CanarySettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """A copy with nested keys replaced, e.g. {"train": {"max_epochs": 2}}."""
@@ -223,3 +233,4 @@ def load_settings(path: str | Path = DEFAULT_CONFIG) -> Settings:
 def _rooted(value: str | Path) -> Path:
     path = Path(value)
     return path if path.is_absolute() else ROOT / path
+

@@ -172,6 +172,7 @@ class Registry:
                  note: str = "") -> ModelVersion:
         """A new candidate: copies the weights, packs <name>-v<N>.mar with version N."""
         config = json.loads((Path(model_dir) / CONFIG).read_text())
+        model_id = config.get("model_id", config["version"])  # a registry copy keeps the weights' id there
         if config["name"] != self.name:
             raise RegistryError(f"{model_dir} holds model {config['name']!r}, this registry is for {self.name!r}")
         with self._db() as db:
@@ -181,10 +182,10 @@ class Registry:
                 shutil.rmtree(target)
             shutil.copytree(model_dir, target)
             # The served version is the registry's; the weights keep their own id beside it.
-            (target / CONFIG).write_text(json.dumps({**config, "version": str(version),
-                                                     "model_id": config["version"]}, indent=2) + "\n")
+            (target / CONFIG).write_text(json.dumps({**config, "version": str(version), "model_id": model_id},
+                                                    indent=2) + "\n")
             archive = self._pack(target, version)
-            record = ModelVersion(version, config["version"], CANDIDATE, now(), data_hash, params, metrics,
+            record = ModelVersion(version, model_id, CANDIDATE, now(), data_hash, params, metrics,
                                   archive.name, note)
             db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record.version, record.model_id, record.status, record.created, record.data_hash,
