@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 from model import configure_logging
 from model.export import CONFIG, SCHEMA, TORCHSCRIPT, export_model
@@ -31,12 +32,23 @@ def archiver_command() -> str:
     return found
 
 
-def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLER_DIR) -> Path:
+def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLER_DIR,
+                  export_dir: Optional[Path] = None) -> Path:
+    """Pack <name>.mar. model.pt comes from `export_dir` (the pipeline's export stage) or, without
+    it, is exported here from the weights with the torch at hand (the serving image's build)."""
     config = json.loads((Path(model_dir) / CONFIG).read_text())
     model_store = Path(model_store)
     model_store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as build:
-        export_model(Path(model_dir), Path(build))
+        if export_dir is None:
+            export_model(Path(model_dir), Path(build))
+        else:
+            exported = json.loads((Path(export_dir) / SCHEMA).read_text())["x-model"]["version"]
+            if exported != config["version"]:
+                raise RuntimeError("{} holds version {}, {} version {}: run the export stage".format(
+                    export_dir, exported, model_dir, config["version"]))
+            for name in (TORCHSCRIPT, SCHEMA):
+                shutil.copyfile(Path(export_dir) / name, Path(build) / name)
         subprocess.run([
             archiver_command(),
             "--model-name", config["name"],
@@ -57,9 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True, type=Path, help="weights + config.json from training")
     parser.add_argument("--model-store", required=True, type=Path, help="where <name>.mar is written")
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="pack this model.pt + schema.json (default: export from the weights now)")
     args = parser.parse_args()
     configure_logging()
-    build_archive(args.model_dir, args.model_store)
+    build_archive(args.model_dir, args.model_store, export_dir=args.export_dir)
 
 
 if __name__ == "__main__":

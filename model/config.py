@@ -17,6 +17,7 @@ class Strict(BaseModel):
 
 
 class Paths(Strict):
+    raw: Path
     processed: Path
     quality_db: Path
     model_dir: Path
@@ -26,6 +27,7 @@ class Paths(Strict):
     model_store: Path
     report_dir: Path
     registry: Path
+    plots: Path
 
 
 class Window(Strict):
@@ -190,6 +192,7 @@ class Settings(Strict):
     train: TrainSettings
     serving: ServingSettings
     canary: CanarySettings
+    stream: StreamSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """A copy with nested keys replaced, e.g. {"train": {"max_epochs": 2}}."""
@@ -234,3 +237,50 @@ def _rooted(value: str | Path) -> Path:
     path = Path(value)
     return path if path.is_absolute() else ROOT / path
 
+
+class RetrainRule(Strict):
+    """When `run.py --mode update` retrains: any one condition is enough (see model/lifecycle.py)."""
+
+    drifted_features: int = Field(ge=1)        # a new batch with at least this many drifted features
+    ignore_features: list[str] = []            # ... not counting these (they drift by construction)
+    prediction_drift: bool                     # ... or the production model's predictions drift
+    auc_drop: float = Field(ge=0)              # ... or production's ROC AUC on the newest batch is this far
+    #                                            below its validation ROC AUC (metric decay)
+    max_batches: int = Field(ge=1)             # ... or this many batches arrived since the last training
+
+
+class WarmStart(Strict):
+    epochs: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+
+
+class StreamSettings(Strict):
+    """The time-ordered replay of the source in batches, with continuous training (run.py)."""
+
+    dir: Path                                  # the raw store, the replay's registry and model store, logs
+    batch: str = "W"                           # a pandas period: W = weeks, Monday to Sunday
+    bootstrap_batches: int = Field(ge=3)       # the first update trains on these and promotes the model
+    batches_per_update: int = Field(ge=1)
+    window_batches: int = Field(ge=2)          # retraining uses the newest batches before the held-out one
+    valid_batches: int = Field(ge=1)           # ... of which these last ones validate
+    retrain: RetrainRule
+    warm_start: WarmStart
+    promote_tolerance: float = Field(ge=-1, le=1)  # promoted when held-out ROC AUC >= production's - this
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rooted_dir(cls, data: Any) -> Any:
+        return {**data, "dir": _rooted(data["dir"])} if isinstance(data, dict) and "dir" in data else data
+
+    @model_validator(mode="after")
+    def _windows(self) -> StreamSettings:
+        if self.valid_batches >= self.window_batches:
+            raise ValueError(f"stream.valid_batches ({self.valid_batches}) must be below stream.window_batches "
+                             f"({self.window_batches}): some batches must be left to train on")
+        if self.bootstrap_batches < self.valid_batches + 2:
+            raise ValueError(f"stream.bootstrap_batches ({self.bootstrap_batches}) must hold the training, "
+                             f"validation ({self.valid_batches}) and one held-out batch")
+        return self
+
+
+Settings.model_rebuild()  # Settings names StreamSettings before it is defined

@@ -1,6 +1,7 @@
 """Prepare the modelling table: the configured source, quality-checked and cleaned, split by time.
 
-    python -m model.data --config params.yaml
+    python -m model.data --config params.yaml --step ingest     # the raw table (DVC stage prepare)
+    python -m model.data --config params.yaml --step validate   # checked, cleaned, split (stage validate)
 """
 
 from __future__ import annotations
@@ -36,14 +37,25 @@ def build_table(settings: Settings, flight_tables: dict[str, pd.DataFrame] | Non
 
 
 def load_table(settings: Settings) -> pd.DataFrame:
-    """The prepared table: read from disk when `prepare` has written it, else built."""
+    """The prepared table: read from disk when `validate` has written it, else built."""
     if settings.paths.processed.exists():
         return pd.read_parquet(settings.paths.processed)
     return build_table(settings)
 
 
-def prepare(settings: Settings) -> pd.DataFrame:
-    table = build_table(settings)
+def ingest(settings: Settings) -> pd.DataFrame:
+    """The `prepare` stage: the source's table as read (the raw data DVC tracks)."""
+    raw = load_source(settings)
+    settings.paths.raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.to_parquet(settings.paths.raw, index=False)
+    log.info("wrote %d rows from the %s source to %s", len(raw), settings.data.source, settings.paths.raw)
+    return raw
+
+
+def validate(settings: Settings) -> pd.DataFrame:
+    """The `validate` stage: quality checks and cleaning of the raw table, then the time split."""
+    table = assess(pd.read_parquet(settings.paths.raw), settings)
+    table[SPLIT] = assign_split(table[TIME], settings)
     settings.paths.processed.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(settings.paths.processed, index=False)
     counts = table.groupby(SPLIT, observed=True)[TARGET].agg(["size", "mean"])
@@ -54,12 +66,23 @@ def prepare(settings: Settings) -> pd.DataFrame:
     return table
 
 
+def prepare(settings: Settings) -> pd.DataFrame:
+    """Both stages: raw table, then the validated and split one."""
+    ingest(settings)
+    return validate(settings)
+
+
+STEPS = {"ingest": ingest, "validate": validate, "all": prepare}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
+    parser.add_argument("--step", choices=STEPS, default="all",
+                        help="ingest: source -> paths.raw; validate: paths.raw -> paths.processed; all: both")
     args = parser.parse_args()
     configure_logging()
-    prepare(load_settings(args.config))
+    STEPS[args.step](load_settings(args.config))
 
 
 if __name__ == "__main__":

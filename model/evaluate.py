@@ -12,10 +12,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+    roc_curve,
+)
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
@@ -134,6 +142,36 @@ def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, ml
     }
 
 
+def curves(labels: np.ndarray, probability: np.ndarray, history: list[dict[str, float]], points: int = 200
+           ) -> dict[str, pd.DataFrame]:
+    """The tables `dvc plots show` draws: ROC (at most `points` thresholds), calibration (ten
+    equal-width bins) and the training curves per epoch."""
+    fpr, tpr, _ = roc_curve(labels, probability, drop_intermediate=True)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    observed, predicted = calibration_curve(labels, probability, n_bins=10)
+    return {
+        "roc": pd.DataFrame({"fpr": fpr[keep], "tpr": tpr[keep]}).round(5),
+        "calibration": pd.DataFrame({"predicted": predicted, "observed": observed}).round(5),
+        "training": pd.DataFrame(history).round(6),
+    }
+
+
+def write_plots(settings: Settings, table: pd.DataFrame) -> None:
+    """The test months scored by the trained weights, as CSV tables under paths.plots."""
+    from model.export import input_schema, load_network
+    from model.predict import predict_frame
+
+    network, config = load_network(settings.paths.model_dir)
+    test = table[table[SPLIT] == "test"]
+    scored = predict_frame(network, input_schema(config), test)
+    history = json.loads(settings.paths.metrics.read_text())["history"]
+    settings.paths.plots.mkdir(parents=True, exist_ok=True)
+    for name, frame in curves(test[TARGET].to_numpy(), scored[f"{settings.data.target}_probability"].to_numpy(),
+                              history).items():
+        frame.to_csv(settings.paths.plots / f"{name}.csv", index=False)
+    log.info("wrote ROC, calibration and training curves to %s", settings.paths.plots)
+
+
 RESULTS_START, RESULTS_END = RESULTS_MARKERS = block_markers("results", "make results")
 
 
@@ -176,8 +214,10 @@ def main() -> None:
         if args.example_report:
             shutil.copyfile(settings.paths.report_dir / "report.html", args.example_report)
         return
-    result = compare_with_logistic_regression(settings, load_table(settings), mlp)
+    table = load_table(settings)
+    result = compare_with_logistic_regression(settings, table, mlp)
     settings.paths.comparison.write_text(json.dumps(result, indent=2) + "\n")
+    write_plots(settings, table)
     log.info("test ROC AUC: MLP %.4f, logistic regression %.4f",
              result["test"]["mlp"]["roc_auc"], result["test"]["logistic_regression"]["roc_auc"])
 

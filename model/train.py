@@ -22,7 +22,7 @@ from model import configure_logging
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data import SPLIT, load_table
 from model.evaluate import choose_threshold, classification_metrics
-from model.export import CONFIG, WEIGHTS, export_model
+from model.export import CONFIG, WEIGHTS, export_model, load_network
 from model.features import fit_preprocessing, model_inputs
 from model.network import UNKNOWN, FlightDelayNet
 from model.sources import TARGET
@@ -125,17 +125,24 @@ def save_pretrained(network: FlightDelayNet, config: dict[str, Any], model_dir: 
     return version
 
 
-def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool = False) -> dict[str, Any]:
-    """The whole training job; returns the metrics it writes."""
-    started = time.perf_counter()
-    generator = seed_everything(settings.seed)
-    torch.set_num_threads(settings.train.threads)
-    table = load_table(settings) if table is None else table
+def time_splits(settings: Settings, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     splits = {name: table[table[SPLIT] == name] for name in ("train", "valid", "test")}
     for name, frame in splits.items():
         if frame.empty:
             raise ValueError(f"the {name} split is empty: check data.window and data.split in the config")
         log.info("%s: %d rows, %.1f%% %s", name, len(frame), 100 * frame[TARGET].mean(), settings.data.target)
+    return splits
+
+
+def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool = False, export: bool = True
+          ) -> dict[str, Any]:
+    """The whole training job; returns the metrics it writes. `export`: also write model.pt + schema.json
+    (the pipeline's export stage does that on its own)."""
+    started = time.perf_counter()
+    generator = seed_everything(settings.seed)
+    torch.set_num_threads(settings.train.threads)
+    table = load_table(settings) if table is None else table
+    splits = time_splits(settings, table)
 
     config = {
         "model_type": "flight-delay-mlp",
@@ -149,12 +156,20 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     network = FlightDelayNet.from_config(config)
     encoded = {name: Encoded(network, frame) for name, frame in splits.items()}
     history = fit(network, encoded["train"], encoded["valid"], settings, generator, verbose)
+    return save_and_score(settings, network, config, encoded, history, started, export=export)
 
+
+def save_and_score(settings: Settings, network: FlightDelayNet, config: dict[str, Any], encoded: dict[str, Encoded],
+                   history: list[dict[str, float]], started: float, export: bool = True, **extra: Any
+                   ) -> dict[str, Any]:
+    """Choose the threshold on validation, save weights + config, export model.pt, write metrics.json
+    (with `extra` facts about the training added)."""
     probability = {name: predict_encoded(network, encoded[name]) for name in ("valid", "test")}
     threshold = decision_threshold(settings, encoded["valid"].labels.numpy(), probability["valid"])
     config["serving"]["threshold"] = threshold
     version = save_pretrained(network, config, settings.paths.model_dir, settings.model.version)
-    export_model(settings.paths.model_dir, settings.paths.export_dir)
+    if export:
+        export_model(settings.paths.model_dir, settings.paths.export_dir)
     metrics = {
         "model_version": version,
         "threshold": threshold,
@@ -163,6 +178,7 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
         **{name: classification_metrics(encoded[name].labels.numpy(), probability[name], threshold)
            for name in ("valid", "test")},
         "history": history,
+        **extra,
     }
     settings.paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     settings.paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -171,13 +187,46 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     return metrics
 
 
+def fine_tune(settings: Settings, table: pd.DataFrame, base_dir: Path, epochs: int, learning_rate: float,
+              verbose: bool = False) -> dict[str, Any]:
+    """A warm start: continue training the model saved in `base_dir` (config.json + weights) on
+    `table`'s train split for at most `epochs` epochs at `learning_rate`, with the same early
+    stopping on the valid split and the same outputs as train().
+
+    The base model's preprocessing is kept as it is (vocabularies, imputation and scaling
+    constants, architecture): its weights only mean something with them. Categories that
+    appeared after the base model was fitted therefore stay "unknown" to it; training from
+    scratch refits them, which is why the two are compared before a promotion.
+    """
+    started = time.perf_counter()
+    generator = seed_everything(settings.seed)
+    torch.set_num_threads(settings.train.threads)
+    network, base = load_network(base_dir)
+    contract = (list(settings.features.categorical), list(settings.features.numeric))
+    if (base["categorical"], base["numeric"]) != contract:
+        raise ValueError(f"{base_dir} was trained on features {base['categorical'] + base['numeric']}, the config "
+                         f"names {contract[0] + contract[1]}: a warm start needs the same feature contract")
+    splits = time_splits(settings, table)
+    # The served version and the registry's ids of the base are not this model's; the threshold is re-chosen.
+    config = {key: value for key, value in base.items() if key not in ("version", "model_id")}
+    config["serving"] = settings.serving.model_dump()
+    encoded = {name: Encoded(network, frame) for name, frame in splits.items()}
+    tuning = settings.with_overrides({"train": {"max_epochs": epochs, "learning_rate": learning_rate}})
+    log.info("warm start from %s (%s): %d epochs at learning rate %g", base_dir, base["version"], epochs,
+             learning_rate)
+    history = fit(network, encoded["train"], encoded["valid"], tuning, generator, verbose)
+    return save_and_score(settings, network, config, encoded, history, started,
+                          warm_start={"from": base["version"], "epochs": epochs, "learning_rate": learning_rate})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--verbose", action="store_true", help="debug logging, keep every epoch's bar")
+    parser.add_argument("--no-export", action="store_true", help="leave model.pt to the export stage")
     args = parser.parse_args()
     configure_logging(args.verbose)
-    train(load_settings(args.config), verbose=args.verbose)
+    train(load_settings(args.config), verbose=args.verbose, export=not args.no_export)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""The DVC pipeline from a clone, on a small slice: repro, determinism, push/pull to the
+configured remote from a second clone, and switching back to an older model with git + dvc checkout."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model.config import ROOT
+
+SLICE = {"window": {"start": "2013-01-01", "end": "2013-03-01"},
+         "split": {"valid_start": "2013-02-01", "test_start": "2013-02-15"}}
+STAGES = ["prepare", "validate", "train", "evaluate", "export", "archive"]
+
+
+def run(*command, cwd):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def git(*args, cwd):
+    return run("git", "-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost", *args, cwd=cwd)
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def scores(repo: Path) -> dict:
+    """metrics.json without wall times (which differ from run to run by nature)."""
+    metrics = json.loads((repo / "artifacts/metrics.json").read_text())
+    return {key: value for key, value in metrics.items() if not key.endswith("_seconds")}
+
+
+@pytest.fixture(scope="module")
+def clones(tmp_path_factory):
+    """Two sibling clones of this repository (they share the configured remote beside them)."""
+    work = tmp_path_factory.mktemp("dvc")
+    first = work / "first"
+    git("clone", "-q", str(ROOT), str(first), cwd=work)
+    params = yaml.safe_load((first / "params.yaml").read_text())
+    params["data"].update(SLICE)
+    params["train"].update(max_epochs=3, patience=1)
+    (first / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return work, first
+
+
+@pytest.fixture(scope="module")
+def reproduced(clones):
+    work, first = clones
+    log = run("dvc", "repro", "archive", "evaluate", cwd=first)
+    git("commit", "-qam", "slice", cwd=first)
+    return log
+
+
+def test_repro_runs_every_stage_in_order(clones, reproduced):
+    _, first = clones
+    ran = [line.split("'")[1] for line in reproduced.splitlines() if line.startswith("Running stage")]
+    assert ran == STAGES
+    assert (first / "data/raw/table.parquet").exists() and (first / "model-store/mymodel.mar").exists()
+    assert "up to date" in run("dvc", "status", cwd=first).lower()
+
+
+def test_metrics_and_plots_are_shown(clones, reproduced):
+    _, first = clones
+    shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=first))
+    files = next(iter(shown.values()))["data"]
+    assert files["artifacts/metrics.json"]["data"]["test"]["roc_auc"] > 0.5
+    plots = json.loads(run("dvc", "plots", "show", "--json", cwd=first))
+    assert not plots.get("errors")
+    names = set(plots["data"]) | {name for entry in plots["data"].values() for name in [entry]}
+    assert {"ROC curve (test months)", "Calibration (test months)", "Training loss"} <= set(plots["data"]), names
+
+
+def test_a_second_repro_gives_the_same_model_and_metrics(clones, reproduced):
+    _, first = clones
+    model, metrics = md5(first / "artifacts/export/model.pt"), scores(first)
+    run("dvc", "repro", "--force", "--single-item", "train", cwd=first)
+    run("dvc", "repro", "--force", "--single-item", "export", cwd=first)
+    assert md5(first / "artifacts/export/model.pt") == model
+    assert scores(first) == metrics
+    assert "up to date" in run("dvc", "status", cwd=first).lower()  # the lock file still matches
+
+
+def test_a_fresh_clone_pulls_data_and_model_from_the_remote(clones, reproduced):
+    work, first = clones
+    run("dvc", "push", cwd=first)
+    assert (work / "mymodel-serve-dvc").is_dir()  # the configured remote, beside the clones
+    second = work / "second"
+    git("clone", "-q", str(first), str(second), cwd=work)
+    run("dvc", "pull", cwd=second)
+    for path in ("data/raw/table.parquet", "data/processed/table.parquet", "artifacts/export/model.pt",
+                 "artifacts/model/model.safetensors"):
+        assert md5(second / path) == md5(first / path), path
+    assert "up to date" in run("dvc", "status", "archive", "evaluate", cwd=second).lower()
+    assert "Running stage" not in run("dvc", "repro", "archive", "evaluate", cwd=second)
+
+
+def test_git_checkout_and_dvc_checkout_bring_back_an_older_model(clones, reproduced):
+    _, first = clones
+    old_model, old_version = md5(first / "artifacts/export/model.pt"), scores(first)["model_version"]
+    params = yaml.safe_load((first / "params.yaml").read_text())
+    params["model"]["hidden"] = [32]
+    (first / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("dvc", "repro", "export", cwd=first)
+    git("commit", "-qam", "smaller network", cwd=first)
+    new_model = md5(first / "artifacts/export/model.pt")
+    assert new_model != old_model
+
+    git("checkout", "-q", "HEAD~1", cwd=first)
+    run("dvc", "checkout", cwd=first)
+    assert md5(first / "artifacts/export/model.pt") == old_model
+    assert json.loads((first / "artifacts/model/config.json").read_text())["version"] == old_version
+    git("checkout", "-q", "-", cwd=first)
+    run("dvc", "checkout", cwd=first)
+    assert md5(first / "artifacts/export/model.pt") == new_model
