@@ -75,8 +75,11 @@ def test_metrics_and_plots_are_shown(clones, reproduced):
     assert files["artifacts/metrics.json"]["data"]["test"]["roc_auc"] > 0.5
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=first))
     assert not plots.get("errors")
-    names = set(plots["data"]) | {name for entry in plots["data"].values() for name in [entry]}
-    assert {"ROC curve (test months)", "Calibration (test months)", "Training loss"} <= set(plots["data"]), names
+    drawn = {name: entries[0]["content"]["data"]["values"] for name, entries in plots["data"].items()}
+    assert set(drawn) == {"ROC curve (test months)", "Calibration (test months)", "Training loss",
+                          "Validation ROC AUC per epoch"}
+    assert len(drawn["Training loss"]) == json.loads((first / "artifacts/metrics.json").read_text())["epochs"]
+    assert all(values for values in drawn.values())
 
 
 def test_a_second_repro_gives_the_same_model_and_metrics(clones, reproduced):
