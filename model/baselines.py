@@ -39,7 +39,7 @@ from model.network import FlightDelayNet
 from model.predict import load_served_model, predict_frame
 from model.report import Section, markdown, save_figure
 from model.sources import TARGET, TIME
-from model.train import Encoded, fit, network_config, predict_encoded, seed_everything, train
+from model.train import Encoded, fit, network_config, predict_encoded, run_record, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,11 @@ def score_served_mlp(settings: Settings, table: pd.DataFrame) -> tuple[dict[str,
     valid = predict_frame(model, schema, frames["valid"])[column].to_numpy()
     scored, predict_seconds = _timed(predict_frame, model, schema, frames["test"])
     test = scored[column].to_numpy()
-    trained = json.loads(settings.paths.metrics.read_text()) if settings.paths.metrics.exists() else {}
+    trained = json.loads(run_record(settings).read_text()) if run_record(settings).exists() else {}
     version = schema["x-model"]["version"]
     if trained.get("model_version") != version:
         log.warning("%s describes model %s, not the exported %s: its training time is left out",
-                    settings.paths.metrics, trained.get("model_version"), version)
+                    run_record(settings), trained.get("model_version"), version)
         trained = {}
     labels = {name: frame[TARGET].to_numpy() for name, frame in frames.items()}
     result = {**_scores(settings, labels, {"valid": valid, "test": test}), "model_version": version,

@@ -205,7 +205,10 @@ def main() -> None:
     settings = load_settings(args.config)
     mlp = json.loads(settings.paths.metrics.read_text())
     if args.readme:
-        from model.baselines import models_markdown  # baselines builds on this module
+        from model.baselines import models_markdown  # baselines and train build on this module
+        from model.train import run_record
+
+        mlp = {**mlp, **json.loads(run_record(settings).read_text())}
 
         models = models_markdown(settings.paths.report_dir / "baselines")
         comparison = json.loads(settings.paths.comparison.read_text())
