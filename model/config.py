@@ -28,6 +28,7 @@ class Paths(Strict):
     report_dir: Path
     registry: Path
     plots: Path
+    tracking: Path
 
 
 class Window(Strict):

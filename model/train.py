@@ -232,9 +232,17 @@ def main() -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--verbose", action="store_true", help="debug logging, keep every epoch's bar")
     parser.add_argument("--no-export", action="store_true", help="leave model.pt to the export stage")
+    parser.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     args = parser.parse_args()
     configure_logging(args.verbose)
-    train(load_settings(args.config), verbose=args.verbose, export=not args.no_export)
+    settings = load_settings(args.config)
+    metrics = train(settings, verbose=args.verbose, export=not args.no_export)
+    if not args.no_tracking:
+        from model.registry import file_hash
+        from model.tracking import track_training
+
+        track_training(settings, metrics, file_hash(settings.paths.processed),
+                       artifacts=[settings.paths.model_dir / CONFIG])
 
 
 if __name__ == "__main__":

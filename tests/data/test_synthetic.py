@@ -28,7 +28,7 @@ def small_settings(tmp_path: Path) -> Settings:
     """Ninety days from the shipped config: January-February to train/, March to test/."""
     paths = {name: tmp_path / "out" / name for name in ("processed", "quality_db", "model_dir", "export_dir",
                                                          "metrics", "comparison", "model_store", "report_dir",
-                                                         "registry", "raw", "plots")}
+                                                         "registry", "raw", "plots", "tracking")}
     return load_settings(SYNTHETIC).with_overrides({
         "data": {"window": {"start": "2021-01-01", "end": "2021-04-01"},
                  "split": {"valid_start": "2021-02-15", "test_start": "2021-03-01"},

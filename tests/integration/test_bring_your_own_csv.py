@@ -41,7 +41,7 @@ def csv_settings(settings, tmp_path_factory):
     paths = {key: work / name for key, name in {
         "processed": "table.parquet", "quality_db": "quality.sqlite", "model_dir": "model", "export_dir": "export",
         "metrics": "metrics.json", "comparison": "comparison.json", "model_store": "store", "report_dir": "report",
-        "registry": "registry", "raw": "raw.parquet", "plots": "plots",
+        "registry": "registry", "raw": "raw.parquet", "plots": "plots", "tracking": "mlflow",
     }.items()}
     return settings.with_overrides({
         "data": {"source": "csv", "target": "failure",
