@@ -124,8 +124,10 @@ def test_versions_are_served_side_by_side_and_promoted_and_rolled_back_without_r
 
     assert (registry.get(1).status, registry.get(2).status) == (PRODUCTION, ARCHIVED)
     assert [e.event for e in registry.events(2)] == ["registered", "promoted", "rolled back"]
-    deploy(registry, versions)  # the archived version leaves the server
+    archive = registry.archive_path(2).read_bytes()
+    deploy(registry, versions)  # the archived version leaves the server, its archive stays in the store
     assert set(versions.loaded()) == {"1"}
+    assert registry.archive_path(2).read_bytes() == archive
 
 
 def test_rollback_needs_a_previous_production(tmp_path, settings, metrics):
