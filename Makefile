@@ -19,6 +19,7 @@ setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 
 
 $(INSTALLED): requirements.txt
 	@command -v java >/dev/null || { echo "Java 17 is required to run TorchServe natively (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v javac >/dev/null || { echo "a JDK 17 (javac) is required for the Open Inference Protocol plugin (apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $@
@@ -68,8 +69,9 @@ rollback: setup ## back to the previous production version, in the registry and 
 canary: setup ## canary VERSION=<n> against production through the router; promoted or rolled back
 	$(PYTHON) -m model.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
 
-archive: setup ## pack model-store/mymodel.mar with torch-model-archiver
+archive: setup ## pack model-store/mymodel.mar with torch-model-archiver; build the v2 protocol plugin into plugins/
 	dvc repro archive
+	$(PYTHON) handler/frontend/build_plugin.py --out-dir plugins
 
 run: archive ## everything: setup, train on the shipped data, archive, serve on :8080
 	@echo "Serving on http://localhost:8080 - try:"
@@ -88,7 +90,7 @@ test: setup ## the whole test suite (trains a small model on a slice of the data
 lint: setup ## ruff, the Python 3.9 floor of what runs in the image, hadolint
 	ruff check .
 	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py model/network.py model/export.py model/archive.py
-	hadolint --config docker/hadolint.yaml docker/Dockerfile
+	hadolint --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.offline
 
 clean: ## remove build outputs (keeps .venv)
-	rm -rf data artifacts model-store logs reports .pytest_cache
+	rm -rf data artifacts model-store plugins logs reports .pytest_cache dvc_plots

@@ -1,18 +1,36 @@
 """TorchServe handler for mymodel: JSON flight records in, late-arrival probabilities out.
 
-TorchServe loads the one class defined here. It only moves bytes between
-TorchServe and LateArrivalService (records.py), which holds the logic.
+TorchServe loads the one class defined here. It moves bytes between TorchServe
+and LateArrivalService (records.py), which holds the request logic, and adds
+what needs torch: the forward pass, integrated gradients for /explanations, and
+the handler's Prometheus metrics. Python 3.9 compatible: it runs in the image.
 """
 
+import importlib
+import importlib.util
 import json
 import logging
+import math
 import os
-from typing import Any, Dict, List
+import socket
+import time
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from records import Body, LateArrivalService
+from records import V2_INFER, Batch, LateArrivalService, Request, route_of
 
 log = logging.getLogger(__name__)
+# The handler's metric lines (TorchServe's own metrics log under "ts.metrics").
+METRICS_LOG = logging.getLogger("ts.metrics.handler")
+
+# Declared in handler/metrics.yaml (metrics_config): with metrics_mode=prometheus, TorchServe
+# serves only declared metrics.
+PREDICTIONS = "flight_predictions_total"
+INVALID_RECORDS = "flight_invalid_records_total"
+LATE_PROBABILITY = "flight_late_probability"
+PREPROCESS_MS = "flight_preprocess_milliseconds"
+INFERENCE_MS = "flight_inference_milliseconds"
 
 
 class LateArrivalHandler:
@@ -20,6 +38,12 @@ class LateArrivalHandler:
         self.initialized = False
         self.service: LateArrivalService = None  # type: ignore[assignment]
         self.model: Any = None
+        self.columns: Dict[str, List[int]] = {}
+        self.reference: Any = None
+        self.steps = 0
+        self.metrics: Optional[Dict[str, Any]] = None
+        self.hostname = socket.gethostname()
+        self.line_formats: Dict[Tuple[str, Tuple[str, ...]], str] = {}
 
     def initialize(self, context: Any) -> None:
         model_dir = context.system_properties["model_dir"]
@@ -29,12 +53,19 @@ class LateArrivalHandler:
         self.model = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
         with open(os.path.join(model_dir, "schema.json")) as handle:
             schema = json.load(handle)
+        self.steps = int(options.get("explain_steps", 64))
         self.service = LateArrivalService(schema, self.predict)
+        self.service.explain = self.explanations_or_none()
         # TorchScript optimizes a graph on its first calls: pay that before the first request.
+        example = json.dumps(self.service.example())
         for _ in range(3):
-            self.service.handle([(json.dumps(self.service.example()), "application/json")])
-        # The worker logs a line per request at INFO; warnings and errors still get through.
+            self.service.handle([(example, "application/json")])
+        self.metrics = _declared_metrics(getattr(context, "metrics", None))
+        # The worker logs a line per request at INFO; warnings and errors still get through (and
+        # TorchServe's own per-batch PredictionTime stays off). The handler's metric lines are log
+        # records too, which TorchServe reads from the worker's output: they stay on.
         logging.getLogger().setLevel(options.get("log_level", "WARNING"))
+        METRICS_LOG.setLevel(logging.INFO)
         self.initialized = True
         log.info("loaded %s version %s", schema["x-model"]["name"], self.service.version)
 
@@ -46,21 +77,168 @@ class LateArrivalHandler:
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[str]:
         requests = []
         for index, parameters in enumerate(data):
-            body: Body = parameters.get("body", parameters.get("data"))
-            requests.append((body, _content_type(context.get_all_request_header(index))))
-        replies = self.service.handle(requests)
-        for index, reply in enumerate(replies):
+            headers = context.get_all_request_header(index)
+            # TorchServe's frontend sets url_path and explain (the v2 plugin sets url_path "v2/...").
+            route = route_of(headers.get("url_path"), headers.get("explain"))
+            length = _header(headers, "inference-header-content-length") if route == V2_INFER else ""
+            requests.append(Request(parameters.get("body", parameters.get("data")), _header(headers, "content-type"),
+                                    route, int(length) if length.isdigit() else None))
+        batch = self.service.handle_batch(requests)
+        for index, reply in enumerate(batch.replies):
             context.set_response_status(reply.status, "", index)
             context.set_response_content_type(index, "application/json")
-        return [reply.body for reply in replies]
+        if self.metrics:
+            self.record(batch)
+        return [reply.body for reply in batch.replies]
+
+    def record(self, batch: Batch) -> None:
+        """The batch's outcomes, refusals and times as the declared metrics, in one log record:
+        TorchServe's frontend reads metric lines from the worker's output, and one logging call
+        per observation (TorchServe's CachingMetric.add_or_update) costs about as much as
+        predicting a record."""
+        name = self.service.name
+        scored = [p for reply in batch.replies for p in reply.scored]
+        late = sum(p >= self.service.threshold for p in scored)
+        observations = [(PREDICTIONS, count, (name, outcome))
+                        for outcome, count in (("true", late), ("false", len(scored) - late)) if count]
+        refused = Counter(kind for reply in batch.replies for kind in reply.refused)
+        observations += [(INVALID_RECORDS, count, (name, reason)) for reason, count in refused.items()]
+        observations.append((PREPROCESS_MS, batch.preprocess_seconds * 1000, (name,)))
+        if batch.inference_seconds:  # a batch of refusals and metadata only runs no model
+            observations.append((INFERENCE_MS, batch.inference_seconds * 1000, (name,)))
+        stamp = f"{self.hostname},{int(time.time())}"
+        lines = [self.line_format(metric, dimensions) % (value, stamp) for metric, value, dimensions in observations]
+        probability = self.line_format(LATE_PROBABILITY, (name,))
+        lines += [probability % (p, stamp) for p in scored]
+        METRICS_LOG.info("\n".join(lines))
+
+    def line_format(self, metric: str, dimensions: Tuple[str, ...]) -> str:
+        key = (metric, dimensions)
+        if key not in self.line_formats:  # a few metrics times a few label values
+            self.line_formats[key] = metric_format((self.metrics or {})[metric], dimensions)
+        return self.line_formats[key]
+
+    # -- explanations ---------------------------------------------------------------------------
+
+    def explanations_or_none(self) -> Any:
+        """self.explain when this model and environment can explain, else None (explanations answer 501).
+        captum is imported on the first explanation: it brings matplotlib, about 30 MiB per worker
+        that serves only predictions would carry for nothing."""
+        if importlib.util.find_spec("captum") is None:
+            log.warning("captum is not installed: /explanations answers 501")
+            return None
+        self.columns = feature_columns(self.model)
+        categorical, numeric = self.service.model_inputs([self.service.example()])
+        indices, values = self.tensors(categorical, numeric)
+        with torch.no_grad():
+            rebuilt = self.head(first_layer_input(self.model, indices, values))
+            if not torch.allclose(rebuilt, self.model.logits(indices, values), atol=1e-5):
+                log.error("the first layer's input rebuilt from model.pt does not give its logits: "
+                          "/explanations answers 501")
+                return None
+            # The reference flight: every number at its training fill value, every category unknown.
+            reference = (torch.full_like(indices, int(self.model.unknown)), self.model.fill.unsqueeze(0).clone())
+            self.reference = first_layer_input(self.model, *reference)
+        return self.explain
+
+    def tensors(self, categorical: List[List[str]], numeric: List[List[float]]) -> Any:
+        values = torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
+        return self.model.category_indices(categorical, len(numeric)), values
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """The late-arrival logit from the first layer's input."""
+        return self.model.mlp(features).squeeze(1)
+
+    def explain(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[Dict[str, Any]]:
+        """Integrated gradients of the logit, in the space the MLP's first layer sees (scaled numbers,
+        sine/cosine of periodic ones, missing indicators, category embeddings), from the reference
+        flight to each record, summed back to the request fields; as model/interpret.py does offline."""
+        indices, values = self.tensors(categorical, numeric)
+        with torch.no_grad():
+            features = first_layer_input(self.model, indices, values)
+            logits = self.head(features)
+            reference_logit = float(self.head(self.reference)[0])
+        integrated_gradients = importlib.import_module("captum.attr").IntegratedGradients
+        attributions = integrated_gradients(self.head).attribute(
+            features, baselines=self.reference.expand_as(features), n_steps=self.steps,
+            internal_batch_size=max(self.steps, 4096))
+        per_field = {name: attributions[:, positions].sum(1).tolist() for name, positions in self.columns.items()}
+        return [{"probability": _sigmoid(float(logit)), "logit": float(logit),
+                 "baseline_probability": _sigmoid(reference_logit), "baseline_logit": reference_logit,
+                 "attributions": {name: column[row] for name, column in per_field.items()}}
+                for row, logit in enumerate(logits.tolist())]
 
 
-def _content_type(headers: Dict[str, Any]) -> str:
-    """The request's Content-Type header ("" when the client sent none). Request
-    parameters share this map with dict values; HTTP headers have string values."""
-    for name, value in headers.items():
-        if isinstance(value, str) and name.lower() == "content-type":
+def first_layer_input(model: Any, indices: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+    """What FlightDelayNet.logits feeds its MLP, from model.pt's own buffers and embedding; the
+    handler checks at load that the MLP of this gives model.logits exactly."""
+    if hasattr(model, "features"):  # a model.pt that exports the first layer's input itself
+        return model.features(indices, numeric)
+    numeric = numeric.to(torch.float32)
+    missing = ~torch.isfinite(numeric)
+    filled = torch.where(missing, model.fill.expand_as(numeric), numeric)
+    scaled = (filled - model.mean) / model.std
+    angle = filled.index_select(1, model.cyclic_index) * model.angular
+    looked_up = model.embedding(indices + model.offsets)
+    embedded = looked_up.sum(1) if model.one_hot else looked_up.flatten(1)
+    parts = [scaled.index_select(1, model.linear_index), torch.sin(angle), torch.cos(angle)]
+    if model.indicators:
+        parts.append(missing.to(torch.float32))
+    parts.append(embedded)
+    return torch.cat(parts, dim=1)
+
+
+def feature_columns(model: Any) -> Dict[str, List[int]]:
+    """Which columns of the first layer's input carry each request field (model/interpret.py's
+    input_columns, read from model.pt): scaled non-periodic numbers, sines and cosines of periodic
+    ones, missing indicators (if any), then each category's embedded (or one-hot) block."""
+    numeric, categorical = list(model.numeric), list(model.categorical)
+    columns: Dict[str, List[int]] = {name: [] for name in categorical + numeric}
+    order = model.linear_index.tolist() + 2 * model.cyclic_index.tolist()
+    order += list(range(len(numeric))) if model.indicators else []
+    for position, index in enumerate(order):
+        columns[numeric[index]].append(position)
+    start = len(order)
+    sizes = [max(vocabulary.values()) + 1 for vocabulary in model.vocabularies]
+    width = int(model.embedding.weight.shape[1])
+    for j, name in enumerate(categorical):
+        first = start + (int(model.offsets[j]) if model.one_hot else j * width)
+        columns[name] = list(range(first, first + (sizes[j] if model.one_hot else width)))
+    return columns
+
+
+def metric_format(metric: Any, dimensions: Tuple[str, ...]) -> str:
+    """The %-format (value, "host,time") of one observation of a declared metric as TorchServe's
+    worker writes it (ts/metrics/caching_metric.py, emit_metrics)."""
+    named = ",".join(f"{dimension}:{label}" for dimension, label in zip(metric.dimension_names, dimensions))
+    return f"[METRICS]{metric.metric_name}.{metric.unit}:%s|#{named}|#type:{metric.metric_type.name}|#hostname:%s"
+
+
+def _declared_metrics(metrics: Any) -> Optional[Dict[str, Any]]:
+    """The handler's metrics from TorchServe's metrics cache, or None where they are not declared
+    (a server started with another metrics_config, or no TorchServe at all)."""
+    if metrics is None:
+        return None
+    from ts.metrics.metric_type_enum import MetricTypes
+
+    wanted = {PREDICTIONS: MetricTypes.COUNTER, INVALID_RECORDS: MetricTypes.COUNTER,
+              LATE_PROBABILITY: MetricTypes.HISTOGRAM, PREPROCESS_MS: MetricTypes.HISTOGRAM,
+              INFERENCE_MS: MetricTypes.HISTOGRAM}
+    try:
+        return {name: metrics.get_metric(name, kind) for name, kind in wanted.items()}
+    except Exception as error:  # noqa: BLE001 - TorchServe's MetricsCacheKeyError: serve without them
+        log.warning("handler metrics are off: %s", error)
+        return None
+
+
+def _header(headers: Dict[str, Any], name: str) -> str:
+    """A request header by lower-case name ("" when absent). Request parameters share this map
+    with dict values; HTTP headers have string values."""
+    for key, value in headers.items():
+        if isinstance(value, str) and key.lower() == name:
             return value
     return ""
 
 
+def _sigmoid(logit: float) -> float:
+    return 1 / (1 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1 + math.exp(logit))

@@ -86,14 +86,13 @@ def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple
         stop(process)
 
 
-@contextlib.contextmanager
-def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout: float = 180,
-               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None) -> Iterator[Server]:
-    """Start TorchServe the way the image does (entrypoint + config.properties) with
-    `model_store`, on free ports, its files under `workdir`; stop it on exit.
-    `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
-    workers inherit it)."""
-    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+def torchserve_command(model_store: Path, workdir: Path, extra_env: dict[str, str] | None = None,
+                       command_prefix: list[str] | None = None, plugins: Path | None = None
+                       ) -> tuple[list[str], dict[str, str], tuple[int, int, int], str]:
+    """The image's start command (entrypoint + config.properties) with every port free on loopback:
+    (command, environment, (inference, management, metrics) ports, Open Inference Protocol URL).
+    `plugins`: a folder with the frontend plugin jar (the v2 protocol); without it, v2 is off."""
+    inference, management, metrics, grpc_inference, grpc_management, oip = free_ports(6)
     env = {
         **isolated_env(workdir),
         "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{inference}",
@@ -101,11 +100,24 @@ def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout
         "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
         "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
         "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
+        "TS_OIP_ADDRESS": f"http://127.0.0.1:{oip}",
         "TS_MODEL_STORE": str(model_store),
         **(extra_env or {}),
     }
-    with running([*(command_prefix or []), str(ENTRYPOINT)], env, workdir, (inference, management, metrics),
-                 model, timeout) as server:
+    command = [*(command_prefix or []), str(ENTRYPOINT), *(["--plugins-path", str(plugins)] if plugins else [])]
+    return command, env, (inference, management, metrics), f"http://127.0.0.1:{oip}"
+
+
+@contextlib.contextmanager
+def torchserve(model_store: Path, workdir: Path, model: str = "mymodel", timeout: float = 180,
+               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None,
+               plugins: Path | None = None) -> Iterator[Server]:
+    """Start TorchServe the way the image does (entrypoint + config.properties) with
+    `model_store`, on free ports, its files under `workdir`; stop it on exit.
+    `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
+    workers inherit it)."""
+    command, env, ports, _ = torchserve_command(model_store, workdir, extra_env, command_prefix, plugins)
+    with running(command, env, workdir, ports, model, timeout) as server:
         yield server
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from handler.frontend.build_plugin import build_plugin
 from model.archive import build_archive
 from model.config import Settings, load_settings
 from model.data import build_table
@@ -69,6 +70,12 @@ def archive(settings: Settings, metrics: dict) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
-    with torchserve(archive.parent, tmp_path_factory.mktemp("torchserve")) as running:
+def plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The frontend plugin (Open Inference Protocol v2), built as `make archive` builds it."""
+    return build_plugin(tmp_path_factory.mktemp("plugins")).parent
+
+
+@pytest.fixture(scope="session")
+def server(archive: Path, plugins: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    with torchserve(archive.parent, tmp_path_factory.mktemp("torchserve"), plugins=plugins) as running:
         yield running

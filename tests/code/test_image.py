@@ -55,8 +55,8 @@ def test_the_image_packs_the_same_handler_files_as_make_archive():
 def test_exposed_ports_are_the_configured_ones():
     exposed = set(re.search(r"^EXPOSE (.+)$", DOCKERFILE, re.M).group(1).split())
     configured = {PROPERTIES[key].rsplit(":", 1)[1] for key in
-                  ("inference_address", "management_address", "metrics_address")}
-    assert exposed == configured == {"8080", "8081", "8082"}
+                  ("inference_address", "management_address", "metrics_address", "oip_address")}
+    assert exposed == configured == {"8080", "8081", "8082", "8083"}
 
 
 def test_base_image_is_the_pinned_torchserve_release():

@@ -1,10 +1,22 @@
 """LateArrivalService without a server: parsing, validation, batching, response shape."""
 
 import json
+import math
+import struct
 
 import pytest
 
-from handler.records import LateArrivalService, RequestError, parse_json
+from handler.records import (
+    EXPLAIN,
+    PREDICT,
+    V2_INFER,
+    V2_METADATA,
+    LateArrivalService,
+    Request,
+    RequestError,
+    parse_json,
+    route_of,
+)
 from model.config import ROOT
 from model.export import input_schema
 
@@ -209,3 +221,186 @@ def test_a_request_the_model_cannot_score_fails_alone(schema):
     replies = service.handle([(body(SAMPLE), None), (body({**SAMPLE, "carrier": "BOOM"}), None), (body(SAMPLE), None)])
     assert [reply.status for reply in replies] == [200, 500, 200]
     assert "error" in json.loads(replies[1].body)
+
+
+# -- routes, refusal kinds, timings -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("url_path", "explain", "route"), [
+    ("", "False", PREDICT), ("", "True", EXPLAIN), (None, None, PREDICT),
+    ("v2/models/mymodel/infer", "False", V2_INFER), ("v2/models/mymodel/versions/1.0-x/infer", "False", V2_INFER),
+    ("v2/models/mymodel", "False", V2_METADATA), ("something/else", "False", PREDICT),
+])
+def test_the_route_comes_from_the_headers_the_frontend_sets(url_path, explain, route):
+    assert route_of(url_path, explain) == route
+
+
+def test_refusals_are_counted_by_kind_once_per_record(service):
+    records = [SAMPLE, {**SAMPLE, "month": 0, "hour": 30}, {**SAMPLE, "carrier": 7, "tail": 1}, "not a record"]
+    reply = service.handle([(body(records), "application/json")])[0]
+    assert reply.status == 400
+    assert sorted(reply.refused) == ["not_an_object", "out_of_range", "unknown_field", "wrong_type"]
+    assert service.handle([(b"{oops", "application/json")])[0].refused == ("body",)
+    assert service.handle([(body(SAMPLE), "text/csv")])[0].refused == ("media_type",)
+    assert service.handle([(body({k: v for k, v in SAMPLE.items() if k != "dest"}), None)])[0].refused \
+        == ("missing_field",)
+
+
+def test_scored_probabilities_come_with_the_replies_and_refusals_score_nothing(service):
+    batch = service.handle_batch([(body([with_distance(100), with_distance(200)]), None), (b"{", None)])
+    assert batch.replies[0].scored == pytest.approx((0.01, 0.02))
+    assert batch.replies[1].scored == ()
+    assert batch.preprocess_seconds > 0 and batch.inference_seconds > 0
+
+
+def test_a_batch_of_refusals_runs_no_model(service, model):
+    batch = service.handle_batch([(b"{", None), (body({**SAMPLE, "month": 0}), None)])
+    assert [reply.status for reply in batch.replies] == [400, 400]
+    assert model.calls == [] and batch.inference_seconds == 0
+
+
+# -- explanations ---------------------------------------------------------------------------------
+
+def fake_explain(categorical, numeric):
+    """Attributions that add up to the logit change from a reference at logit 0."""
+    rows = []
+    for row in numeric:
+        logit = row[0] / 10
+        rows.append({"probability": 1 / (1 + math.exp(-logit)), "logit": logit, "baseline_probability": 0.5,
+                     "baseline_logit": 0.0, "attributions": {"month": logit / 2, "carrier": logit / 2}})
+    return rows
+
+
+def test_an_explanation_carries_the_answer_the_reference_and_the_attributions(schema, model):
+    service = LateArrivalService(schema, model, fake_explain)
+    status, answer = reply_json(service.handle([Request(body(SAMPLE), "application/json", EXPLAIN)])[0])
+    assert status == 200
+    assert set(answer) == {"late_probability", "late", "model_version", "baseline_probability", "logit",
+                           "baseline_logit", "attributions"}
+    assert sum(answer["attributions"].values()) == pytest.approx(answer["logit"] - answer["baseline_logit"])
+    status, answers = reply_json(service.handle([Request(body([SAMPLE, SAMPLE]), None, EXPLAIN)])[0])
+    assert status == 200 and len(answers) == 2
+
+
+def test_explanations_and_predictions_in_one_batch_keep_their_own_shapes(schema, model):
+    service = LateArrivalService(schema, model, fake_explain)
+    replies = service.handle([Request(body(SAMPLE), None, EXPLAIN), Request(body(SAMPLE), None, PREDICT),
+                              Request(body({**SAMPLE, "month": 13}), None, EXPLAIN)])
+    assert [reply.status for reply in replies] == [200, 200, 400]
+    assert "attributions" in json.loads(replies[0].body) and "attributions" not in json.loads(replies[1].body)
+    assert replies[1].scored and not replies[0].scored  # explanations are not counted as predictions
+
+
+def test_without_an_explainer_explanations_answer_501(service):
+    reply = service.handle([Request(body(SAMPLE), None, EXPLAIN)])[0]
+    assert reply.status == 501 and "explanations" in json.loads(reply.body)["error"]
+
+
+# -- the Open Inference Protocol v2 -----------------------------------------------------------------
+
+def v2_datatype(schema, name):
+    if name in schema["x-model"]["categorical"]:
+        return "BYTES"
+    types = schema["properties"][name]["type"]
+    return "INT64" if "integer" in (types if isinstance(types, list) else [types]) else "FP64"
+
+
+def v2_inputs(schema, records):
+    return [{"name": name, "datatype": v2_datatype(schema, name), "shape": [len(records)],
+             "data": [record[name] for record in records]} for name in records[0]]
+
+
+def v2_request(schema, records, **extra):
+    return Request(body({"inputs": v2_inputs(schema, records), **extra}), "application/json", V2_INFER)
+
+
+def v2_error(service, payload):
+    reply = service.handle([Request(body(payload), "application/json", V2_INFER)])[0]
+    assert set(json.loads(reply.body)) == {"error"}, reply.body
+    return reply.status, json.loads(reply.body)["error"]
+
+
+def test_v2_metadata_has_one_input_per_request_field_from_the_schema(service, schema):
+    status, metadata = reply_json(service.handle([Request(None, None, V2_METADATA)])[0])
+    assert status == 200
+    assert metadata["name"] == "mymodel" and metadata["versions"] == ["1.0-test"]
+    assert [i["name"] for i in metadata["inputs"]] == schema["x-model"]["categorical"] + schema["x-model"]["numeric"]
+    assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {
+        name: v2_datatype(schema, name) for name in schema["properties"]}
+    assert all(i["shape"] == [-1] for i in metadata["inputs"] + metadata["outputs"])
+    assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {"late_probability": "FP64", "late": "BOOL"}
+
+
+def test_v2_inference_answers_each_element_like_the_json_api(service, schema):
+    records = [with_distance(d) for d in (100, 9000, 300)]
+    status, answer = reply_json(service.handle([v2_request(schema, records, id="42")])[0])
+    assert status == 200
+    assert answer["model_name"] == "mymodel" and answer["model_version"] == "1.0-test" and answer["id"] == "42"
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["late_probability"]["data"] == pytest.approx([0.01, 0.9, 0.03])
+    assert outputs["late_probability"]["shape"] == [3] and outputs["late_probability"]["datatype"] == "FP64"
+    assert outputs["late"]["data"] == [False, True, False] and outputs["late"]["datatype"] == "BOOL"
+    native = json.loads(service.handle([(body(records), None)])[0].body)
+    assert [a["late_probability"] for a in native] == outputs["late_probability"]["data"]
+
+
+def test_v2_optional_inputs_may_be_left_out_or_null_and_only_requested_outputs_come_back(service, schema, model):
+    required = {k: SAMPLE[k] for k in schema["required"]}
+    inputs = v2_inputs(schema, [required]) + [{"name": "temp", "datatype": "FP64", "shape": [1], "data": [None]}]
+    request = Request(body({"inputs": inputs, "outputs": [{"name": "late"}]}), None, V2_INFER)
+    status, answer = reply_json(service.handle([request])[0])
+    assert status == 200 and [o["name"] for o in answer["outputs"]] == ["late"] and "id" not in answer
+    assert all(value != value for value in model.calls[-1][1][0][len(schema["required"]) - 3:])  # NaN: missing
+
+
+def test_v2_binary_data_is_decoded_like_json_data(service, schema):
+    """Triton's binary-data extension (tritonclient's default): the JSON header, then raw tensors."""
+    records = [with_distance(100), with_distance(700, temp=None)]
+    inputs, chunks = [], []
+    for tensor in v2_inputs(schema, records):
+        if tensor["datatype"] == "BYTES":
+            raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in tensor["data"])
+        else:
+            code = "q" if tensor["datatype"] == "INT64" else "d"
+            raw = struct.pack(f"<{len(records)}{code}", *[math.nan if v is None else v for v in tensor["data"]])
+        inputs.append({k: v for k, v in tensor.items() if k != "data"} | {"parameters": {"binary_data_size": len(raw)}})
+        chunks.append(raw)
+    header = body({"inputs": inputs})
+    reply = service.handle([Request(header + b"".join(chunks), "application/octet-stream", V2_INFER, len(header))])[0]
+    assert reply.status == 200, reply.body
+    assert json.loads(reply.body)["outputs"][0]["data"] == pytest.approx([0.01, 0.07])
+
+
+@pytest.mark.parametrize(("change", "status", "named"), [
+    (lambda inputs: [{**i, "datatype": "FP64"} if i["name"] == "carrier" else i for i in inputs], 400, "'carrier'"),
+    (lambda inputs: [{**i, "datatype": "BYTES"} if i["name"] == "month" else i for i in inputs], 400, "'month'"),
+    (lambda inputs: [{**i, "datatype": "BOOL"} if i["name"] == "distance" else i for i in inputs], 400, "'distance'"),
+    (lambda inputs: [{**i, "datatype": "FP64", "data": [1.5]} if i["name"] == "month" else i for i in inputs], 400,
+     "'month', element 0"),
+    (lambda inputs: [i for i in inputs if i["name"] != "origin"], 400, "'origin'"),
+    (lambda inputs: [{**i, "shape": [2], "data": i["data"] * 2} if i["name"] == "distance" else i for i in inputs],
+     400, "distance [2]"),
+    (lambda inputs: [{**i, "shape": [3]} if i["name"] == "hour" else i for i in inputs], 400, "'hour'"),
+    (lambda inputs: [{**i, "shape": [1, 1]} if i["name"] == "hour" else i for i in inputs], 400, "'hour'"),
+    (lambda inputs: [{**i, "data": [3.5]} if i["name"] == "hour" else i for i in inputs], 400, "'hour', element 0"),
+    (lambda inputs: [{**i, "data": [13]} if i["name"] == "month" else i for i in inputs], 400, "'month', element 0"),
+    (lambda inputs: [*inputs, {"name": "tail", "datatype": "BYTES", "shape": [1], "data": ["N1"]}], 400, "'tail'"),
+    (lambda inputs: [*inputs, inputs[0]], 400, "'carrier'"),
+    (lambda inputs: [], 400, "inputs"),
+])
+def test_bad_v2_requests_get_a_4xx_naming_the_input(service, schema, change, status, named):
+    code, error = v2_error(service, {"inputs": change(v2_inputs(schema, [SAMPLE]))})
+    assert code == status and named in error, error
+
+
+def test_v2_body_level_mistakes_are_refused(service, schema):
+    inputs = v2_inputs(schema, [SAMPLE])
+    assert v2_error(service, [1])[0] == 400
+    assert "'tail'" in v2_error(service, {"inputs": inputs, "tail": 1})[1]
+    assert "'nope'" in v2_error(service, {"inputs": inputs, "outputs": [{"name": "nope"}]})[1]
+    assert v2_error(service, {"inputs": inputs, "id": 7})[0] == 400
+    too_many = v2_inputs(schema, [SAMPLE] * (schema["x-model"]["max_records"] + 1))
+    assert v2_error(service, {"inputs": too_many})[0] == 413
+    reply = service.handle([Request(b"{", "application/json", V2_INFER)])[0]
+    assert reply.status == 400 and set(json.loads(reply.body)) == {"error"}
+    bad_length = Request(body({"inputs": inputs}), None, V2_INFER, 10_000)
+    assert service.handle([bad_length])[0].status == 400

@@ -1,0 +1,422 @@
+package mymodel.serving;
+
+import com.google.gson.JsonArray;
+import com.google.gson.JsonObject;
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.UncheckedIOException;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.URLDecoder;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.pytorch.serve.archive.model.ModelException;
+import org.pytorch.serve.job.RestJob;
+import org.pytorch.serve.metrics.IMetric;
+import org.pytorch.serve.metrics.MetricCache;
+import org.pytorch.serve.servingsdk.ModelServerEndpoint;
+import org.pytorch.serve.util.ConfigManager;
+import org.pytorch.serve.util.messages.InputParameter;
+import org.pytorch.serve.util.messages.RequestInput;
+import org.pytorch.serve.util.messages.WorkerCommands;
+import org.pytorch.serve.wlm.Model;
+import org.pytorch.serve.wlm.ModelManager;
+import org.pytorch.serve.wlm.WorkerState;
+import org.pytorch.serve.wlm.WorkerThread;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The Open Inference Protocol v2 (KServe / Triton REST) for TorchServe 0.12, on its own port.
+ *
+ * <p>Why not TorchServe's own routes: its {@code GET /v2/health/ready} answers {@code {"ready":
+ * true}} whatever the workers do (even with none), and it has no REST route for model readiness or
+ * model metadata. Why not an endpoint plugin on the inference port: a plugin registered for "v2"
+ * takes every /v2 path there, and TorchServe runs plugins after it has released the request, so a
+ * plugin cannot read a POST body (the infer request). So this plugin serves the whole protocol on
+ * the address {@code oip_address} of config.properties (or {@code TS_OIP_ADDRESS}), inside the
+ * TorchServe process:
+ *
+ * <ul>
+ *   <li>{@code GET /v2/health/live}: 200 while the server runs.
+ *   <li>{@code GET /v2/health/ready}, {@code GET /v2/models/{m}[/versions/{v}]/ready}: 200 only
+ *       when every worker of the model (at least one) is READY, as the management API and
+ *       docker/healthcheck.py define it; 400 otherwise, as the protocol asks.
+ *   <li>{@code GET /v2}: server metadata.
+ *   <li>{@code GET /v2/models/{m}[/versions/{v}]} and {@code POST .../infer}: forwarded to the
+ *       model's own handler through TorchServe's job queue (batching, timeouts, its latency
+ *       metrics), the route in the {@code url_path} header; the handler owns the tensor layout.
+ * </ul>
+ *
+ * <p>TorchServe loads it as an endpoint plugin ({@code plugins_path}): instantiating the class is
+ * the hook that starts the server. It declares no endpoint, so no TorchServe route changes.
+ */
+public class OpenInferenceProtocol extends ModelServerEndpoint {
+
+    /** The request header that tells the handler which route a forwarded request came from. */
+    static final String ROUTE_HEADER = "url_path";
+
+    static final String ADDRESS_KEY = "oip_address";
+    static final String ADDRESS_ENV = "TS_OIP_ADDRESS";
+
+    private static final Logger logger = LoggerFactory.getLogger(OpenInferenceProtocol.class);
+    private static final AtomicBoolean STARTED = new AtomicBoolean();
+
+    /** TorchServe instantiates plugins more than once while it scans them; start one server. */
+    public OpenInferenceProtocol() {
+        super();
+        if (STARTED.compareAndSet(false, true)) {
+            start();
+        }
+    }
+
+    private static void start() {
+        // TS_OIP_ADDRESS overrides oip_address like TS_<KEY> overrides other keys; empty switches it off.
+        String address = System.getenv(ADDRESS_ENV);
+        if (address == null) {
+            address = ConfigManager.getInstance().getConfiguration().getProperty(ADDRESS_KEY, "");
+        }
+        if (address.isBlank()) {
+            logger.warn("{} is not set: the Open Inference Protocol is not served", ADDRESS_KEY);
+            return;
+        }
+        URI uri = URI.create(address.trim());
+        try {
+            HttpServer server =
+                    HttpServer.create(new InetSocketAddress(uri.getHost(), uri.getPort()), 1024);
+            server.createContext("/", OpenInferenceProtocol::handle);
+            server.setExecutor(
+                    Executors.newCachedThreadPool(
+                            task -> {
+                                Thread thread = new Thread(task, "oip-v2");
+                                thread.setDaemon(true);
+                                return thread;
+                            }));
+            server.start();
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> server.stop(0)));
+            logger.warn("Open Inference Protocol v2 bound to: {}", address);
+        } catch (IOException e) {
+            // TorchServe stops: a configured protocol that cannot be served is an error.
+            throw new UncheckedIOException("cannot serve the Open Inference Protocol on " + address, e);
+        }
+    }
+
+    static void handle(HttpExchange exchange) throws IOException {
+        Reply reply;
+        try {
+            reply = route(exchange);
+        } catch (RuntimeException e) {
+            logger.error("Open Inference Protocol request failed", e);
+            reply = Reply.error(500, "the server failed: " + e);
+        }
+        count(reply.status);
+        exchange.getResponseHeaders().set("Content-Type", reply.contentType);
+        exchange.sendResponseHeaders(reply.status, reply.body.length == 0 ? -1 : reply.body.length);
+        try (OutputStream out = exchange.getResponseBody()) {
+            out.write(reply.body);
+        }
+        exchange.close();
+    }
+
+    static Reply route(HttpExchange exchange) throws IOException {
+        String method = exchange.getRequestMethod();
+        List<String> path = segments(exchange.getRequestURI());
+        if (path.isEmpty() || !"v2".equals(path.get(0))) {
+            return Reply.error(404, "not found: the Open Inference Protocol lives under /v2");
+        }
+        ModelRoute model = ModelRoute.parse(path);
+        String action = model == null ? String.join("/", path) : model.action;
+        boolean get = "GET".equals(method);
+        boolean post = "POST".equals(method);
+        if (model == null && get && path.size() == 1) {
+            return serverMetadata();
+        } else if (model == null && get && "v2/health/live".equals(action)) {
+            return Reply.json(200, flag("live", true));
+        } else if (model == null && get && "v2/health/ready".equals(action)) {
+            boolean ready = serverReady();
+            return Reply.json(ready ? 200 : 400, flag("ready", ready));
+        } else if (model != null && get && "ready".equals(action)) {
+            Model found = model.find();
+            if (found == null) {
+                return model.notFound();
+            }
+            boolean ready = isReady(found);
+            JsonObject answer = flag("ready", ready);
+            answer.addProperty("name", found.getModelName());
+            return Reply.json(ready ? 200 : 400, answer);
+        } else if (model != null && get && action.isEmpty()) {
+            return forward(exchange, model, new byte[0], false);
+        } else if (model != null && post && "infer".equals(action)) {
+            byte[] body = readBody(exchange);
+            if (body == null) {
+                return Reply.error(
+                        413,
+                        "the body is larger than max_request_size ("
+                                + ConfigManager.getInstance().getMaxRequestSize()
+                                + " bytes)");
+            }
+            return forward(exchange, model, body, true);
+        }
+        String known = get || post ? "" : " (method " + method + ")";
+        return Reply.error(
+                404, String.join("/", path) + " is not an Open Inference Protocol route" + known);
+    }
+
+    static Reply serverMetadata() {
+        JsonObject server = new JsonObject();
+        server.addProperty("name", "torchserve");
+        server.addProperty("version", ConfigManager.getInstance().getVersion());
+        server.add("extensions", new JsonArray());
+        return Reply.json(200, server);
+    }
+
+    /** Every registered model (at least one) is ready. */
+    static boolean serverReady() {
+        ModelManager manager = ModelManager.getInstance();
+        if (manager == null) {
+            return false; // still starting
+        }
+        Map<String, Model> models = manager.getDefaultModels();
+        boolean ready = !models.isEmpty();
+        for (Model model : models.values()) {
+            ready &= isReady(model);
+        }
+        return ready;
+    }
+
+    /** READY as the management API describes a worker: running, with its model loaded. */
+    static boolean isReady(Model model) {
+        List<WorkerThread> workers =
+                ModelManager.getInstance().getWorkers(model.getModelVersionName());
+        if (workers.isEmpty()) {
+            return false;
+        }
+        for (WorkerThread worker : workers) {
+            if (!worker.isRunning() || worker.getState() != WorkerState.WORKER_MODEL_LOADED) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Hands the request to the model's handler as TorchServe's own inference API does (every
+     * header, the body with its content type) and waits for the handler's answer.
+     */
+    static Reply forward(HttpExchange exchange, ModelRoute route, byte[] body, boolean infer) {
+        Model model = route.find();
+        if (model == null) {
+            return route.notFound();
+        }
+        RequestInput input = new RequestInput(UUID.randomUUID().toString());
+        String contentType = "";
+        for (Map.Entry<String, List<String>> header : exchange.getRequestHeaders().entrySet()) {
+            String value = String.join(",", header.getValue());
+            input.updateHeaders(header.getKey(), value);
+            if ("content-type".equalsIgnoreCase(header.getKey())) {
+                contentType = value;
+            }
+        }
+        input.updateHeaders(ROUTE_HEADER, route.path);
+        input.updateHeaders("explain", "False");
+        input.addParameter(new InputParameter("body", body, contentType));
+        input.setClientExpireTS(model.getClientTimeoutInMills());
+
+        ForwardedJob job = new ForwardedJob(model.getModelName(), route.version, input);
+        if (infer) {
+            countRequest(model.getModelName(), route.version);
+        }
+        try {
+            if (!ModelManager.getInstance().addJob(job)) {
+                return Reply.error(
+                        503, "model '" + model.getModelName() + "' has no worker to serve it");
+            }
+        } catch (ModelException e) {
+            return Reply.error(404, e.getMessage());
+        }
+        // A worker answers within its response timeout or is restarted, which fails the job.
+        long waitSeconds = 2L * model.getResponseTimeout() + 60;
+        try {
+            return job.answer.get(waitSeconds, TimeUnit.SECONDS);
+        } catch (TimeoutException e) {
+            return Reply.error(504, "no answer from the model within " + waitSeconds + " s");
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return Reply.error(503, "interrupted while waiting for the model");
+        } catch (ExecutionException e) {
+            return Reply.error(500, "the model failed: " + e.getCause());
+        }
+    }
+
+    /** The body, or null when it is over TorchServe's max_request_size. */
+    static byte[] readBody(HttpExchange exchange) throws IOException {
+        int limit = ConfigManager.getInstance().getMaxRequestSize();
+        try (InputStream in = exchange.getRequestBody()) {
+            byte[] body = in.readNBytes(limit + 1);
+            if (body.length > limit) {
+                in.transferTo(OutputStream.nullOutputStream());
+                return null;
+            }
+            return body;
+        }
+    }
+
+    /** ts_inference_requests_total counts these requests as TorchServe's own routes do. */
+    static void countRequest(String modelName, String version) {
+        IMetric requests = MetricCache.getInstance().getMetricFrontend("ts_inference_requests_total");
+        if (requests != null) {
+            requests.addOrUpdate(
+                    Arrays.asList(
+                            modelName,
+                            version == null ? "default" : version,
+                            ConfigManager.getInstance().getHostName()),
+                    1);
+        }
+    }
+
+    /** Requests2XX / 4XX / 5XX count these answers as TorchServe counts its own. */
+    static void count(int status) {
+        String name =
+                status >= 500 ? "Requests5XX" : status >= 400 ? "Requests4XX" : "Requests2XX";
+        IMetric metric = MetricCache.getInstance().getMetricFrontend(name);
+        if (metric != null && status >= 200) {
+            metric.addOrUpdate(Arrays.asList("Host", ConfigManager.getInstance().getHostName()), 1);
+        }
+    }
+
+    /** The URI's decoded path segments, without empty ones. */
+    static List<String> segments(URI uri) {
+        List<String> segments = new ArrayList<>();
+        for (String segment : uri.getRawPath().split("/")) {
+            if (!segment.isEmpty()) {
+                segments.add(URLDecoder.decode(segment, StandardCharsets.UTF_8));
+            }
+        }
+        return segments;
+    }
+
+    static JsonObject flag(String name, boolean value) {
+        JsonObject object = new JsonObject();
+        object.addProperty(name, value);
+        return object;
+    }
+
+    /** v2/models/{model}[/versions/{version}][/{action}], and that path as the handler sees it. */
+    static final class ModelRoute {
+        final String model;
+        final String version;
+        final String action;
+        final String path;
+
+        private ModelRoute(String model, String version, String action, String path) {
+            this.model = model;
+            this.version = version;
+            this.action = action;
+            this.path = path;
+        }
+
+        static ModelRoute parse(List<String> path) {
+            if (path.size() < 3 || !"models".equals(path.get(1))) {
+                return null;
+            }
+            String version = null;
+            int next = 3;
+            if (path.size() >= 5 && "versions".equals(path.get(3))) {
+                version = path.get(4);
+                next = 5;
+            }
+            if (path.size() > next + 1) {
+                return null;
+            }
+            String action = path.size() == next + 1 ? path.get(next) : "";
+            return new ModelRoute(path.get(2), version, action, String.join("/", path));
+        }
+
+        /** The model this route names, or null. */
+        Model find() {
+            ModelManager manager = ModelManager.getInstance();
+            try {
+                return manager == null ? null : manager.getModel(model, version);
+            } catch (ModelException e) {
+                return null;
+            }
+        }
+
+        Reply notFound() {
+            String named = version == null ? "" : " version " + version;
+            return Reply.error(404, "model '" + model + "'" + named + " is not served here");
+        }
+    }
+
+    /** A status, a content type and a body. */
+    static final class Reply {
+        final int status;
+        final String contentType;
+        final byte[] body;
+
+        Reply(int status, String contentType, byte[] body) {
+            this.status = status;
+            this.contentType = contentType;
+            this.body = body;
+        }
+
+        static Reply json(int status, JsonObject body) {
+            return new Reply(
+                    status, "application/json", body.toString().getBytes(StandardCharsets.UTF_8));
+        }
+
+        static Reply error(int status, String message) {
+            JsonObject body = new JsonObject();
+            body.addProperty("error", message);
+            return json(status, body);
+        }
+    }
+
+    /** An inference job whose answer is awaited here instead of written to a Netty channel. */
+    static final class ForwardedJob extends RestJob {
+        final CompletableFuture<Reply> answer = new CompletableFuture<>();
+
+        ForwardedJob(String modelName, String version, RequestInput input) {
+            super(null, modelName, version, WorkerCommands.PREDICT, input);
+        }
+
+        @Override
+        public void response(
+                byte[] body,
+                CharSequence contentType,
+                int statusCode,
+                String statusPhrase,
+                Map<String, String> responseHeaders) {
+            // RestJob records TorchServe's latency metrics; with no channel it writes nothing.
+            super.response(body, contentType, statusCode, statusPhrase, responseHeaders);
+            String type =
+                    contentType == null || contentType.length() == 0
+                            ? "application/json"
+                            : contentType.toString();
+            answer.complete(new Reply(statusCode, type, body == null ? new byte[0] : body));
+        }
+
+        @Override
+        public void sendError(int status, String error) {
+            answer.complete(Reply.error(status, error));
+        }
+
+        @Override
+        public boolean isOpen() {
+            return true;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+"""The handler's Prometheus metrics on a real TorchServe: after known traffic (good records whose
+outcomes the answers tell, bad ones with known reasons) the metrics port serves exactly those
+counts; and every metric the Grafana dashboard (deploy/grafana/mymodel.json) queries is in a
+real scrape."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from model.config import ROOT
+from model.data import SPLIT
+from model.features import request_records
+from model.server import torchserve
+
+JSON = {"Content-Type": "application/json"}
+SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
+DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "mymodel.json").read_text())
+# Bad requests and the problem kinds the handler counts them under (handler/records.py).
+BAD = [
+    (json.dumps({**SAMPLE, "month": 13}), JSON, ["out_of_range"]),
+    (json.dumps([SAMPLE, {**SAMPLE, "hour": 99}, {**SAMPLE, "distance": "far", "seats": -1}]), JSON,
+     ["out_of_range", "wrong_type", "out_of_range"]),
+    (json.dumps({k: v for k, v in SAMPLE.items() if k != "carrier"}), JSON, ["missing_field"]),
+    (json.dumps({**SAMPLE, "tail": "N12345"}), JSON, ["unknown_field"]),
+    (json.dumps({**SAMPLE, "carrier": ""}), JSON, ["empty_value"]),
+    ("{not json", JSON, ["body"]),
+    (json.dumps(SAMPLE), {"Content-Type": "text/csv"}, ["media_type"]),
+]
+
+
+@dataclass(frozen=True)
+class Traffic:
+    probabilities: list[float]  # of every predicted record
+    late: Counter  # predicted records by outcome ("true" / "false")
+    refused: Counter  # refused records by reason
+    inference_requests: int  # requests to /predictions and /explanations
+
+
+@pytest.fixture(scope="module")
+def metered(archive, tmp_path_factory):
+    """A TorchServe of this module's own, so its counters hold this module's traffic only."""
+    with torchserve(archive.parent, tmp_path_factory.mktemp("metered"), extra_env={"TS_OIP_ADDRESS": ""}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def traffic(metered, table, settings) -> Traffic:
+    flights = request_records(table[table[SPLIT] == "test"].sample(45, random_state=5), settings.features)
+    url = f"{metered.inference_url}/predictions/mymodel"
+
+    def send(body, headers=JSON):
+        return requests.post(url, data=body, headers=headers, timeout=30)
+
+    # 25 flights one by one and concurrently (TorchServe batches them), 20 in one request, the bad
+    # requests among them; one explanation (explanations are not counted as predictions).
+    singles = [(json.dumps(flight), JSON) for flight in flights[:25]] + [(body, headers) for body, headers, _ in BAD]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda request: send(*request), singles))
+    replies.append(send(json.dumps(flights[25:])))
+    explained = requests.post(f"{metered.inference_url}/explanations/mymodel", data=json.dumps(SAMPLE),
+                              headers=JSON, timeout=60)
+    assert explained.status_code == 200, explained.text
+
+    answers = []
+    for reply in replies[:25] + replies[-1:]:
+        assert reply.status_code == 200, reply.text
+        answers += reply.json() if isinstance(reply.json(), list) else [reply.json()]
+    assert len(answers) == len(flights)
+    for reply in replies[25:-1]:
+        assert 400 <= reply.status_code < 500, reply.text
+    probabilities = [answer["late_probability"] for answer in answers]
+    return Traffic(probabilities, Counter(str(answer["late"]).lower() for answer in answers),
+                   Counter(reason for _, _, reasons in BAD for reason in reasons), len(replies) + 1)
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
+LABEL = re.compile(r'(\w+)="((?:\\.|[^"\\])*)"')
+
+
+def scrape(server) -> dict[str, list[Sample]]:
+    """Samples by name, as the metrics port writes them (the text exposition format read
+    verbatim: prometheus_client's parser would rename counters to end in _total, which a
+    Prometheus scraping this port does not)."""
+    samples: dict[str, list[Sample]] = {}
+    for line in requests.get(f"{server.metrics_url}/metrics", timeout=10).text.splitlines():
+        match = SAMPLE_LINE.match(line)
+        if match and not line.startswith("#"):
+            name, labels, number = match.groups()
+            samples.setdefault(name, []).append(Sample(name, dict(LABEL.findall(labels or "")), float(number)))
+    return samples
+
+
+def value(samples: dict[str, list], name: str, **labels: str) -> float:
+    return sum(s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.fixture(scope="module")
+def scraped(metered, traffic) -> dict[str, list]:
+    """The scrape once the frontend has read every metric line the workers wrote (it reads them
+    as they come; the wait covers a loaded machine)."""
+    deadline = time.monotonic() + 60
+    while True:
+        samples = scrape(metered)
+        done = (value(samples, "flight_late_probability_count") >= len(traffic.probabilities)
+                and value(samples, "flight_invalid_records_total") >= sum(traffic.refused.values()))
+        if done or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.5)
+
+
+def test_predictions_are_counted_by_outcome(scraped, traffic):
+    assert traffic.late["true"] and traffic.late["false"], "the traffic should hold both outcomes"
+    for outcome in ("true", "false"):
+        assert value(scraped, "flight_predictions_total", ModelName="mymodel", late=outcome) == traffic.late[outcome]
+
+
+def test_the_late_probability_histogram_holds_every_prediction(scraped, traffic):
+    assert value(scraped, "flight_late_probability_count", ModelName="mymodel") == len(traffic.probabilities)
+    assert value(scraped, "flight_late_probability_sum") == pytest.approx(sum(traffic.probabilities), rel=1e-9)
+    for bucket in scraped["flight_late_probability_bucket"]:
+        bound = float(bucket.labels["le"])
+        assert bucket.value == sum(p <= bound for p in traffic.probabilities), bucket
+
+
+def test_refused_records_are_counted_by_reason(scraped, traffic):
+    counted = {s.labels["reason"]: s.value for s in scraped["flight_invalid_records_total"]}
+    assert counted == dict(traffic.refused)
+
+
+def test_handler_times_are_observed_per_batch(scraped, traffic):
+    batches = value(scraped, "flight_preprocess_milliseconds_count")
+    assert 1 <= batches <= traffic.inference_requests
+    assert 1 <= value(scraped, "flight_inference_milliseconds_count") <= batches
+    assert value(scraped, "flight_preprocess_milliseconds_sum") > 0
+    assert value(scraped, "flight_inference_milliseconds_sum") > 0
+
+
+def test_torchserve_counts_the_same_requests(scraped, traffic):
+    assert value(scraped, "ts_inference_requests_total", model_name="mymodel") == traffic.inference_requests
+
+
+def test_metric_lines_are_torchserves_own(caplog, monkeypatch):
+    """The handler writes a batch's observations in one log record, in the line format TorchServe's
+    CachingMetric writes one at a time (and its frontend parses)."""
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+    from ts.metrics.metric_type_enum import MetricTypes
+
+    monkeypatch.syspath_prepend(str(ROOT / "handler"))
+    spec = importlib.util.spec_from_file_location("served_handler", ROOT / "handler" / "handler.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    cache = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
+    cache.initialize_cache()
+    metric = cache.get_metric(handler.PREDICTIONS, MetricTypes.COUNTER)
+    with caplog.at_level(logging.INFO):
+        metric.add_or_update(3, ["mymodel", "true"])
+    stamp = caplog.records[-1].getMessage().rsplit("|#hostname:", 1)[1]
+    assert handler.metric_format(metric, ("mymodel", "true")) % (3, stamp) == caplog.records[-1].getMessage()
+
+
+def promql_metric_names(expression: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords, label
+    names or values, durations or Grafana variables."""
+    expression = re.sub(r'"(?:\\.|[^"\\])*"', "", expression)  # label values
+    expression = re.sub(r"\$\{?\w+\}?", "", expression)  # Grafana variables
+    expression = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expression)  # label matchers, ranges
+    expression = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expression)
+    identifiers = re.findall(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", expression)
+    keywords = {"and", "or", "unless", "bool", "offset", "inf", "nan", "by", "without", "on", "ignoring", "group_left",
+                "group_right"}
+    return set(identifiers) - keywords
+
+
+def dashboard_queries() -> list[str]:
+    expressions = [target["expr"] for panel in DASHBOARD["panels"] for target in panel.get("targets", [])]
+    expressions += [re.sub(r"label_values\((\w+),.*\)", r"\1", variable["definition"])
+                    for variable in DASHBOARD["templating"]["list"] if variable["type"] == "query"]
+    return expressions
+
+
+def test_the_promql_reader_finds_metric_names():
+    assert promql_metric_names('histogram_quantile(0.9, sum by (le) (rate(a_bucket{m="$model"}[$__rate_interval])))'
+                               ' / sum(rate(b_total[5m])) * on (x) group_left c') == {"a_bucket", "b_total", "c"}
+
+
+def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(metered, scraped):
+    # A 5xx for the dashboard's 5xx series: with no worker, TorchServe answers 503.
+    url = f"{metered.management_url}/models/mymodel"
+    workers = len(requests.get(url, timeout=10).json()[0]["workers"])
+    requests.put(url, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"}, timeout=120)
+    try:
+        refused = requests.post(f"{metered.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE),
+                                headers=JSON, timeout=30)
+        assert refused.status_code == 503
+    finally:
+        requests.put(url, params={"min_worker": workers, "max_worker": workers, "synchronous": "true"}, timeout=120)
+    names = set().union(*(promql_metric_names(expression) for expression in dashboard_queries()))
+    assert {"flight_predictions_total", "flight_late_probability_bucket", "flight_invalid_records_total",
+            "ts_inference_requests_total"} <= names
+    deadline = time.monotonic() + 90  # host metrics (CPUUtilization, ...) come once a minute
+    while missing := names - set(scrape(metered)):
+        assert time.monotonic() < deadline, f"queried by the dashboard but not served: {sorted(missing)}"
+        time.sleep(2)
+
+
+def test_the_dashboard_is_a_grafana_dashboard_on_a_prometheus_variable():
+    assert DASHBOARD["uid"] and DASHBOARD["title"] and DASHBOARD["schemaVersion"] >= 36
+    variables = {variable["name"]: variable for variable in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    panels = [panel for panel in DASHBOARD["panels"] if panel["type"] != "row"]
+    assert len({panel["id"] for panel in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
+        assert all(target["expr"] for target in panel["targets"]), panel["title"]
