@@ -249,8 +249,7 @@ class LateArrivalService:
             if isinstance(reply_to, V2Reply):
                 body = self.v2_answer(batch, reply_to)
             else:
-                answers = [self.answer(p) for p in batch]
-                body = json.dumps(answers if reply_to else answers[0])
+                body = json.dumps(shaped([self.answer(p) for p in batch], reply_to))
             replies.append(Reply(200, body, tuple(batch)))
         return replies
 
@@ -270,7 +269,7 @@ class LateArrivalService:
         for _, records, as_list in accepted:
             answers = [self.explanation(e) for e in explanations[offset:offset + len(records)]]
             offset += len(records)
-            replies.append(Reply(200, json.dumps(answers if as_list else answers[0])))
+            replies.append(Reply(200, json.dumps(shaped(answers, as_list))))
         return replies
 
     def answer_alone(self, answer: Callable[[List[Any]], List[Reply]], request: Tuple[int, Any, Any]) -> Reply:
@@ -284,10 +283,14 @@ class LateArrivalService:
 
     # -- the native JSON API -------------------------------------------------------------------
 
-    def parse(self, body: Body, content_type: Optional[str]) -> Tuple[List[Dict[str, Any]], bool]:
+    def parse(self, body: Body, content_type: Optional[str]) -> Tuple[List[Dict[str, Any]], Any]:
+        """The records, and the shape the answer takes: False (one object), True (a list) or
+        INSTANCES (KServe's v1 body {"instances": [...]}, answered {"predictions": [...]})."""
         _check_media_type(content_type)
         payload = parse_json(body)
-        as_list = isinstance(payload, list)
+        as_list: Any = isinstance(payload, list)
+        if isinstance(payload, dict) and list(payload) == [INSTANCES] and isinstance(payload[INSTANCES], list):
+            payload, as_list = payload[INSTANCES], INSTANCES  # no record has a field of that name
         records = payload if as_list else [payload]
         if not isinstance(payload, (dict, list)):
             raise _body_error(f"the body must be a JSON object or a list of objects, not {_json_name(payload)}")
@@ -476,6 +479,16 @@ class LateArrivalService:
         answer["outputs"] = [{"name": name, "datatype": self.v2_outputs[name], "shape": [len(probabilities)],
                               "data": values[name]} for name in reply_to.outputs]
         return json.dumps(answer)
+
+
+INSTANCES = "instances"
+
+
+def shaped(answers: List[Dict[str, Any]], as_list: Any) -> Any:
+    """Answers in the shape the request came in (see LateArrivalService.parse)."""
+    if as_list == INSTANCES:
+        return {"predictions": answers}
+    return answers if as_list else answers[0]
 
 
 class V2Reply(NamedTuple):

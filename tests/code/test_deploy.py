@@ -475,6 +475,11 @@ def test_kserve_config_serves_the_archive_from_its_snapshot(archive, schema, tmp
                               headers={"Content-Type": "application/json"}, timeout=30)
         assert reply.status_code == 200, reply.text
         assert reply.json()["model_version"] == schema["x-model"]["version"]
+        # what KServe's v1 protocol sends: {"instances": [...]} -> {"predictions": [...]}
+        instances = {"instances": [json.loads(sample), json.loads(sample)]}
+        reply = requests.post(f"{server.inference_url}/v1/models/{archive.stem}:predict", json=instances, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert [p["model_version"] for p in reply.json()["predictions"]] == [schema["x-model"]["version"]] * 2
         assert requests.get(f"{server.metrics_url}/metrics", timeout=10).status_code == 200
 
 

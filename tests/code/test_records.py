@@ -86,6 +86,19 @@ def test_a_list_comes_back_in_order(service):
     assert [a["late"] for a in answers] == [False, True, False]
 
 
+def test_kserve_v1_instances_come_back_as_predictions(service):
+    """KServe's v1 protocol (the InferenceService in deploy/kserve) wraps the records."""
+    records = [with_distance(d) for d in (100, 9000)]
+    status, answer = reply_json(service.handle([(body({"instances": records}), "application/json")])[0])
+    assert status == 200 and list(answer) == ["predictions"]
+    assert [a["late_probability"] for a in answer["predictions"]] == pytest.approx([0.01, 0.9])
+    status, refused = reply_json(service.handle([(body({"instances": [SAMPLE, {**SAMPLE, "distance": -1}]}),
+                                                  "application/json")])[0])
+    assert status == 400 and refused["errors"][0]["record"] == 1 and refused["errors"][0]["field"] == "distance"
+    status, refused = reply_json(service.handle([(body({"instances": records, "extra": 1}), None)])[0])
+    assert status == 400  # not the v1 envelope: a record with unknown fields
+
+
 def test_batched_requests_share_one_forward_pass_and_keep_their_own_answers(service, model):
     requests = [(body(with_distance(100)), "application/json"), (body([with_distance(200), with_distance(300)]), None)]
     replies = service.handle(requests)
