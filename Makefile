@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate results report drift loadtest bench experiments registry register promote rollback canary archive run serve stop test lint clean
+.PHONY: help setup data train evaluate results report drift loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,16 @@ rollback: setup ## back to the previous production version, in the registry and 
 
 canary: setup ## canary VERSION=<n> against production through the router; promoted or rolled back
 	$(PYTHON) -m model.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
+
+WEEKS ?= 1
+update: setup ## continuous training: the next WEEKS (default 1) of the replay; retrains and promotes when needed (prints True/False)
+	@for week in $$(seq 1 $(WEEKS)); do $(PYTHON) run.py --mode update --config params.yaml; done
+
+summary: setup ## the replay's report: quality, drift, versions and metrics per week (prints its path)
+	$(PYTHON) run.py --mode summary --config params.yaml
+
+score: setup ## score FILE=path.csv with the replay's production model (prints the output's path)
+	$(PYTHON) run.py --mode inference --config params.yaml --file $(FILE)
 
 archive: setup ## pack model-store/mymodel.mar with torch-model-archiver; build the v2 protocol plugin into plugins/
 	dvc repro archive
