@@ -129,16 +129,11 @@ class LateArrivalHandler:
             return None
         self.columns = feature_columns(self.model)
         categorical, numeric = self.service.model_inputs([self.service.example()])
-        indices, values = self.tensors(categorical, numeric)
+        indices, _ = self.tensors(categorical, numeric)
         with torch.no_grad():
-            rebuilt = self.head(first_layer_input(self.model, indices, values))
-            if not torch.allclose(rebuilt, self.model.logits(indices, values), atol=1e-5):
-                log.error("the first layer's input rebuilt from model.pt does not give its logits: "
-                          "/explanations answers 501")
-                return None
             # The reference flight: every number at its training fill value, every category unknown.
             reference = (torch.full_like(indices, int(self.model.unknown)), self.model.fill.unsqueeze(0).clone())
-            self.reference = first_layer_input(self.model, *reference)
+            self.reference = self.model.features(*reference)
         return self.explain
 
     def tensors(self, categorical: List[List[str]], numeric: List[List[float]]) -> Any:
@@ -155,7 +150,7 @@ class LateArrivalHandler:
         flight to each record, summed back to the request fields; as model/interpret.py does offline."""
         indices, values = self.tensors(categorical, numeric)
         with torch.no_grad():
-            features = first_layer_input(self.model, indices, values)
+            features = self.model.features(indices, values)
             logits = self.head(features)
             reference_logit = float(self.head(self.reference)[0])
         integrated_gradients = importlib.import_module("captum.attr").IntegratedGradients
@@ -167,25 +162,6 @@ class LateArrivalHandler:
                  "baseline_probability": _sigmoid(reference_logit), "baseline_logit": reference_logit,
                  "attributions": {name: column[row] for name, column in per_field.items()}}
                 for row, logit in enumerate(logits.tolist())]
-
-
-def first_layer_input(model: Any, indices: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
-    """What FlightDelayNet.logits feeds its MLP, from model.pt's own buffers and embedding; the
-    handler checks at load that the MLP of this gives model.logits exactly."""
-    if hasattr(model, "features"):  # a model.pt that exports the first layer's input itself
-        return model.features(indices, numeric)
-    numeric = numeric.to(torch.float32)
-    missing = ~torch.isfinite(numeric)
-    filled = torch.where(missing, model.fill.expand_as(numeric), numeric)
-    scaled = (filled - model.mean) / model.std
-    angle = filled.index_select(1, model.cyclic_index) * model.angular
-    looked_up = model.embedding(indices + model.offsets)
-    embedded = looked_up.sum(1) if model.one_hot else looked_up.flatten(1)
-    parts = [scaled.index_select(1, model.linear_index), torch.sin(angle), torch.cos(angle)]
-    if model.indicators:
-        parts.append(missing.to(torch.float32))
-    parts.append(embedded)
-    return torch.cat(parts, dim=1)
 
 
 def feature_columns(model: Any) -> Dict[str, List[int]]:

@@ -103,6 +103,12 @@ class FlightDelayNet(nn.Module):
 
     @torch.jit.export
     def logits(self, indices: Tensor, numeric: Tensor) -> Tensor:
+        return self.mlp(self.features(indices, numeric)).squeeze(1)
+
+    @torch.jit.export
+    def features(self, indices: Tensor, numeric: Tensor) -> Tensor:
+        """What the MLP's first layer sees: scaled numbers, sine/cosine of periodic ones, missing
+        indicators (if any), category embeddings (explanations attribute in this space)."""
         if numeric.dim() != 2 or numeric.size(1) != len(self.numeric):
             raise ValueError("expected numeric input of shape [rows, " + str(len(self.numeric)) + "]")
         numeric = numeric.to(torch.float32)
@@ -116,5 +122,4 @@ class FlightDelayNet(nn.Module):
         if self.indicators:
             parts.append(missing.to(torch.float32))
         parts.append(embedded)
-        features = torch.cat(parts, dim=1)
-        return self.mlp(features).squeeze(1)
+        return torch.cat(parts, dim=1)

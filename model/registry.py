@@ -25,7 +25,6 @@ import logging
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 import requests
 
-from model import configure_logging
+from model import configure_logging, sqlite_transaction
 from model.archive import build_archive
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.export import CONFIG
@@ -121,15 +120,8 @@ class Registry:
     def from_settings(cls, settings: Settings) -> Registry:
         return cls(settings.paths.registry, settings.paths.model_store, settings.model.name)
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.root / DATABASE, timeout=30)
-        connection.row_factory = sqlite3.Row
-        try:
-            with connection:  # one transaction: committed on success, rolled back on error
-                yield connection
-        finally:
-            connection.close()
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_transaction(self.root / DATABASE)
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model import sqlite_transaction
 from model.config import Settings
 from model.drift import COLUMNS as DRIFT_COLUMNS
 from model.drift import PREDICTION, feature_drift, prediction_drift
@@ -142,15 +142,8 @@ class Store:
                        f'{features}, {numbers}, "{TARGET}" INTEGER NOT NULL)')
             db.execute("CREATE INDEX IF NOT EXISTS ingested_batch ON ingested (batch)")
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=30)
-        connection.row_factory = sqlite3.Row
-        try:
-            with connection:  # one transaction: committed on success, rolled back on error
-                yield connection
-        finally:
-            connection.close()
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_transaction(self.path)
 
     # --- reading -----------------------------------------------------------------------------
 
