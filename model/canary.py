@@ -71,10 +71,10 @@ class VersionTraffic:
 
     def summary(self) -> dict[str, Any]:
         total = sum(self.statuses.values())
+        errors = sum(count for status, count in self.statuses.items() if status >= 500)
         latencies = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
         return {"requests": total,
-                "errors": sum(count for status, count in self.statuses.items() if status >= 500),
-                "error_share": (sum(c for s, c in self.statuses.items() if s >= 500) / total) if total else 0.0,
+                "errors": errors, "error_share": errors / total if total else 0.0,
                 "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
                 "statuses": {str(status): count for status, count in sorted(self.statuses.items())}}
 
@@ -236,9 +236,9 @@ def run_canary(settings: Settings, registry: Registry, candidate: int, inference
     if production is None:
         raise RegistryError(f"{registry.name} has no production version to compare with")
     chosen = registry.get(candidate)
-    ensure_loaded(registry, served, production, 2)
+    ensure_loaded(served, production, 2)
     served.set_default(production.served_as)
-    ensure_loaded(registry, served, chosen, 1)
+    ensure_loaded(served, chosen, 1)
 
     labelled = recent_labelled(settings) if labelled is None else labelled
     records = request_records(labelled, settings.features)

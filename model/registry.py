@@ -36,6 +36,7 @@ from model import configure_logging, sqlite_transaction
 from model.archive import build_archive
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.export import CONFIG
+from model.tracking import run_params
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class ServedVersions:
         self._call("DELETE", f"/models/{self.name}/{version}")
 
 
-def ensure_loaded(registry: Registry, served: ServedVersions, version: ModelVersion, workers: int) -> None:
+def ensure_loaded(served: ServedVersions, version: ModelVersion, workers: int) -> None:
     if version.served_as not in served.loaded():
         served.load(version.archive, workers)
 
@@ -306,10 +307,10 @@ def deploy(registry: Registry, served: ServedVersions, candidate_workers: int = 
     production = registry.production()
     if production is None:
         raise RegistryError(f"{registry.name} has no production version: promote one first")
-    ensure_loaded(registry, served, production, production_workers)
+    ensure_loaded(served, production, production_workers)
     served.set_default(production.served_as)
     for candidate in registry.candidates():
-        ensure_loaded(registry, served, candidate, candidate_workers)
+        ensure_loaded(served, candidate, candidate_workers)
     keep = {production.served_as, *(c.served_as for c in registry.candidates())}
     for version in served.loaded():
         if version not in keep and version.isdigit():  # only versions the registry made
@@ -321,7 +322,7 @@ def promote(registry: Registry, version: int | str, served: ServedVersions | Non
     """Promote in the server first (it must answer with the new default), then in the registry."""
     target = registry.get(version)
     if served is not None:
-        ensure_loaded(registry, served, target, workers)
+        ensure_loaded(served, target, workers)
         served.set_default(target.served_as)
     return registry.promote(target.version, detail)
 
@@ -330,7 +331,7 @@ def rollback(registry: Registry, served: ServedVersions | None = None, workers: 
     """Back to the previous production version, in the server (no restart) and the registry."""
     previous = registry.previous_production()
     if served is not None:
-        ensure_loaded(registry, served, previous, workers)
+        ensure_loaded(served, previous, workers)
         served.set_default(previous.served_as)
     return registry.rollback()
 
@@ -338,12 +339,11 @@ def rollback(registry: Registry, served: ServedVersions | None = None, workers: 
 def register_pipeline_model(settings: Settings, note: str = "") -> ModelVersion:
     """Register what the pipeline last trained (paths.model_dir), with its data hash, params and metrics."""
     metrics = json.loads(settings.paths.metrics.read_text())
-    params = {"model": settings.model.model_dump(), "train": settings.train.model_dump(), "seed": settings.seed,
-              "data": settings.data.model_dump(mode="json")}
     metrics = {key: value for key, value in metrics.items() if key != "history"}
     return Registry.from_settings(settings).register(
-        settings.paths.model_dir, data_hash=file_hash(settings.paths.processed), params=params, metrics=metrics,
-        note=note)
+        settings.paths.model_dir, data_hash=file_hash(settings.paths.processed),
+        params=run_params(settings),  # the params the training run was tracked with
+        metrics=metrics, note=note)
 
 
 def describe(registry: Registry) -> str:
