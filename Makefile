@@ -45,7 +45,7 @@ drift: setup ## drift of the test months against training: reports/model/drift/d
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
 	$(PYTHON) -m loadtest.run --config params.yaml --readme README.md $(if $(URL),--url $(URL))
 
-bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 3 minutes, needs wrk)
+bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 4 minutes, needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is required for the benchmark (apt-get install wrk)"; exit 1; }
 	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --readme README.md
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from loadtest.bench_report import write_report
 from loadtest.memory import ProcessTreeMemory
@@ -55,6 +58,10 @@ class BenchPlan:
     concurrency: tuple[int, ...] = (1, 16, 64)
     seconds: int = 10  # measured per point (wrk counts whole seconds)
     warmup_seconds: int = 3  # before each point, at the same concurrency, not measured
+    # Before a server's first point, at the highest concurrency, not measured: TorchServe's JVM
+    # compiles its request path meanwhile (its C2 compiler still spent about 220 us of CPU per
+    # request 13 s into a load, about 15 us after 40 s).
+    server_warmup_seconds: int = 20
     configurations: tuple[str, ...] = tuple(CONFIGURATIONS)
     wrk_threads: int = 1  # the client shares the cores with the server: as few threads as keep up
     forward_batches: tuple[int, ...] = (1, 32)
@@ -101,23 +108,67 @@ def measure_server(name: str, start: Callable[[], contextlib.AbstractContextMana
     points, pids = [], set()
     with start() as endpoint:
         check_answers(endpoint.url, bodies[:3])
+        if plan.server_warmup_seconds:
+            busiest = max(plan.concurrency)
+            warm = run_wrk(endpoint.url, script, busiest, plan.server_warmup_seconds, plan.wrk_threads)
+            settle(busiest, warm.requests_per_s)
         for connections in plan.concurrency:
             if plan.warmup_seconds:
                 warm = run_wrk(endpoint.url, script, connections, plan.warmup_seconds, plan.wrk_threads)
                 settle(connections, warm.requests_per_s)
+            server_before, client_before = cpu_seconds(endpoint.pid), client_cpu_seconds()
             with ProcessTreeMemory(endpoint.pid) as memory:
                 load = run_wrk(endpoint.url, script, connections, plan.seconds, plan.wrk_threads)
+            cpu = cpu_per_request(server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before,
+                                  load.requests)
             settle(connections, load.requests_per_s)
             pids |= memory.pids
             point = {"concurrency": connections, "requests_per_s": load.requests_per_s, "requests": load.requests,
                      "latency_ms": load.latency_ms, "non_2xx": load.non_2xx, "socket_errors": load.socket_errors,
-                     **memory.summary()}
+                     "cpu_us_per_request": cpu, **memory.summary()}
             points.append(point)
             log.info("%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d errors, RSS %.0f MB",
                      CONFIGURATIONS[name], connections, point["requests_per_s"], load.latency_ms["p50"],
                      load.latency_ms["p99"], load.non_2xx + load.socket_errors, point["rss_peak_mb"])
     return {"settings": endpoint.settings, "ports": list(endpoint.ports), "pids": sorted(pids), "points": points,
             "rss_peak_mb": max(p["rss_peak_mb"] for p in points), "pss_peak_mb": max(p["pss_peak_mb"] for p in points)}
+
+
+def cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of `pid` and its descendants, by pid, with each one's role:
+    TorchServe's "frontend" (the JVM), its "workers" (the Python backends), and "server" for
+    anything else (TorchServe's launcher; the whole FastAPI server)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    found = {}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            command = " ".join(process.cmdline())
+            role = "frontend" if process.name() == "java" else "workers" if "model_service_worker" in command \
+                else "server"
+            found[process.pid] = (role, times.user + times.system)
+    return found
+
+
+def client_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children: wrk, once each run has been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_per_request(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], client: float,
+                    requests: int) -> dict[str, float]:
+    """Microseconds of CPU per answered request, by role, over one measured run: where a request's cost goes.
+    A process that started or ended during the run counts from what was seen of it."""
+    spent: dict[str, float] = {"frontend": 0.0, "workers": 0.0, "server": 0.0}
+    for pid, (role, seconds) in after.items():
+        spent[role] += seconds - before.get(pid, (role, 0.0))[1]
+    spent["client"] = client
+    return {role: seconds / requests * 1e6 if requests else 0.0 for role, seconds in spent.items()}
 
 
 def settle(connections: int, requests_per_s: float) -> None:
@@ -188,6 +239,8 @@ def main() -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--duration", type=int, default=BenchPlan.seconds, help="measured seconds per point")
     parser.add_argument("--warmup", type=int, default=BenchPlan.warmup_seconds, help="warm-up seconds per point")
+    parser.add_argument("--server-warmup", type=int, default=BenchPlan.server_warmup_seconds,
+                        help="warm-up seconds per server before its first point, at the highest concurrency")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(BenchPlan.concurrency))
     parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS),
                         help="configurations to measure (default: all)")
@@ -204,7 +257,8 @@ def main() -> None:
         parser.error(f"{archive} is missing: run `make archive` first")
     model = ServedModel(settings.model.name, archive, settings.paths.model_dir, settings.paths.export_dir)
     records = real_records(load_table(settings), settings.features, args.records, settings.seed)
-    plan = BenchPlan(tuple(args.concurrency), args.duration, args.warmup, tuple(args.only), args.wrk_threads)
+    plan = BenchPlan(tuple(args.concurrency), args.duration, args.warmup, args.server_warmup, tuple(args.only),
+                     args.wrk_threads)
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         results = run_benchmark(model, records, plan, Path(workdir))
     for path in write_report(results, args.out_dir):

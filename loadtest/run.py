@@ -164,8 +164,10 @@ def constrained_options(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """A copy of config.properties with a small JVM heap, and the server pinned to the given cores."""
     config = workdir / "constrained.properties"
     text = (ROOT / "config.properties").read_text()
-    config.write_text(re.sub(r"^vmargs=.*$", f"vmargs=-Xmx{spec['heap']} -XX:+ExitOnOutOfMemoryError", text,
-                             flags=re.M))
+    text, found = re.subn(r"^(vmargs=.*)-Xmx\S+", rf"\g<1>-Xmx{spec['heap']}", text, count=1, flags=re.M)
+    if not found:
+        raise ValueError("config.properties sets no -Xmx in vmargs for the constrained scenario to replace")
+    config.write_text(text)
     return {"extra_env": {"TS_CONFIG_FILE": str(config)}, "command_prefix": ["taskset", "-c", str(spec["cpus"])]}
 
 

@@ -14,6 +14,7 @@ from handler.records import (
     LateArrivalService,
     Request,
     RequestError,
+    fast_json,
     parse_json,
     route_of,
 )
@@ -208,6 +209,38 @@ def test_parse_json_keeps_big_but_finite_numbers():
     assert parse_json(b"{\"distance\": 1e300}") == {"distance": 1e300}
     with pytest.raises(RequestError):
         parse_json(b"{\"distance\": -1e400}")
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"distance": 1, "distance": 2}',  # the fast reader would keep the last
+    b'[{"a": {"b": 1, "b": 2}}]',
+    b'{"carrier": "A:B"}',  # a colon inside a string
+    b'\xef\xbb\xbf{"distance": 1}',  # a byte order mark
+    b'{"distance": NaN}', b'{"distance": 1e999}', b'{"carrier": "\\ud800"}', b'{"carrier": "\xff"}', b"",
+])
+def test_the_fast_reader_leaves_what_only_the_strict_reader_can_decide(raw):
+    assert fast_json(raw) is None
+
+
+@pytest.mark.parametrize("raw", [body(SAMPLE), body([SAMPLE, SAMPLE]), body({"instances": [SAMPLE]}),
+                                 body(SAMPLE).decode(), bytearray(body(SAMPLE))])
+def test_the_fast_reader_reads_ordinary_bodies_as_the_strict_reader_does(raw):
+    assert fast_json(raw) == parse_json(raw)
+
+
+def test_every_body_of_the_malformed_corpus_gets_the_same_answer_with_and_without_the_fast_reader(
+        schema, monkeypatch):
+    from handler import records
+    from loadtest.malformed import malformed_requests, tolerated_requests
+
+    requests = [Request(r.body, r.headers.get("Content-Type"), PREDICT, None)
+                for r in [*malformed_requests(), *tolerated_requests()] if not r.refused_by_frontend]
+    requests.append(Request(body([{**SAMPLE, "carrier": "A:B"}, SAMPLE]), "application/json", PREDICT, None))
+    fast = LateArrivalService(schema, RecordingModel(schema["x-model"]["numeric"])).handle(requests)
+    monkeypatch.setattr(records, "orjson", None)
+    strict = LateArrivalService(schema, RecordingModel(schema["x-model"]["numeric"])).handle(requests)
+    assert [(r.status, r.body) for r in fast] == [(r.status, r.body) for r in strict]
+    assert fast[-1].status == 200
 
 
 def test_an_unpaired_surrogate_is_refused_by_name(service):

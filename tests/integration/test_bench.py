@@ -14,7 +14,8 @@ from loadtest.bench_report import write_report
 from loadtest.payloads import real_records
 
 SERVERS = ("tuned", "fastapi")
-PLAN = BenchPlan(concurrency=(1, 4), seconds=1, warmup_seconds=1, configurations=(*SERVERS, "forward"))
+PLAN = BenchPlan(concurrency=(1, 4), seconds=1, warmup_seconds=1, server_warmup_seconds=1,
+                 configurations=(*SERVERS, "forward"))
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,15 @@ def test_torchserve_memory_covers_its_workers(bench):
     tuned = bench["configurations"]["tuned"]
     assert len(tuned["pids"]) >= 2 + tuned["settings"]["workers"]
     assert tuned["rss_peak_mb"] > bench["configurations"]["fastapi"]["rss_peak_mb"]
+
+
+def test_cpu_per_request_is_split_between_frontend_workers_and_client(bench):
+    for point in bench["configurations"]["tuned"]["points"]:
+        cpu = point["cpu_us_per_request"]
+        assert cpu["frontend"] > 0 and cpu["workers"] > 0 and cpu["client"] > 0, point
+    for point in bench["configurations"]["fastapi"]["points"]:
+        cpu = point["cpu_us_per_request"]
+        assert cpu["server"] > 0 and cpu["frontend"] == cpu["workers"] == 0, point
 
 
 def test_the_forward_limit_is_measured_per_batch_size(bench):
