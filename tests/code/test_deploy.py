@@ -345,9 +345,21 @@ def resource_sets() -> dict[str, dict]:
             "inferenceservice": service["spec"]["predictor"]["model"]["resources"]}
 
 
+def bytes_of(size: str) -> int:
+    """A JVM size (512m, 64k, 1g) in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)", size.lower()).groups()
+    return int(number) * {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}[unit]
+
+
+def test_a_full_queue_of_the_largest_bodies_fits_the_frontend_heap():
+    """Queued requests keep their bodies on the heap: the queue must fill before the heap does."""
+    heap = bytes_of(re.search(r"-Xmx(\S+)", PROPERTIES["vmargs"]).group(1))
+    queued = int(PROPERTIES["job_queue_size"]) * int(PROPERTIES["max_request_size"])
+    assert queued <= 0.8 * heap
+
+
 def test_resources_fit_the_server_they_hold():
-    heap = re.search(r"-Xmx(\d+)([kmg])", PROPERTIES["vmargs"])
-    heap_bytes = int(heap.group(1)) * {"k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}[heap.group(2)]
+    heap_bytes = bytes_of(re.search(r"-Xmx(\S+)", PROPERTIES["vmargs"]).group(1))
     busy_cores = MODEL_CONFIG["maxWorkers"] * MODEL_CONFIG["handler"]["torch_threads"]
     for name, resources in resource_sets().items():
         for resource in ("cpu", "memory"):
