@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from loadtest.bench_report import write_report
-from loadtest.memory import ProcessTreeMemory
+from loadtest.memory import ProcessTreeMemory, process_tree
 from loadtest.payloads import real_records
 from loadtest.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
 from loadtest.wrk import run_wrk, write_script, wrk_command
@@ -138,13 +138,8 @@ def cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     """CPU seconds (user + system) so far of `pid` and its descendants, by pid, with each one's role:
     TorchServe's "frontend" (the JVM), its "workers" (the Python backends), and "server" for
     anything else (TorchServe's launcher; the whole FastAPI server)."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return {}
     found = {}
-    for process in processes:
+    for process in process_tree(pid):
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()
             command = " ".join(process.cmdline())

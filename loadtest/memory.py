@@ -23,13 +23,18 @@ class TreeMemory(NamedTuple):
     pids: frozenset[int]
 
 
-def tree_memory(pid: int) -> TreeMemory:
-    """Memory of `pid` and its descendants (zeros once it is gone)."""
+def process_tree(pid: int) -> list[psutil.Process]:
+    """`pid` and its descendants; none once it is gone."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return TreeMemory(0, 0, frozenset())
+        return []
+
+
+def tree_memory(pid: int) -> TreeMemory:
+    """Memory of `pid` and its descendants (zeros once it is gone)."""
+    processes = process_tree(pid)
     rss = pss = 0
     pids = set()
     for process in processes:
