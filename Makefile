@@ -10,7 +10,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup data train evaluate results report drift loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
+SERVE_IMAGE ?= mymodel-serve
+OFFLINE_IMAGE ?= mymodel-offline
+export SERVE_IMAGE OFFLINE_IMAGE
+
+.PHONY: help setup container-tools image image-test loadtest-image data train evaluate results report drift loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -94,13 +98,26 @@ serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar
 stop: setup ## stop the TorchServe started by `make serve` / `make run`
 	torchserve --stop
 
-test: setup ## the whole test suite (trains a small model on a slice of the data)
+container-tools: ## a Docker engine, or buildah + podman (Debian packages, installed as root when missing)
+	@docker/container-tools.sh
+
+image: archive container-tools ## build mymodel-serve and mymodel-offline (docker, else buildah on a cached stand-in base); prints sizes
+	docker/images.sh
+
+image-test: image ## run both images as a user does: health, answers, faults, read-only, stop, management, offline scoring
+	$(PYTHON) -m pytest tests/image $(PYTEST_ARGS)
+
+loadtest-image: image ## the load-test traffic scenarios against the serving container (its row in the README)
+	$(PYTHON) -m loadtest.run --config params.yaml --image $(SERVE_IMAGE) --readme README.md
+
+test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
+	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff, the Python 3.9 floor of what runs in the image, hadolint
 	ruff check .
-	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py model/network.py model/export.py model/archive.py
-	hadolint --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.offline
+	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py docker/management_gateway.py model/network.py model/export.py model/archive.py
+	hadolint --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.offline docker/base/Dockerfile docker/base/Dockerfile.python
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf data artifacts model-store plugins logs reports .pytest_cache dvc_plots

@@ -1,7 +1,18 @@
 #!/bin/sh
-# Start TorchServe in the foreground with mymodel, from the directory that holds
-# config.properties, model-store/ and docker/ (the repository natively, the
-# model-server home in the image). Extra arguments go to torchserve.
+# Start TorchServe with mymodel, from the directory that holds config.properties,
+# model-store/ and docker/ (the repository natively, the model-server home in the
+# image), and stay its parent until it ends. Extra arguments go to torchserve.
+#
+#   SIGTERM / SIGINT   drain and stop: the healthcheck turns not-ready at once, requests keep
+#                      being served for TS_DRAIN_SECONDS (default 0), then TorchServe stops and
+#                      this script exits 0 (in seconds, not the stop's grace period)
+#   model not loaded   when the frontend is up but the model is not (an unreadable archive,
+#                      an unwritable TEMP), it says so and exits 1 instead of serving nothing
+#   MANAGEMENT_TOKEN_FILE  publish the management API on 0.0.0.0:8081 through
+#                      docker/management_gateway.py: every caller needs
+#                      "Authorization: Bearer <the file's token>"; TorchServe's own
+#                      management API moves to 127.0.0.1:8091. Without it, management
+#                      listens on loopback only (config.properties)
 set -eu
 cd "$(dirname "$0")/.."
 # The model store: config.properties' model_store unless TS_MODEL_STORE overrides it,
@@ -17,9 +28,67 @@ for entry in $(echo "$models" | tr ',' ' '); do
         exit 1
     fi
 done
-# exec: TorchServe gets the signals (docker stop, Ctrl-C) directly.
-exec torchserve --foreground --ncs \
+# The temporary directory (TMPDIR, TEMP, TMP, else /tmp, as docker/healthcheck.py reads it):
+# the draining mark and the notes for the healthcheck live there.
+tmp="${TMPDIR:-${TEMP:-${TMP:-/tmp}}}"
+draining="$tmp/.mymodel.draining"
+rm -f "$draining"
+
+management="${TS_MANAGEMENT_ADDRESS:-$(sed -n 's/^management_address=//p' config.properties)}"
+gateway=""
+rm -f "$tmp/.mymodel.management"
+if [ -n "${MANAGEMENT_TOKEN_FILE:-}" ]; then
+    # TorchServe's management moves to another loopback port; the gateway takes 8081 on all
+    # interfaces and forwards what it lets through.
+    published="${MANAGEMENT_GATEWAY_ADDRESS:-http://0.0.0.0:8081}"
+    management="${MANAGEMENT_UPSTREAM_ADDRESS:-http://127.0.0.1:8091}"
+    export TS_MANAGEMENT_ADDRESS="$management"
+    ( echo "$management" > "$tmp/.mymodel.management" ) 2>/dev/null || true
+    python docker/management_gateway.py --listen "$published" --upstream "$management" \
+        --token-file "$MANAGEMENT_TOKEN_FILE" &
+    gateway=$!
+fi
+
+torchserve --foreground --ncs \
     --ts-config config.properties \
     --model-store "$store" \
     --log-config docker/log4j2.xml \
-    "$@"
+    "$@" &
+launcher=$!
+
+stopping=0
+stop() {
+    [ "$stopping" = 1 ] && return
+    stopping=1
+    # (a subshell: a failed redirection of the special builtin ':' would end this shell)
+    ( : > "$draining" ) 2>/dev/null || true
+    echo "stopping: not ready from now on, draining for ${TS_DRAIN_SECONDS:-0} s" >&2
+    sleep "${TS_DRAIN_SECONDS:-0}"
+    # The frontend (the JVM the launcher started) stops its listeners and workers and exits;
+    # the launcher then returns. The launcher itself ignores SIGTERM when it is PID 1.
+    python -c 'import sys, psutil; [child.terminate() for child in psutil.Process(int(sys.argv[1])).children()]' \
+        "$launcher" 2>/dev/null || kill -TERM "$launcher" 2>/dev/null || true
+}
+trap stop TERM INT
+
+# A frontend that is up without its model is a failed start, not a degraded one: the watcher
+# says why and sends SIGUSR1.
+failed=0
+trap 'failed=1; stop' USR1
+watcher=""
+if [ -n "$models" ]; then
+    python docker/healthcheck.py --management-url "$management" --wait-loaded \
+        --timeout "${TS_STARTUP_SECONDS:-300}" --notify-pid $$ &
+    watcher=$!
+fi
+
+status=0
+while kill -0 "$launcher" 2>/dev/null; do
+    wait "$launcher" || status=$?
+done
+for helper in $watcher $gateway; do kill -TERM "$helper" 2>/dev/null || true; done
+rm -f "$draining"
+[ "$failed" = 1 ] && exit 1
+[ "$stopping" = 1 ] && exit 0
+echo "TorchServe stopped unexpectedly (status $status)" >&2
+exit 1

@@ -1,24 +1,62 @@
-"""Exit 0 when the model's workers are READY, 1 otherwise: the image's HEALTHCHECK.
+"""Exit 0 when the model's workers are READY, 1 otherwise: the image's HEALTHCHECK and the
+Kubernetes readiness probe.
 
 `/ping` answers Healthy even while workers crash-loop, so readiness asks the
-management API about the model itself. Python 3.9, standard library only.
+management API about the model itself. A server that is stopping (docker/entrypoint.sh
+leaves a draining mark in the temporary directory) is not ready, so load balancers stop
+sending it requests before it stops serving them.
+
+`--wait-loaded` is the entrypoint's startup watcher: it waits until the workers are READY
+(exit 0), and when the frontend answers but does not know the model (it failed to load) or
+the workers are not READY in time, it says so and sends the entrypoint SIGUSR1, which then
+stops with exit 1. Python 3.9, standard library only.
 """
 
 import argparse
 import json
+import os
+import signal
 import sys
+import time
+import urllib.error
 import urllib.request
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+DRAINING_MARK = ".mymodel.draining"
+# Where docker/entrypoint.sh notes TorchServe's own management address when it is not the
+# configured one (behind docker/management_gateway.py).
+MANAGEMENT_NOTE = ".mymodel.management"
+DEFAULT_MANAGEMENT = "http://127.0.0.1:8081"
+
+
+def temp_dir() -> Path:
+    """The temporary directory as docker/entrypoint.sh picks it (TMPDIR, TEMP, TMP, /tmp)."""
+    return Path(next((os.environ[key] for key in ("TMPDIR", "TEMP", "TMP") if os.environ.get(key)), "/tmp"))
+
+
+def management_address() -> str:
+    note = temp_dir() / MANAGEMENT_NOTE
+    return note.read_text().strip() if note.exists() else DEFAULT_MANAGEMENT
+
+
+def describe(management_url: str, model: str, timeout: float = 2.0) -> Optional[List[Dict[str, Any]]]:
+    """The management API's description of the model ([] when it does not know the model,
+    None when it cannot be reached)."""
+    try:
+        with urllib.request.urlopen("{}/models/{}".format(management_url.rstrip("/"), model), timeout=timeout) as reply:
+            described: List[Dict[str, Any]] = json.load(reply)
+            return described
+    except urllib.error.HTTPError as error:
+        return [] if error.code == 404 else None
+    except (OSError, ValueError):
+        return None
 
 
 def workers(management_url: str, model: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
     """The workers of the model's default version as the management API describes them
     ([] when unreachable or unknown)."""
-    try:
-        with urllib.request.urlopen("{}/models/{}".format(management_url.rstrip("/"), model), timeout=timeout) as reply:
-            described: List[Dict[str, Any]] = json.load(reply)
-    except (OSError, ValueError):
-        return []
+    described = describe(management_url, model, timeout) or []
     return [worker for version in described[:1] for worker in version.get("workers", [])]
 
 
@@ -27,17 +65,55 @@ def worker_states(management_url: str, model: str, timeout: float = 2.0) -> List
     return [worker.get("status", "") for worker in workers(management_url, model, timeout)]
 
 
+def draining() -> bool:
+    return (temp_dir() / DRAINING_MARK).exists()
+
+
 def model_ready(management_url: str, model: str) -> bool:
     states = worker_states(management_url, model)
-    return bool(states) and all(state == "READY" for state in states)
+    return bool(states) and all(state == "READY" for state in states) and not draining()
+
+
+def wait_loaded(management_url: str, model: str, timeout: float) -> Optional[str]:
+    """None once the model's workers are READY, else why they never will be."""
+    deadline = time.monotonic() + timeout
+    unknown = 0
+    while time.monotonic() < deadline:
+        described = describe(management_url, model)
+        if described == []:
+            # The frontend registers the models it loads at start before it opens the management
+            # API: an answer without the model means it failed to load (the log above says why).
+            unknown += 1
+            if unknown >= 3:
+                return f"model {model} did not load: the server is up without it (see its log above)"
+        elif described:
+            unknown = 0
+            states = [worker.get("status", "") for worker in described[0].get("workers", [])]
+            if states and all(state == "READY" for state in states):
+                return None
+        time.sleep(1)
+    return f"the workers of model {model} are not READY after {timeout:.0f} s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--management-url", default="http://127.0.0.1:8081")
+    parser.add_argument("--management-url",
+                        help=f"default: the address the entrypoint noted, else {DEFAULT_MANAGEMENT}")
     parser.add_argument("--model", default="mymodel")
+    parser.add_argument("--wait-loaded", action="store_true", help="wait for READY workers (startup watcher)")
+    parser.add_argument("--timeout", type=float, default=600, help="with --wait-loaded: seconds to wait")
+    parser.add_argument("--notify-pid", type=int, help="with --wait-loaded: a process to send SIGUSR1 when it fails")
     args = parser.parse_args()
-    sys.exit(0 if model_ready(args.management_url, args.model) else 1)
+    args.management_url = args.management_url or management_address()
+    if not args.wait_loaded:
+        sys.exit(0 if model_ready(args.management_url, args.model) else 1)
+    problem = wait_loaded(args.management_url, args.model, args.timeout)
+    if problem is None:
+        sys.exit(0)
+    print(f"mymodel-serve: {problem}; stopping", file=sys.stderr, flush=True)
+    if args.notify_pid:
+        os.kill(args.notify_pid, signal.SIGUSR1)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ and HTML reports, a summary table and latency-over-time plots under reports/load
 and exit 1 when a scenario breaks its SLO.
 
     python -m loadtest.run --config params.yaml [--scenarios baseline overload] [--short]
+    python -m loadtest.run --config params.yaml --image mymodel-serve   # the traffic scenarios
+                                                                        # against the container
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ SLO_FILE = ROOT / "loadtest" / "slo.yaml"
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 FAULTS = ("worker_kill", "constrained")
 README_MARKERS = block_markers("loadtest", "make loadtest")
+IMAGE_README_MARKERS = block_markers("loadtest-image", "make loadtest-image")
 SHORT = {"duration_s": 8, "users": 8, "kill_after_s": 3}  # the gate's own test inside `make test`
 
 
@@ -283,15 +286,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo", type=Path, default=SLO_FILE, help="scenarios and SLOs (default: loadtest/slo.yaml)")
     parser.add_argument("--scenarios", nargs="*", help="default: all in the SLO file")
     parser.add_argument("--url", help="test a running server instead of starting one (fault scenarios need ours)")
+    parser.add_argument("--image", help="start this serving image (docker/podman run) and test it like --url")
     parser.add_argument("--short", action="store_true", help="seconds, not minutes: the gate's own test")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "loadtest")
     parser.add_argument("--readme", type=Path, help="also write the summary table into this README's loadtest block")
     args = parser.parse_args(argv)
     configure_logging()
-    outcomes = run_load_tests(load_settings(args.config), args.slo, args.scenarios, args.out_dir, args.url,
-                              args.short)
+    settings = load_settings(args.config)
+    if args.image:
+        from model.container import image_size_mb, started
+
+        with started(args.image) as served:
+            outcomes = run_load_tests(settings, args.slo, args.scenarios, args.out_dir, served.url(), args.short)
+        where = f"`make loadtest-image` (the {args.image} container, {image_size_mb(args.image):,.0f} MB)"
+        markers = IMAGE_README_MARKERS
+    else:
+        outcomes = run_load_tests(settings, args.slo, args.scenarios, args.out_dir, args.url, args.short)
+        where, markers = "`make loadtest`", README_MARKERS
     if args.readme:
-        replace_block(args.readme, README_MARKERS, f"`make loadtest` on {time.strftime('%Y-%m-%d')}, "
+        replace_block(args.readme, markers, f"{where} on {time.strftime('%Y-%m-%d')}, "
                       f"{os.cpu_count()} cores, load generator and server on the same machine:\n\n"
                       + markdown(summary_table(outcomes)))
     return 1 if any(o.broken for o in outcomes) else 0

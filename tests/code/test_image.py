@@ -14,12 +14,16 @@ PROPERTIES = dict(line.split("=", 1) for line in (ROOT / "config.properties").re
 REQUIREMENTS = (ROOT / "requirements.txt").read_text()
 
 
-def copied_from_context():
-    sources = []
-    for line in DOCKERFILE.splitlines():
-        if line.startswith("COPY ") and "--from=" not in line:
-            sources += line.split()[1:-1]
-    return sources
+def allowlisted():
+    """What the ignore file lets into the build context (the stages copy the context whole)."""
+    return [line.strip()[1:] for line in IGNORE if line.strip().startswith("!")]
+
+
+def read_by_the_build():
+    """Repository files the build's RUN steps name, relative to the copied context."""
+    code = re.sub(r"\\\n\s*", " ", "\n".join(line for line in DOCKERFILE.splitlines() if not line.startswith("#")))
+    runs = " ".join(line for line in code.splitlines() if line.startswith("RUN "))
+    return sorted({token for token in re.findall(r"[\w./-]+", runs) if (ROOT / token).is_file()})
 
 
 def allowed_by_ignore_file(path):
@@ -37,13 +41,20 @@ def test_make_lint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_everything_the_image_copies_exists_and_passes_the_ignore_file():
+def test_the_context_is_copied_whole_and_everything_it_holds_exists():
+    assert re.search(r"^COPY \. \./$", DOCKERFILE, re.M)
     model_dir = load_settings().paths.model_dir.relative_to(ROOT)
-    for source in copied_from_context():
-        assert allowed_by_ignore_file(source), f"{source} is excluded by Dockerfile.dockerignore"
+    for source in allowlisted():
         if source.rstrip("/") == str(model_dir):
             continue  # written by `make train`, which the README puts before `docker build`
         assert (ROOT / source).exists(), source
+
+
+def test_every_file_the_build_runs_passes_the_ignore_file():
+    used = read_by_the_build()
+    assert {"requirements.txt", "docker/selfcheck.py", "docker/entrypoint.sh", "sample_input.json"} <= set(used)
+    for path in used:
+        assert allowed_by_ignore_file(path), f"{path} is excluded by Dockerfile.dockerignore"
 
 
 def test_the_image_packs_the_same_handler_files_as_make_archive():

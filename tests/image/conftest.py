@@ -1,0 +1,94 @@
+"""The images `make image` built, run the way a user runs them (docker run, or podman run where
+there is no Docker engine), next to a native TorchServe serving the same weights.
+
+Where neither engine nor the images exist these tests say why and do not run; in CI (CI set)
+that is a failure, since `make test` builds the images there."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model import container
+from model.config import ROOT, Settings, load_settings
+from model.server import Server, torchserve
+
+REPORTS = ROOT / "reports" / "image"
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI builds and runs the images: `make test` runs `make image` first)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    try:
+        name = container.engine()
+    except container.NoEngine as error:
+        unavailable(str(error))
+    for image in (container.SERVE_IMAGE, container.OFFLINE_IMAGE):
+        if not container.image_exists(image):
+            unavailable(f"the image {image} is not built here: `make image` builds it")
+    return name
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> Settings:
+    """The pipeline's own settings: the images are built from its weights (artifacts/model)."""
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def native(engine, pipeline: Settings, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """TorchServe on this machine (torch 2.13, Python 3.11) with the archive `make archive` packed
+    from the same weights the image re-exports."""
+    archive = pipeline.paths.model_store / "mymodel.mar"
+    if not archive.exists():
+        pytest.fail(f"{archive} is missing: `make image` runs `make archive` first")
+    with torchserve(pipeline.paths.model_store, tmp_path_factory.mktemp("native"), plugins=ROOT / "plugins") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def serving(engine):
+    """mymodel-serve as `docker run -p 8080:8080 mymodel-serve` starts it (management published
+    too, to show it is not reachable), with every HEALTHCHECK poll until it passed."""
+    with container.started(publish=(container.INFERENCE, container.MANAGEMENT, container.METRICS, container.OIP),
+                           wait=False) as started:
+        polls = started.wait_healthy()
+        yield started, polls
+
+
+@pytest.fixture(scope="session")
+def write_report():
+    """Keep a measured fact for the README: reports/image/<name>.json."""
+    def write(name: str, facts: dict) -> None:
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        (REPORTS / f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")
+    return write
+
+
+@pytest.fixture(scope="session")
+def writable_mounts():
+    return kubernetes_volumes
+
+
+def kubernetes_volumes(directory: Path, mode: int = 0o1777) -> list[str]:
+    """Host folders standing in for the Kubernetes Deployment's emptyDir volumes, at the same
+    mount paths, plus its environment: the only places the manifests let the server write."""
+    deployment = next(document for document in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml")
+                                                                   .read_text()) if document)
+    (spec,) = deployment["spec"]["template"]["spec"]["containers"]
+    options = [f"--env={variable['name']}={variable['value']}" for variable in spec.get("env", [])]
+    for mount in spec["volumeMounts"]:
+        folder = directory / mount["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(mode)
+        options.append(f"--volume={folder}:{mount['mountPath']}")
+    return options

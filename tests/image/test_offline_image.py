@@ -1,0 +1,56 @@
+"""mymodel-offline as the README runs it: a folder mounted at /data, a CSV or Parquet file in,
+scored rows out, with the answers `python -m model.predict` gives natively for the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loadtest.payloads import real_records
+from model import container
+from model.data import load_table
+from model.predict import load_served_model, predict_frame, read_table
+
+
+def score_in_the_image(folder, input_name: str, output_name: str) -> None:
+    """docker run --rm --user "$(id -u):$(id -g)" -v "$PWD":/data mymodel-offline --input_path ... --output_path ..."""
+    result = container.run_engine("run", "--rm", f"--user={os.getuid()}:{os.getgid()}", f"--volume={folder}:/data",
+                                  container.OFFLINE_IMAGE, "--input_path", f"/data/{input_name}",
+                                  "--output_path", f"/data/{output_name}", check=False, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def flights(engine, pipeline) -> pd.DataFrame:
+    """Real test-month flights, a row with nothing, and a row of nonsense."""
+    records = real_records(load_table(pipeline), pipeline.features, 200, seed=11)
+    sample = json.loads((container.ROOT / "sample_input.json").read_text())
+    nonsense = {**sample, "carrier": "ZZ", "month": 13, "distance": "far"}
+    return pd.DataFrame([*records, {}, nonsense]).assign(row_id=lambda frame: range(len(frame)))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_the_offline_image_scores_a_file_as_the_native_scorer_does(flights, pipeline, tmp_path, suffix, write_report):
+    given = flights.astype(str).replace({"nan": None}) if suffix == "parquet" else flights
+    path = tmp_path / f"flights.{suffix}"
+    given.to_parquet(path, index=False) if suffix == "parquet" else given.to_csv(path, index=False)
+    tmp_path.chmod(0o777)
+    score_in_the_image(tmp_path, path.name, f"scored.{suffix}")
+    scored = read_table(tmp_path / f"scored.{suffix}")
+    model, schema = load_served_model(pipeline.paths.export_dir)
+    native = predict_frame(model, schema, read_table(path))
+    assert scored["row_id"].tolist() == native["row_id"].tolist()
+    column = f"{schema['x-model']['target']}_probability"
+    difference = float(np.abs(scored[column].astype(float) - native[column].astype(float)).max())
+    assert difference <= 1e-6
+    assert (scored["model_version"] == schema["x-model"]["version"]).all()
+    write_report(f"offline_{suffix}", {"rows": len(scored), "max_abs_difference": difference,
+                                       "image_mb": round(container.image_size_mb(container.OFFLINE_IMAGE))})
+
+
+def test_the_offline_image_is_under_one_gigabyte(engine):
+    assert container.image_size_mb(container.OFFLINE_IMAGE) < 1000
