@@ -91,5 +91,5 @@ size() {
     else podman image inspect --format '{{.Size}}' "$1"; fi
 }
 for tag in "$serve_tag" "$offline_tag"; do
-    printf '%s: %s MB\n' "$tag" "$(( $(size "$tag") / 1000000 ))"
+    printf '%s: %s MB\n' "$tag" "$(size "$tag" | awk '{ printf "%.0f", $1 / 1e6 }')"
 done

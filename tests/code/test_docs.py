@@ -31,5 +31,6 @@ def test_results_block_has_the_layout_the_code_writes():
 
 def test_make_help_lists_the_documented_targets():
     listed = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for target in ("setup", "run", "serve", "stop", "test", "lint", "archive", "train", "results"):
+    for target in ("setup", "run", "serve", "stop", "test", "lint", "archive", "train", "results", "image",
+                   "image-test", "loadtest-image", "container-tools"):
         assert re.search(rf"\b{target}\b", listed), target

@@ -1,0 +1,84 @@
+"""docker/entrypoint.sh natively, as the image runs it: a SIGTERM turns readiness false and ends
+TorchServe with exit 0, and the management gateway lets only token holders manage the model.
+(tests/image runs the same in the container.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from model.config import ROOT
+from model.server import Server, free_ports, torchserve_command, wait_until_ready
+
+SAMPLE = (ROOT / "sample_input.json").read_bytes()
+HEALTHCHECK = [sys.executable, str(ROOT / "docker" / "healthcheck.py")]
+
+
+def start(archive, plugins, workdir, extra_env=None):
+    command, env, ports, _ = torchserve_command(archive.parent, workdir, extra_env, plugins=plugins)
+    log = workdir / "torchserve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    inference, management, metrics = ports
+    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
+                    f"http://127.0.0.1:{metrics}", process, log)
+    return server, env
+
+
+def healthy(env, management_url):
+    return subprocess.run([*HEALTHCHECK, "--management-url", management_url], env=env, timeout=30).returncode == 0
+
+
+def test_sigterm_turns_readiness_false_then_stops_with_exit_0(archive, plugins, tmp_path):
+    server, env = start(archive, plugins, tmp_path, {"TS_DRAIN_SECONDS": "3"})
+    try:
+        wait_until_ready(server, "mymodel", 180)
+        assert healthy(env, server.management_url)
+        began = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)  # the entrypoint alone, as a container runtime does
+        time.sleep(1)
+        assert not healthy(env, server.management_url)  # not ready while still draining ...
+        reply = requests.post(f"{server.inference_url}/predictions/mymodel", data=SAMPLE,
+                              headers={"Content-Type": "application/json"}, timeout=30)
+        assert reply.status_code == 200  # ... and still answering
+        assert server.process.wait(30) == 0
+        assert 3 <= time.monotonic() - began < 20
+    finally:
+        if server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGKILL)
+
+
+def test_the_management_gateway_needs_the_token(archive, plugins, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("a-token\n")
+    gateway, upstream = free_ports(2)
+    server, env = start(archive, plugins, tmp_path, {
+        "MANAGEMENT_TOKEN_FILE": str(token),
+        "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}",
+        "MANAGEMENT_UPSTREAM_ADDRESS": f"http://127.0.0.1:{upstream}"})
+    server = Server(server.inference_url, f"http://127.0.0.1:{upstream}", server.metrics_url, server.process,
+                    server.log)
+    try:
+        wait_until_ready(server, "mymodel", 180)
+        # The healthcheck finds TorchServe's own management port through the entrypoint's note.
+        assert subprocess.run(HEALTHCHECK, env=env, timeout=30).returncode == 0
+        published = f"http://127.0.0.1:{gateway}"
+        refused = requests.get(f"{published}/models", timeout=10)
+        assert refused.status_code == 401 and refused.json()["code"] == 401
+        assert requests.get(f"{published}/models", headers={"Authorization": "Bearer wrong"},
+                            timeout=10).status_code == 401
+        allowed = requests.get(f"{published}/models/mymodel", headers={"Authorization": "Bearer a-token"}, timeout=10)
+        assert allowed.status_code == 200 and allowed.json()[0]["modelName"] == "mymodel"
+        token.write_text("rotated\n")  # read at every request: a rotated secret applies at once
+        assert requests.get(f"{published}/models", headers={"Authorization": "Bearer a-token"},
+                            timeout=10).status_code == 401
+        assert requests.get(f"{published}/models", headers={"Authorization": "Bearer rotated"},
+                            timeout=10).status_code == 200
+    finally:
+        os.kill(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(30) == 0
