@@ -53,16 +53,19 @@ def describe(management_url: str, model: str, timeout: float = 2.0) -> Optional[
         return None
 
 
-def workers(management_url: str, model: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
-    """The workers of the model's default version as the management API describes them
-    ([] when unreachable or unknown)."""
-    described = describe(management_url, model, timeout) or []
+def default_version_workers(described: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The workers of the default version (the first) in a model description."""
     return [worker for version in described[:1] for worker in version.get("workers", [])]
 
 
-def worker_states(management_url: str, model: str, timeout: float = 2.0) -> List[str]:
-    """Status of each worker of the model's default version."""
-    return [worker.get("status", "") for worker in workers(management_url, model, timeout)]
+def all_ready(workers_: List[Dict[str, Any]]) -> bool:
+    return bool(workers_) and all(worker.get("status") == "READY" for worker in workers_)
+
+
+def workers(management_url: str, model: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
+    """The workers of the model's default version as the management API describes them
+    ([] when unreachable or unknown)."""
+    return default_version_workers(describe(management_url, model, timeout) or [])
 
 
 def draining() -> bool:
@@ -70,8 +73,7 @@ def draining() -> bool:
 
 
 def model_ready(management_url: str, model: str) -> bool:
-    states = worker_states(management_url, model)
-    return bool(states) and all(state == "READY" for state in states) and not draining()
+    return all_ready(workers(management_url, model)) and not draining()
 
 
 def wait_loaded(management_url: str, model: str, timeout: float) -> Optional[str]:
@@ -88,8 +90,7 @@ def wait_loaded(management_url: str, model: str, timeout: float) -> Optional[str
                 return f"model {model} did not load: the server is up without it (see its log above)"
         elif described:
             unknown = 0
-            states = [worker.get("status", "") for worker in described[0].get("workers", [])]
-            if states and all(state == "READY" for state in states):
+            if all_ready(default_version_workers(described)):
                 return None
         time.sleep(1)
     return f"the workers of model {model} are not READY after {timeout:.0f} s"

@@ -34,6 +34,9 @@ else
     exit 2
 fi
 
+# shellcheck source=pip-mounts.sh
+. "$here/pip-mounts.sh"
+
 present() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
 # The bases: given, official, or (buildah without the official image) the stand-ins.
@@ -61,25 +64,13 @@ build() {  # dockerfile tag base-arg base
     if [ "$builder" = docker ]; then
         docker build -f "$dockerfile" --build-arg "$arg=$base" -t "$tag" .
     else
-        # pip inside the build: the host's certificate authorities and local wheel folder (where
-        # the machine keeps one, e.g. the CPU build of torch), mounted read-only for RUN steps only;
-        # the image never contains them and the host's PIP_* variables never reach it.
-        local pip_dir ca wheels
-        pip_dir="$(mktemp -d /var/tmp/mymodel-pip.XXXXXX)"
-        ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
-        wheels="${WHEELS_DIR:-${PIP_FIND_LINKS:-}}"
-        local volumes=(--volume "$ca:/run/host-ca.crt:ro" --volume "$pip_dir/pip.conf:/etc/pip.conf:ro")
-        printf '[global]\ncert = /run/host-ca.crt\ndisable-pip-version-check = true\n' > "$pip_dir/pip.conf"
-        if [ -n "$wheels" ] && [ -d "$wheels" ]; then
-            printf 'find-links = /run/host-wheels\n' >> "$pip_dir/pip.conf"
-            volumes+=(--volume "$wheels:/run/host-wheels:ro")
-        fi
+        pip_mounts
         # The CPU build of torch comes from the wheel folder here, not from a separate index.
         local extra=()
-        [ "$arg" = PYTHON_IMAGE ] && [ -n "$wheels" ] && extra=(--build-arg TORCH_INDEX_URL=)
-        buildah bud --isolation chroot --format docker --layers "${volumes[@]}" "${extra[@]}" \
+        [ "$arg" = PYTHON_IMAGE ] && [ -n "$PIP_WHEELS" ] && extra=(--build-arg TORCH_INDEX_URL=)
+        buildah bud --isolation chroot --format docker --layers "${PIP_VOLUMES[@]}" "${extra[@]}" \
             --ignorefile "$dockerfile.dockerignore" --build-arg "$arg=$base" -f "$dockerfile" -t "$tag" . >&2
-        rm -rf "$pip_dir"
+        rm -rf "$PIP_CONF_DIR"
     fi
 }
 

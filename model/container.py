@@ -7,6 +7,7 @@ removed afterwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from model.config import ROOT
-from model.server import free_ports
+from model.server import free_ports, healthcheck
 
 SERVE_IMAGE = os.environ.get("SERVE_IMAGE", "mymodel-serve")
 OFFLINE_IMAGE = os.environ.get("OFFLINE_IMAGE", "mymodel-offline")
@@ -39,8 +40,10 @@ def docker_works() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
 
 
+@functools.cache
 def engine() -> str:
-    """`docker` where a Docker engine answers, else `podman`."""
+    """`docker` where a Docker engine answers, else `podman` (decided once per process: every
+    engine call, health polls included, would otherwise ask `docker info` again)."""
     if docker_works():
         return "docker"
     if shutil.which("podman"):
@@ -121,10 +124,9 @@ class Container:
                 raise RuntimeError(f"{self.name} exited with {self.state().get('ExitCode')}:\n{self.logs()[-4000:]}")
             healthy = self.healthy()
             try:
-                workers = [w for version in self.describe_model()[:1] for w in version.get("workers", [])]
+                ready = healthcheck.all_ready(healthcheck.default_version_workers(self.describe_model()))
             except (RuntimeError, ValueError):  # the container is still starting its Python
-                workers = []
-            ready = bool(workers) and all(w.get("status") == "READY" for w in workers)
+                ready = False
             polls.append((time.monotonic() - self.started, healthy, ready))
             if healthy:
                 return polls

@@ -61,16 +61,13 @@ if ! buildah inspect --type image "$os_image" >/dev/null 2>&1; then
         --change 'CMD ["/bin/bash"]' - "$os_image" >&2
 fi
 
-# pip inside the build reaches the package index with the host's certificate authorities,
-# mounted read-only for the RUN steps only (never part of the image), and without the host's
-# PIP_* variables (buildah does not pass the host environment to RUN).
-pip_dir="$(mktemp -d /var/tmp/mymodel-pip.XXXXXX)"
-trap 'rm -rf "$pip_dir" ${rootfs:+"$rootfs"}' EXIT
-ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
-printf '[global]\ncert = /run/host-ca.crt\ndisable-pip-version-check = true\n' > "$pip_dir/pip.conf"
+# shellcheck source=../pip-mounts.sh
+. "$here/../pip-mounts.sh"
+pip_mounts
+trap 'rm -rf "$PIP_CONF_DIR" ${rootfs:+"$rootfs"}' EXIT
 echo "building $image from $dockerfile ..." >&2
 buildah bud --isolation chroot --format docker --layers \
-    --volume "$ca:/run/host-ca.crt:ro" --volume "$pip_dir/pip.conf:/etc/pip.conf:ro" \
+    "${PIP_VOLUMES[@]}" \
     --build-arg OS_IMAGE="$os_image" --label "$label=$hash" \
     -f "$dockerfile" -t "$image" "$here" >&2
 echo "$image"
