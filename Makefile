@@ -14,7 +14,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup container-tools image image-test loadtest-image data train evaluate results report drift loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,40 +38,43 @@ evaluate: setup ## compare with a logistic regression on the test months; ROC, c
 	dvc repro evaluate
 
 results: evaluate report ## write the test-month results and the baselines table into README.md
-	$(PYTHON) -m model.evaluate --config params.yaml --readme README.md --example-report docs/report.html
+	$(PYTHON) -m model.analysis.results --config params.yaml --doc README.md --example-report docs/report.html
 
 report: setup ## the data and model report: reports/model/report.html (EDA, quality, drift, baselines, interpretation)
 	dvc repro report
 
 drift: setup ## drift of the test months against training: reports/model/drift/drift.json + figures
-	$(PYTHON) -m model.drift --config params.yaml
+	$(PYTHON) -m model.analysis.drift --config params.yaml
+
+simple-pipeline: setup ## the pipeline in its simplest form: data creation -> preprocessing -> training -> testing, one script each (examples/simple_pipeline/pipeline.sh)
+	PYTHON=$(PYTHON) examples/simple_pipeline/pipeline.sh
 
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
-	$(PYTHON) -m loadtest.run --config params.yaml --readme README.md $(if $(URL),--url $(URL))
+	$(PYTHON) -m loadtest.scenarios --config params.yaml --doc docs/load-and-capacity.md $(if $(URL),--url $(URL))
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 4 minutes, needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is required for the benchmark (apt-get install wrk)"; exit 1; }
-	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --readme README.md
+	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md
 
 experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
-	$(PYTHON) -m model.tracking --config params.yaml
+	$(PYTHON) -m model.training.tracking --config params.yaml
 
 registry: setup ## the model registry: every version with its status and metrics
-	$(PYTHON) -m model.registry --config params.yaml list
+	$(PYTHON) -m model.lifecycle.registry --config params.yaml list
 
 register: archive ## register the pipeline's current model as a candidate version (model-store/mymodel-v<N>.mar)
-	$(PYTHON) -m model.registry --config params.yaml register
+	$(PYTHON) -m model.lifecycle.registry --config params.yaml register
 
 MANAGEMENT ?= http://127.0.0.1:8081
 INFERENCE ?= http://127.0.0.1:8080
 promote: setup ## make VERSION=<n> production, in the registry and the running server (MANAGEMENT=...)
-	$(PYTHON) -m model.registry --config params.yaml promote $(VERSION) --management $(MANAGEMENT)
+	$(PYTHON) -m model.lifecycle.registry --config params.yaml promote $(VERSION) --management $(MANAGEMENT)
 
 rollback: setup ## back to the previous production version, in the registry and the running server
-	$(PYTHON) -m model.registry --config params.yaml rollback --management $(MANAGEMENT)
+	$(PYTHON) -m model.lifecycle.registry --config params.yaml rollback --management $(MANAGEMENT)
 
 canary: setup ## canary VERSION=<n> against production through the router; promoted or rolled back
-	$(PYTHON) -m model.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
+	$(PYTHON) -m model.lifecycle.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
 
 WEEKS ?= 1
 update: setup ## continuous training: the next WEEKS (default 1) of the replay; retrains and promotes when needed (prints True/False)
@@ -107,16 +110,17 @@ image: archive container-tools ## build mymodel-serve and mymodel-offline (docke
 image-test: image ## run both images as a user does: health, answers, faults, read-only, stop, management, offline scoring
 	$(PYTHON) -m pytest tests/image $(PYTEST_ARGS)
 
-loadtest-image: image ## the load-test traffic scenarios against the serving container (its row in the README)
-	$(PYTHON) -m loadtest.run --config params.yaml --image $(SERVE_IMAGE) --readme README.md
+loadtest-image: image ## the load-test traffic scenarios against the serving container (its table in docs/load-and-capacity.md)
+	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
 test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff, the Python 3.9 floor of what runs in the image, hadolint
+lint: setup ## ruff, the Python 3.9 floor of what runs in the serving image (handler, docker/, the package's closure of model.artifact.archive), hadolint
 	ruff check .
-	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py docker/management_gateway.py model/network.py model/export.py model/archive.py
+	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py docker/management_gateway.py \
+		$$($(PYTHON) -m model.layers --closure model.artifact.archive)
 	hadolint --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.offline docker/base/Dockerfile docker/base/Dockerfile.python
 
 clean: ## remove build outputs (keeps .venv)

@@ -1,4 +1,4 @@
-"""The model's lifecycle on the batch stream, from the command line (model/lifecycle.py).
+"""The model's lifecycle on the batch stream, from the command line (model/lifecycle/).
 
     python run.py --mode update                      # ingest the next batch(es), retrain if needed: prints True/False
     python run.py --mode inference --file path.csv   # score a file with production: prints the output's path
@@ -55,8 +55,10 @@ def main() -> None:
     settings = load_settings(args.config)
 
     # Imported once the arguments are good: torch takes seconds to import.
-    from model.lifecycle import measured, score_file, update
-    from model.lifecycle_report import build_summary
+    from model.lifecycle.continuous_training import update
+    from model.lifecycle.runs import measured
+    from model.lifecycle.scoring import score_file
+    from model.lifecycle.summary_report import build_summary
 
     try:
         with stdout_to_stderr(), measured(settings, args.mode) as run:

@@ -53,6 +53,21 @@ def describe(management_url: str, model: str, timeout: float = 2.0) -> Optional[
         return None
 
 
+def registered_models(management_url: str, timeout: float = 2.0) -> Optional[List[str]]:
+    """The names of the models the server has registered (None when it cannot be reached)."""
+    try:
+        with urllib.request.urlopen("{}/models".format(management_url.rstrip("/")), timeout=timeout) as reply:
+            return [model["modelName"] for model in json.load(reply).get("models", [])]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def models_or_registered(management_url: str, model: Optional[str]) -> Optional[List[str]]:
+    """[model] when one is named, else every model the server registered (those it loaded at
+    start: config.properties' load_models), so the check needs no model name of its own."""
+    return [model] if model else registered_models(management_url)
+
+
 def default_version_workers(described: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The workers of the default version (the first) in a model description."""
     return [worker for version in described[:1] for worker in version.get("workers", [])]
@@ -72,35 +87,42 @@ def draining() -> bool:
     return (temp_dir() / DRAINING_MARK).exists()
 
 
-def model_ready(management_url: str, model: str) -> bool:
-    return all_ready(workers(management_url, model)) and not draining()
+def model_ready(management_url: str, model: Optional[str] = None) -> bool:
+    """The named model's workers (or every registered model's, at least one) are READY."""
+    names = models_or_registered(management_url, model)
+    return bool(names) and all(all_ready(workers(management_url, name)) for name in names) and not draining()
 
 
-def wait_loaded(management_url: str, model: str, timeout: float) -> Optional[str]:
-    """None once the model's workers are READY, else why they never will be."""
+def wait_loaded(management_url: str, model: Optional[str], timeout: float) -> Optional[str]:
+    """None once the model's (or every registered model's) workers are READY, else why they
+    never will be."""
     deadline = time.monotonic() + timeout
     unknown = 0
     while time.monotonic() < deadline:
-        described = describe(management_url, model)
-        if described == []:
+        names = models_or_registered(management_url, model)
+        described = None if names is None else [describe(management_url, name) for name in names]
+        if described is not None and (not names or [] in described):
             # The frontend registers the models it loads at start before it opens the management
             # API: an answer without the model means it failed to load (the log above says why).
             unknown += 1
             if unknown >= 3:
-                return f"model {model} did not load: the server is up without it (see its log above)"
-        elif described:
+                what = f"model {model} did not load: the server is up without it" if model else \
+                    "the models of load_models did not load: the server is up without them"
+                return what + " (see its log above)"
+        elif described and all(described):
             unknown = 0
-            if all_ready(default_version_workers(described)):
+            if all(all_ready(default_version_workers(one)) for one in described):
                 return None
         time.sleep(1)
-    return f"the workers of model {model} are not READY after {timeout:.0f} s"
+    return "the workers of {} are not READY after {:.0f} s".format(
+        f"model {model}" if model else "the models of load_models", timeout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--management-url",
                         help=f"default: the address the entrypoint noted, else {DEFAULT_MANAGEMENT}")
-    parser.add_argument("--model", default="mymodel")
+    parser.add_argument("--model", help="default: every model the server registered (at least one)")
     parser.add_argument("--wait-loaded", action="store_true", help="wait for READY workers (startup watcher)")
     parser.add_argument("--timeout", type=float, default=600, help="with --wait-loaded: seconds to wait")
     parser.add_argument("--notify-pid", type=int, help="with --wait-loaded: a process to send SIGUSR1 when it fails")

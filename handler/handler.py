@@ -1,7 +1,8 @@
-"""TorchServe handler for mymodel: JSON flight records in, late-arrival probabilities out.
+"""TorchServe handler for a tabular model: JSON records in, <target>_probability out (the
+model's name, target and fields come from its schema.json).
 
 TorchServe loads the one class defined here. It moves bytes between TorchServe
-and LateArrivalService (records.py), which holds the request logic, and adds
+and PredictionService (service.py), which holds the request logic, and adds
 what needs torch: the forward pass, integrated gradients for /explanations, and
 the handler's Prometheus metrics. Python 3.9 compatible: it runs in the image.
 """
@@ -18,7 +19,7 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from records import V2_INFER, Batch, LateArrivalService, Request, route_of
+from service import V2_INFER, Batch, PredictionService, Request, route_of
 
 log = logging.getLogger(__name__)
 # The handler's metric lines (TorchServe's own metrics log under "ts.metrics").
@@ -26,17 +27,17 @@ METRICS_LOG = logging.getLogger("ts.metrics.handler")
 
 # Declared in handler/metrics.yaml (metrics_config): with metrics_mode=prometheus, TorchServe
 # serves only declared metrics.
-PREDICTIONS = "flight_predictions_total"
-INVALID_RECORDS = "flight_invalid_records_total"
-LATE_PROBABILITY = "flight_late_probability"
-PREPROCESS_MS = "flight_preprocess_milliseconds"
-INFERENCE_MS = "flight_inference_milliseconds"
+PREDICTIONS = "model_predictions_total"
+INVALID_RECORDS = "model_invalid_records_total"
+PROBABILITY = "model_probability"
+PREPROCESS_MS = "model_preprocess_milliseconds"
+INFERENCE_MS = "model_inference_milliseconds"
 
 
-class LateArrivalHandler:
+class PredictionHandler:
     def __init__(self) -> None:
         self.initialized = False
-        self.service: LateArrivalService = None  # type: ignore[assignment]
+        self.service: PredictionService = None  # type: ignore[assignment]
         self.model: Any = None
         self.columns: Dict[str, List[int]] = {}
         self.reference: Any = None
@@ -54,7 +55,7 @@ class LateArrivalHandler:
         with open(os.path.join(model_dir, "schema.json")) as handle:
             schema = json.load(handle)
         self.steps = int(options.get("explain_steps", 64))
-        self.service = LateArrivalService(schema, self.predict)
+        self.service = PredictionService(schema, self.predict)
         self.service.explain = self.explanations_or_none()
         # TorchScript optimizes a graph on its first calls: pay that before the first request.
         example = json.dumps(self.service.example())
@@ -96,11 +97,11 @@ class LateArrivalHandler:
         TorchServe's frontend reads metric lines from the worker's output, and one logging call
         per observation (TorchServe's CachingMetric.add_or_update) costs about as much as
         predicting a record."""
-        name = self.service.name
+        name, target = self.service.name, self.service.target
         scored = [p for reply in batch.replies for p in reply.scored]
-        late = sum(p >= self.service.threshold for p in scored)
-        observations = [(PREDICTIONS, count, (name, outcome))
-                        for outcome, count in (("true", late), ("false", len(scored) - late)) if count]
+        positive = sum(p >= self.service.threshold for p in scored)
+        observations = [(PREDICTIONS, count, (name, target, predicted))
+                        for predicted, count in (("true", positive), ("false", len(scored) - positive)) if count]
         refused = Counter(kind for reply in batch.replies for kind in reply.refused)
         observations += [(INVALID_RECORDS, count, (name, reason)) for reason, count in refused.items()]
         observations.append((PREPROCESS_MS, batch.preprocess_seconds * 1000, (name,)))
@@ -108,7 +109,7 @@ class LateArrivalHandler:
             observations.append((INFERENCE_MS, batch.inference_seconds * 1000, (name,)))
         stamp = f"{self.hostname},{int(time.time())}"
         lines = [self.line_format(metric, dimensions) % (value, stamp) for metric, value, dimensions in observations]
-        probability = self.line_format(LATE_PROBABILITY, (name,))
+        probability = self.line_format(PROBABILITY, (name, target))
         lines += [probability % (p, stamp) for p in scored]
         METRICS_LOG.info("\n".join(lines))
 
@@ -127,11 +128,12 @@ class LateArrivalHandler:
         if importlib.util.find_spec("captum") is None:
             log.warning("captum is not installed: /explanations answers 501")
             return None
-        self.columns = feature_columns(self.model)
+        # Which first-layer inputs carry each request field: exported with model.pt (field_columns).
+        self.columns = {name: list(positions) for name, positions in self.model.field_columns.items()}
         categorical, numeric = self.service.model_inputs([self.service.example()])
         indices, _ = self.tensors(categorical, numeric)
         with torch.no_grad():
-            # The reference flight: every number at its training fill value, every category unknown.
+            # The reference record: every number at its training fill value, every category unknown.
             reference = (torch.full_like(indices, int(self.model.unknown)), self.model.fill.unsqueeze(0).clone())
             self.reference = self.model.features(*reference)
         return self.explain
@@ -141,13 +143,13 @@ class LateArrivalHandler:
         return self.model.category_indices(categorical, len(numeric)), values
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        """The late-arrival logit from the first layer's input."""
+        """The logit of the target's probability, from the first layer's input."""
         return self.model.mlp(features).squeeze(1)
 
     def explain(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[Dict[str, Any]]:
         """Integrated gradients of the logit, in the space the MLP's first layer sees (scaled numbers,
         sine/cosine of periodic ones, missing indicators, category embeddings), from the reference
-        flight to each record, summed back to the request fields; as model/interpret.py does offline."""
+        record to each record, summed back to the request fields; as model/analysis/interpret.py does offline."""
         indices, values = self.tensors(categorical, numeric)
         with torch.no_grad():
             features = self.model.features(indices, values)
@@ -162,25 +164,6 @@ class LateArrivalHandler:
                  "baseline_probability": _sigmoid(reference_logit), "baseline_logit": reference_logit,
                  "attributions": {name: column[row] for name, column in per_field.items()}}
                 for row, logit in enumerate(logits.tolist())]
-
-
-def feature_columns(model: Any) -> Dict[str, List[int]]:
-    """Which columns of the first layer's input carry each request field (model/interpret.py's
-    input_columns, read from model.pt): scaled non-periodic numbers, sines and cosines of periodic
-    ones, missing indicators (if any), then each category's embedded (or one-hot) block."""
-    numeric, categorical = list(model.numeric), list(model.categorical)
-    columns: Dict[str, List[int]] = {name: [] for name in categorical + numeric}
-    order = model.linear_index.tolist() + 2 * model.cyclic_index.tolist()
-    order += list(range(len(numeric))) if model.indicators else []
-    for position, index in enumerate(order):
-        columns[numeric[index]].append(position)
-    start = len(order)
-    sizes = [max(vocabulary.values()) + 1 for vocabulary in model.vocabularies]
-    width = int(model.embedding.weight.shape[1])
-    for j, name in enumerate(categorical):
-        first = start + (int(model.offsets[j]) if model.one_hot else j * width)
-        columns[name] = list(range(first, first + (sizes[j] if model.one_hot else width)))
-    return columns
 
 
 def metric_format(metric: Any, dimensions: Tuple[str, ...]) -> str:
@@ -198,7 +181,7 @@ def _declared_metrics(metrics: Any) -> Optional[Dict[str, Any]]:
     from ts.metrics.metric_type_enum import MetricTypes
 
     wanted = {PREDICTIONS: MetricTypes.COUNTER, INVALID_RECORDS: MetricTypes.COUNTER,
-              LATE_PROBABILITY: MetricTypes.HISTOGRAM, PREPROCESS_MS: MetricTypes.HISTOGRAM,
+              PROBABILITY: MetricTypes.HISTOGRAM, PREPROCESS_MS: MetricTypes.HISTOGRAM,
               INFERENCE_MS: MetricTypes.HISTOGRAM}
     try:
         return {name: metrics.get_metric(name, kind) for name, kind in wanted.items()}

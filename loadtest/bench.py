@@ -38,9 +38,9 @@ from loadtest.payloads import real_records
 from loadtest.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
 from loadtest.wrk import run_wrk, write_script, wrk_command
 from model import configure_logging
+from model.analysis.layout import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
-from model.data import load_table
-from model.report import block_markers, replace_block
+from model.data.prepare import load_table
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,10 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
             "load_average_before": list(load_before), "load_average_after": list(os.getloadavg())}
 
 
-def readme_bench_block(readme: Path, table: Path) -> None:
-    """bench.md without its title, as the README's bench block."""
+def doc_bench_block(doc: Path, table: Path) -> None:
+    """bench.md without its title, as the bench block of a page (make: docs/load-and-capacity.md)."""
     text = table.read_text()
-    replace_block(readme, block_markers("bench", "make bench"),
+    replace_block(doc, block_markers("bench", "make bench"),
                   text.split("\n", 1)[1] if text.startswith("# ") else text)
 
 
@@ -242,7 +242,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
     parser.add_argument("--wrk-threads", type=int, default=BenchPlan.wrk_threads)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
-    parser.add_argument("--readme", type=Path, help="also write bench.md into this README's bench block")
+    parser.add_argument("--doc", "--readme", dest="doc", type=Path,
+                        help="also write bench.md into this page's bench block (make: docs/load-and-capacity.md)")
     args = parser.parse_args()
     configure_logging()
     wrk_command()  # fail before minutes of set-up, not after
@@ -258,8 +259,8 @@ def main() -> None:
         results = run_benchmark(model, records, plan, Path(workdir))
     for path in write_report(results, args.out_dir):
         print(path)
-    if args.readme:
-        readme_bench_block(args.readme, args.out_dir / "bench.md")
+    if args.doc:
+        doc_bench_block(args.doc, args.out_dir / "bench.md")
 
 
 if __name__ == "__main__":

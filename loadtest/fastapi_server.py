@@ -3,7 +3,7 @@
     python -m loadtest.fastapi_server --port 9000 --export-dir artifacts/export
 
 One request is one forward pass, with one torch thread. Validation and answers come
-from the handler's own LateArrivalService, so the baseline differs from TorchServe
+from the handler's own PredictionService, so the baseline differs from TorchServe
 only in how requests reach the model, not in what is done with them.
 """
 
@@ -17,14 +17,14 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from handler.records import LateArrivalService
-from model.export import SCHEMA, TORCHSCRIPT
+from handler.service import PredictionService
+from model.artifact.export import SCHEMA, TORCHSCRIPT
 
 MAX_BODY_BYTES = 1024 * 1024  # config.properties' max_request_size: larger bodies get a 413
 WARMUP_CALLS = 3  # TorchScript optimizes its graph on the first calls, as the handler knows
 
 
-def late_arrival_service(export_dir: Path) -> LateArrivalService:
+def late_arrival_service(export_dir: Path) -> PredictionService:
     """model.pt behind the handler's validation, warmed up before the first request."""
     torch.set_num_threads(1)
     model = torch.jit.load(str(export_dir / TORCHSCRIPT), map_location="cpu").eval()
@@ -36,7 +36,7 @@ def late_arrival_service(export_dir: Path) -> LateArrivalService:
         values = torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), width)
         return model(categorical, values).tolist()
 
-    service = LateArrivalService(schema, predict)
+    service = PredictionService(schema, predict)
     for _ in range(WARMUP_CALLS):
         service.handle([(json.dumps(service.example()), "application/json")])
     return service

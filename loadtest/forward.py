@@ -19,12 +19,12 @@ from typing import Any
 import psutil
 import torch
 
-from handler.records import LateArrivalService
+from handler.service import PredictionService
 from loadtest.memory import MB
-from model.export import SCHEMA, TORCHSCRIPT
+from model.artifact.export import SCHEMA, TORCHSCRIPT
 
 
-def prepared_batches(service: LateArrivalService, records: list[dict[str, Any]],
+def prepared_batches(service: PredictionService, records: list[dict[str, Any]],
                      batch: int) -> list[tuple[list[list[str]], torch.Tensor]]:
     batches = []
     for start in range(0, len(records) - batch + 1, batch):
@@ -64,7 +64,7 @@ def forward_rate(model: torch.jit.ScriptModule, batches: list[tuple[list[list[st
 def measure(export_dir: Path, records: list[dict[str, Any]], seconds: float, batches: list[int]) -> dict[str, Any]:
     torch.set_num_threads(1)
     model = torch.jit.load(str(export_dir / TORCHSCRIPT), map_location="cpu").eval()
-    service = LateArrivalService(json.loads((export_dir / SCHEMA).read_text()), predict=lambda *_: [])
+    service = PredictionService(json.loads((export_dir / SCHEMA).read_text()), predict=lambda *_: [])
     points = [forward_rate(model, prepared_batches(service, records, batch), seconds) for batch in batches]
     memory = psutil.Process().memory_full_info()  # after the loops: what the forward needed at its peak
     return {"points": points, "memory": {"rss_peak_mb": memory.rss / MB, "pss_peak_mb": memory.pss / MB}}

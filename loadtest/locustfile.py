@@ -1,4 +1,4 @@
-"""Locust users for the load scenarios (loadtest/slo.yaml). Run by loadtest/run.py, one
+"""Locust users for the load scenarios (loadtest/slo.yaml). Run by loadtest/scenarios.py, one
 user class per scenario:
 
     locust -f loadtest/locustfile.py --headless BaselineUser ...
@@ -16,11 +16,14 @@ import os
 import random
 from pathlib import Path
 
+import yaml
 from locust import FastHttpUser, constant_throughput, task
 
 PAYLOADS = Path(os.environ.get("LOADTEST_PAYLOADS", "reports/loadtest/payloads"))
 RATE = float(os.environ.get("LOADTEST_RATE", "1.0"))  # requests per second per user
-URL = "/predictions/mymodel"
+# The model the config names (loadtest/scenarios.py passes model.name; by hand: params.yaml's).
+MODEL = os.environ.get("LOADTEST_MODEL") or yaml.safe_load(Path("params.yaml").read_text())["model"]["name"]
+URL = f"/predictions/{MODEL}"
 JSON = {"Content-Type": "application/json"}
 
 

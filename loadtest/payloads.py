@@ -22,13 +22,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from handler.records import LateArrivalService
+from handler.service import PredictionService
 from model import configure_logging
+from model.artifact.predict import load_served_model
 from model.config import DEFAULT_CONFIG, Features, Settings, load_settings
-from model.data import SPLIT, load_table
-from model.export import CONFIG
-from model.features import request_records
-from model.predict import load_served_model
+from model.data.prepare import load_table
+from model.data.request_records import request_records
+from model.data.split import split_rows
+from model.training.weights import CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ UNSEEN = "UNSEEN-{}"  # a category no vocabulary holds
 
 def real_records(table: pd.DataFrame, features: Features, count: int, seed: int) -> list[dict[str, Any]]:
     """`count` flights of the test months (all of them if fewer), as clients would send them."""
-    test = table[table[SPLIT] == "test"]
+    test = split_rows(table, "test")
     return request_records(test.sample(min(count, len(test)), random_state=seed), features)
 
 
@@ -116,7 +117,7 @@ def late_probabilities(model: torch.jit.ScriptModule, schema: dict[str, Any], re
                        gradient: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, numeric input) for request records, encoded exactly as the handler encodes them;
     with gradient=True the numeric input requires grad."""
-    categorical, numeric = LateArrivalService(schema, _no_predict).model_inputs(records)
+    categorical, numeric = PredictionService(schema, _no_predict).model_inputs(records)
     values = torch.tensor(numeric, dtype=torch.float32).reshape(len(records), len(schema["x-model"]["numeric"]))
     values.requires_grad_(gradient)
     with torch.set_grad_enabled(gradient):

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from loadtest.torchserve_defaults import default_torchserve
 from model.config import ROOT
-from model.server import Server, free_ports, stop, torchserve
+from model.lifecycle.torchserve import Server, free_ports, stop, torchserve
 
 
 @dataclass(frozen=True)

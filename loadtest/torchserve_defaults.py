@@ -27,8 +27,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from model.archive import HANDLER_DIR, build_archive
-from model.server import Server, free_ports, isolated_env, running
+from model.artifact.archive import HANDLER_DIR, build_archive
+from model.lifecycle.torchserve import Server, free_ports, isolated_env, running
 
 MODEL_CONFIG = """\
 # TorchServe's defaults: one request per forward pass; without minWorkers/maxWorkers
@@ -55,15 +55,14 @@ decode_input_request=false
 def default_archive(model_dir: Path, model_store: Path) -> Path:
     """The project's handler and model, packed with a model-config.yaml that sets nothing but batchSize 1."""
     with tempfile.TemporaryDirectory() as handler_dir:
-        for name in ("handler.py", "records.py"):
+        for name in ("handler.py", "service.py"):
             shutil.copy(HANDLER_DIR / name, Path(handler_dir) / name)
         (Path(handler_dir) / "model-config.yaml").write_text(MODEL_CONFIG)
         return build_archive(model_dir, model_store, handler_dir=Path(handler_dir))
 
 
 @contextlib.contextmanager
-def default_torchserve(model_dir: Path, workdir: Path, model: str = "mymodel",
-                       timeout: float = 180) -> Iterator[Server]:
+def default_torchserve(model_dir: Path, workdir: Path, model: str, timeout: float = 180) -> Iterator[Server]:
     """Pack the default archive, start TorchServe with defaults, wait until the workers are READY, always stop."""
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / "model-store"

@@ -46,7 +46,7 @@ class FlightsSource(Strict):
 
 
 class SyntheticSource(Strict):
-    """A daily, temperature-like process per station; see model/synthetic.py."""
+    """A daily, temperature-like process per station; see model/data/synthetic.py."""
 
     dir: Path
     start: str
@@ -240,7 +240,8 @@ def _rooted(value: str | Path) -> Path:
 
 
 class RetrainRule(Strict):
-    """When `run.py --mode update` retrains: any one condition is enough (see model/lifecycle.py)."""
+    """When `run.py --mode update` retrains: any one condition is enough
+    (see model/lifecycle/continuous_training.py)."""
 
     drifted_features: int = Field(ge=1)        # a new batch with at least this many drifted features
     ignore_features: list[str] = []            # ... not counting these (they drift by construction)

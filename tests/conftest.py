@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from handler.frontend.build_plugin import build_plugin
-from model.archive import build_archive
+from model.artifact.archive import build_archive
+from model.artifact.export import SCHEMA, TORCHSCRIPT, export_model
 from model.config import Settings, load_settings
-from model.data import build_table
-from model.export import SCHEMA, TORCHSCRIPT
-from model.server import Server, torchserve
-from model.sources import read_flight_tables
-from model.train import train
+from model.data.prepare import build_table
+from model.data.sources import read_flight_tables
+from model.lifecycle.torchserve import Server, torchserve
+from model.training.train import train
 
 # Three winter months keep the suite fast: train on Jan-Feb, validate on early
 # March, test on late March.
@@ -51,7 +51,9 @@ def table(settings: Settings, raw_tables: dict[str, pd.DataFrame]) -> pd.DataFra
 
 @pytest.fixture(scope="session")
 def metrics(settings: Settings, table: pd.DataFrame) -> dict:
-    return train(settings, table)
+    metrics = train(settings, table)
+    export_model(settings.paths.model_dir, settings.paths.export_dir)
+    return metrics
 
 
 @pytest.fixture(scope="session")

@@ -19,3 +19,9 @@ def test_a_split_out_of_time_order_is_refused():
 def test_unknown_keys_are_refused():
     with pytest.raises(ValidationError):
         load_settings().with_overrides({"train": {"epochs": 3}})
+
+
+def test_the_server_loads_the_archive_of_the_model_params_yaml_names():
+    properties = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
+                      if line and not line.startswith("#"))
+    assert properties["load_models"] == f"{load_settings().model.name}.mar"

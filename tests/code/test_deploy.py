@@ -27,7 +27,8 @@ from kubernetes_validate import utils as kubernetes_schemas
 from packaging.requirements import Requirement
 
 from model.config import ROOT, load_settings
-from model.server import free_ports, isolated_env, running
+from model.layers import closure
+from model.lifecycle.torchserve import free_ports, isolated_env, running
 
 BIN = Path(sys.executable).parent
 REQUIREMENTS = (ROOT / "requirements.txt").read_text()
@@ -95,21 +96,6 @@ def pins_grepped(run: str) -> set[str]:
     return {name for group in re.findall(r"grep -E '\^\(([^)]+)\)=='", run) for name in group.split("|")}
 
 
-def first_party_closure(module: str) -> set[str]:
-    """`module` and every model.* module it imports, directly or through another."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = ROOT / Path(*name.split(".")).with_suffix(".py")
-        for imported in imported_modules(path, module_level_only=False):
-            if imported.split(".")[0] == "model" and imported != "model":
-                todo.append(imported)
-    return seen
-
-
 def imported_modules(path: Path, module_level_only: bool) -> set[str]:
     tree = ast.parse(path.read_text())
     nodes = tree.body if module_level_only else ast.walk(tree)
@@ -157,14 +143,16 @@ def test_offline_dockerfile_passes_hadolint():
 def test_offline_image_copies_only_what_exists_and_passes_its_ignore_file():
     model_dir = load_settings().paths.model_dir.relative_to(ROOT)
     for source in context_copies(OFFLINE_STEPS):
-        assert passes_ignore_file(source, OFFLINE_IGNORE), f"{source} is excluded by Dockerfile.offline.dockerignore"
+        inside = [str(path) for path in closure(["model.artifact.predict"])] if source == "model/" else [source]
+        for kept in inside:
+            assert passes_ignore_file(kept, OFFLINE_IGNORE), f"{kept} is excluded by Dockerfile.offline.dockerignore"
         if source.rstrip("/") != str(model_dir):  # written by `make train`, before `docker build`
             assert (ROOT / source).exists(), source
 
 
 def test_offline_image_exports_the_saved_weights_where_params_yaml_looks():
     paths = load_settings().paths
-    export = re.search(r"python -m model\.export --model-dir (\S+) --export-dir (\S+)", OFFLINE_RUN)
+    export = re.search(r"python -m model\.artifact\.export --model-dir (\S+) --export-dir (\S+)", OFFLINE_RUN)
     assert export, "the offline image must export model.pt from the saved weights"
     assert (export.group(1), export.group(2)) == (str(paths.model_dir.relative_to(ROOT)),
                                                   str(paths.export_dir.relative_to(ROOT)))
@@ -175,7 +163,7 @@ def test_offline_image_exports_the_saved_weights_where_params_yaml_looks():
 def test_offline_image_runs_the_scorer_as_a_user_on_the_projects_python():
     starts = [index for index, (instruction, _) in enumerate(OFFLINE_STEPS) if instruction == "FROM"]
     final_steps = OFFLINE_STEPS[starts[-1]:]
-    assert entrypoint(final_steps) == ["python", "-m", "model.predict"]
+    assert entrypoint(final_steps) == ["python", "-m", "model.artifact.predict"]
     (user,) = [arguments for instruction, arguments in final_steps if instruction == "USER"]
     assert int(user.split(":")[0]) != 0
     base = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)-slim$", OFFLINE.read_text(), re.M).group(1)
@@ -187,9 +175,11 @@ def test_offline_image_runs_the_scorer_as_a_user_on_the_projects_python():
 
 
 def test_offline_image_holds_every_module_the_scorer_imports():
-    copied = {source for source in context_copies(OFFLINE_STEPS) if source.endswith(".py")}
-    needed = {str(Path(*name.split(".")).with_suffix(".py")) for name in first_party_closure("model.predict")}
-    assert needed | {"model/__init__.py"} <= copied, sorted(needed - copied)
+    copied = {str(path.relative_to(ROOT)) for source in context_copies(OFFLINE_STEPS)
+              for path in ([ROOT / source] if source.endswith(".py") else (ROOT / source).rglob("*.py"))
+              if passes_ignore_file(str(path.relative_to(ROOT)), OFFLINE_IGNORE)}
+    needed = {str(path) for path in closure(["model.artifact.predict"])}
+    assert needed <= copied, sorted(needed - copied)
 
 
 def test_offline_image_installs_every_package_the_scorer_imports():
@@ -201,8 +191,7 @@ def test_offline_image_installs_every_package_the_scorer_imports():
     assert re.search(r"pip install [^&]*--no-deps [^&]*\$\{TORCH_INDEX_URL:\+--index-url \"\$TORCH_INDEX_URL\"\} "
                      r"-r /tmp/torch-requirements\.txt", OFFLINE_RUN)
     image = installed_with(grepped) | {"torch"}
-    imported = {name for module in first_party_closure("model.predict")
-                for name in imported_modules(ROOT / Path(*module.split(".")).with_suffix(".py"), False)}
+    imported = {name for path in closure(["model.artifact.predict"]) for name in imported_modules(ROOT / path, False)}
     third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names | {"model"}}
     # What those modules import when they load (e.g. safetensors.torch imports packaging).
     loaded = set(third_party)
@@ -210,7 +199,7 @@ def test_offline_image_installs_every_package_the_scorer_imports():
         loaded |= imported_modules(Path(importlib.util.find_spec(name).origin), module_level_only=True)
     needed = {distribution(name.split(".")[0]) for name in loaded if name.split(".")[0] not in sys.stdlib_module_names}
     needed.add(distribution(pd.io.parquet.get_engine("auto").api.__name__))  # Parquet in and out
-    assert needed <= image, f"imported by model.predict but not installed in the image: {sorted(needed - image)}"
+    assert needed <= image, f"imported by the scorer but not installed in the image: {sorted(needed - image)}"
 
 
 @pytest.fixture(scope="module")

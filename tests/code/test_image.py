@@ -46,7 +46,7 @@ def test_the_context_is_copied_whole_and_everything_it_holds_exists():
     model_dir = load_settings().paths.model_dir.relative_to(ROOT)
     for source in allowlisted():
         if source.rstrip("/") == str(model_dir):
-            continue  # written by `make train`, which the README puts before `docker build`
+            continue  # written by `make train`, which docs/docker-and-kubernetes.md puts before `docker build`
         assert (ROOT / source).exists(), source
 
 
@@ -58,7 +58,7 @@ def test_every_file_the_build_runs_passes_the_ignore_file():
 
 
 def test_the_image_packs_the_same_handler_files_as_make_archive():
-    archive_source = (ROOT / "model" / "archive.py").read_text()
+    archive_source = (ROOT / "model" / "artifact" / "archive.py").read_text()
     for name in re.findall(r'handler_dir / "([^"]+)"', archive_source):
         assert allowed_by_ignore_file(f"handler/{name}"), name
 

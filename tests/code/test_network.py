@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from model.config import load_settings
-from model.features import fit_preprocessing, model_inputs
-from model.network import MISSING, UNKNOWN, FlightDelayNet
+from model.training.inputs import model_inputs
+from model.training.network import MISSING, UNKNOWN, TabularNet
+from model.training.preprocessing import fit_preprocessing
 
 FEATURES = load_settings().features.model_copy(update={
     "categorical": {k: v for k, v in load_settings().features.categorical.items() if k in ("carrier", "origin")},
@@ -31,7 +32,7 @@ def frame():
 def network(frame):
     torch.manual_seed(0)
     config = fit_preprocessing(frame, FEATURES, min_category_count=2)
-    return FlightDelayNet(**config, embedding_dim=3, hidden=[8], dropout=0.0).eval()
+    return TabularNet(**config, embedding_dim=3, hidden=[8], dropout=0.0).eval()
 
 
 def test_vocabulary_keeps_frequent_categories_and_reserves_unknown_and_missing(frame):

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from model.data import SPLIT, SPLITS
-from model.sources import POST_DEPARTURE, TARGET, TIME
+from model.data.sources import POST_DEPARTURE, TARGET, TIME
+from model.data.split import SPLIT, SPLITS, split_rows
 
 
 def test_columns_are_the_feature_contract_plus_time_target_and_split(table, settings):
@@ -59,7 +59,7 @@ def test_splits_follow_time_and_are_all_populated(table, settings):
     assert table[TIME].is_monotonic_increasing
     assert table[SPLIT].map(order).is_monotonic_increasing
     assert set(table[SPLIT]) == set(SPLITS)
-    assert table.loc[table[SPLIT] == "test", TIME].min() >= pd.Timestamp(settings.data.split.test_start)
+    assert split_rows(table, "test").loc[:, TIME].min() >= pd.Timestamp(settings.data.split.test_start)
 
 
 def test_origin_weather_joins_for_nearly_every_flight(table):

@@ -4,8 +4,10 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 
-from model.quality import DataQualityError, assess, clean, history, measure, problems, table_schema
-from model.sources import TIME
+from model.data.quality import DataQualityError, assess, clean, measure, problems
+from model.data.quality_history import history
+from model.data.schema import table_schema
+from model.data.sources import TIME
 
 
 def test_the_prepared_table_obeys_the_declared_schema(table, settings):

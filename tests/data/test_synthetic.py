@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model import synthetic
 from model.config import ROOT, Settings, SyntheticSource, load_settings
-from model.sources import TARGET, TIME, load_source
-from model.synthetic import FAULT_CODES, READINGS, STATION, generate, write_synthetic
+from model.data import synthetic
+from model.data.sources import TARGET, TIME, load_source
+from model.data.synthetic import FAULT_CODES, READINGS, STATION, generate, write_synthetic
 
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model import container
 from model.config import ROOT, Settings, load_settings
-from model.server import Server, torchserve
+from model.lifecycle import container
+from model.lifecycle.torchserve import Server, torchserve
 
 REPORTS = ROOT / "reports" / "image"
 
@@ -67,7 +67,7 @@ def serving(engine):
 
 @pytest.fixture(scope="session")
 def write_report():
-    """Keep a measured fact for the README: reports/image/<name>.json."""
+    """Keep a measured fact for the docs: reports/image/<name>.json."""
     def write(name: str, facts: dict) -> None:
         REPORTS.mkdir(parents=True, exist_ok=True)
         (REPORTS / f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")

@@ -1,5 +1,5 @@
-"""mymodel-offline as the README runs it: a folder mounted at /data, a CSV or Parquet file in,
-scored rows out, with the answers `python -m model.predict` gives natively for the same weights."""
+"""mymodel-offline as docs/docker-and-kubernetes.md runs it: a folder mounted at /data, a CSV or Parquet file in,
+scored rows out, with the answers `python -m model.artifact.predict` gives natively for the same weights."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from loadtest.payloads import real_records
-from model import container
-from model.data import load_table
-from model.predict import load_served_model, predict_frame, read_table
+from model.artifact.predict import load_served_model, predict_frame
+from model.artifact.tables import read_table
+from model.data.prepare import load_table
+from model.lifecycle import container
 
 
 def score_in_the_image(folder, input_name: str, output_name: str) -> None:

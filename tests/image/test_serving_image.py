@@ -15,9 +15,9 @@ import requests
 
 from loadtest.malformed import malformed_requests
 from loadtest.payloads import real_records
-from loadtest.run import run_load_tests
-from model import container
-from model.data import load_table
+from loadtest.scenarios import run_load_tests
+from model.data.prepare import load_table
+from model.lifecycle import container
 
 SAMPLE = (container.ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}

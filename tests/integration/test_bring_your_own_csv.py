@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import requests
 
-from model.archive import build_archive
-from model.data import prepare
-from model.predict import load_served_model, predict_frame
-from model.server import torchserve
-from model.train import train
+from model.artifact.archive import build_archive
+from model.artifact.export import export_model
+from model.artifact.predict import load_served_model, predict_frame
+from model.data.prepare import prepare
+from model.lifecycle.torchserve import torchserve
+from model.training.train import train
 
 
 def machine_failures(rows: int = 6000, seed: int = 0) -> pd.DataFrame:
@@ -61,6 +62,7 @@ def csv_settings(settings, tmp_path_factory):
 def test_a_csv_with_its_own_columns_is_validated_trained_archived_and_served(csv_settings, tmp_path):
     table = prepare(csv_settings)
     metrics = train(csv_settings, table)
+    export_model(csv_settings.paths.model_dir, csv_settings.paths.export_dir)
     assert metrics["test"]["roc_auc"] > 0.7
     archive = build_archive(csv_settings.paths.model_dir, csv_settings.paths.model_store)
 

@@ -11,12 +11,15 @@ import requests
 import yaml
 from safetensors.torch import load_file, save_file
 
-from model.canary import Router, judge, routing, run_canary
 from model.config import DEFAULT_CONFIG
-from model.data import SPLIT
-from model.export import CONFIG, WEIGHTS
-from model.registry import ARCHIVED, PRODUCTION, Registry, ServedVersions
-from model.server import torchserve
+from model.data.split import split_rows
+from model.lifecycle.canary import run_canary
+from model.lifecycle.canary_router import Router, routing
+from model.lifecycle.canary_verdict import judge
+from model.lifecycle.torchserve import torchserve
+from model.lifecycle.torchserve_versions import TorchServeVersions
+from model.lifecycle.versions import ARCHIVED, PRODUCTION, Registry
+from model.training.weights import CONFIG, WEIGHTS
 
 SAMPLE = json.loads((DEFAULT_CONFIG.parent / "sample_input.json").read_text())
 
@@ -55,12 +58,12 @@ def registry(settings, metrics, tmp_path_factory):
 def served(registry, tmp_path_factory):
     with torchserve(registry.model_store, tmp_path_factory.mktemp("canary-torchserve"),
                     extra_env={"TS_LOAD_MODELS": registry.get(1).archive}) as server:
-        yield server, ServedVersions(server.management_url, registry.name)
+        yield server, TorchServeVersions(server.management_url, registry.name)
 
 
 @pytest.fixture(scope="module")
 def labelled(table):
-    return table[table[SPLIT] == "test"].sample(1500, random_state=3)
+    return split_rows(table, "test").sample(1500, random_state=3)
 
 
 def test_the_router_splits_traffic_by_share_and_names_the_version(registry, served):
@@ -131,7 +134,8 @@ def test_the_command_line_runs_a_canary(registry, served, labelled, tmp_path):
     params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "canary": {"requests": 200, "share": 0.3},
                                       "paths": {"registry": str(registry.root),
                                                 "model_store": str(registry.model_store)}}))
-    done = subprocess.run([sys.executable, "-m", "model.canary", "--config", str(params), "run", "--candidate", "4",
+    done = subprocess.run([sys.executable, "-m", "model.lifecycle.canary", "--config", str(params), "run",
+                           "--candidate", "4",
                            "--inference", server.inference_url, "--management", server.management_url,
                            "--data", str(data)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

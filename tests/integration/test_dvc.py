@@ -1,4 +1,5 @@
-"""The DVC pipeline from a clone, on a small slice: repro, determinism, push/pull to the
+"""The DVC pipeline from a clone, on a small slice, run as `.venv/bin/dvc` from an unactivated
+shell: repro, determinism, push/pull to the
 configured remote from a second clone, and switching back to an older model with git + dvc checkout."""
 
 import hashlib
@@ -18,9 +19,21 @@ SLICE = {"window": {"start": "2013-01-01", "end": "2013-03-01"},
 STAGES = ["prepare", "validate", "train", "evaluate", "export", "archive"]
 
 
+VENV_BIN = Path(sys.executable).parent
+
+
 def run(*command, cwd):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """As the docs tell a user: `.venv/bin/dvc ...` from a shell that never activated the venv
+    (its bin is not on PATH), in a checkout whose .venv is the project's."""
+    if command[0] == "dvc":
+        venv = Path(cwd) / ".venv"
+        if not venv.exists():
+            venv.symlink_to(VENV_BIN.parent, target_is_directory=True)
+        command = (str(venv / "bin" / "dvc"), *command[1:])
+    path = os.pathsep.join(entry for entry in os.environ["PATH"].split(os.pathsep)
+                           if Path(entry).resolve() != VENV_BIN.resolve())
+    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    done = subprocess.run(command, cwd=cwd, env={**env, "PATH": path}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 

@@ -13,7 +13,7 @@ import time
 import requests
 
 from model.config import ROOT
-from model.server import Server, free_ports, torchserve_command, wait_until_ready
+from model.lifecycle.torchserve import Server, free_ports, torchserve_command, wait_until_ready
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 HEALTHCHECK = [sys.executable, str(ROOT / "docker" / "healthcheck.py")]

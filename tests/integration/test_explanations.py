@@ -13,8 +13,8 @@ import requests
 
 from loadtest.malformed import malformed_requests
 from model.config import ROOT
-from model.data import SPLIT
-from model.features import request_records
+from model.data.request_records import request_records
+from model.data.split import split_rows
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -27,7 +27,7 @@ def post(server, route: str, body, headers=JSON) -> requests.Response:
 
 @pytest.fixture(scope="module")
 def flights(table, settings) -> list[dict]:
-    rows = table[table[SPLIT] == "test"].sample(40, random_state=3)
+    rows = split_rows(table, "test").sample(40, random_state=3)
     return request_records(rows, settings.features)
 
 

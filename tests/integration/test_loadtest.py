@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from loadtest.run import SLO_FILE, Outcome, judge, main, run_load_tests
+from loadtest.scenarios import SLO_FILE, Outcome, judge, main, run_load_tests
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,14 @@ import pytest
 import requests
 
 from model.config import ROOT
-from model.data import SPLIT
-from model.features import request_records
-from model.server import torchserve
+from model.data.request_records import request_records
+from model.data.split import split_rows
+from model.lifecycle.torchserve import torchserve
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "mymodel.json").read_text())
-# Bad requests and the problem kinds the handler counts them under (handler/records.py).
+# Bad requests and the problem kinds the handler counts them under (handler/service.py).
 BAD = [
     (json.dumps({**SAMPLE, "month": 13}), JSON, ["out_of_range"]),
     (json.dumps([SAMPLE, {**SAMPLE, "hour": 99}, {**SAMPLE, "distance": "far", "seats": -1}]), JSON,
@@ -55,7 +55,7 @@ def metered(archive, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def traffic(metered, table, settings) -> Traffic:
-    flights = request_records(table[table[SPLIT] == "test"].sample(45, random_state=5), settings.features)
+    flights = request_records(split_rows(table, "test").sample(45, random_state=5), settings.features)
     url = f"{metered.inference_url}/predictions/mymodel"
 
     def send(body, headers=JSON):
@@ -118,8 +118,8 @@ def scraped(metered, traffic) -> dict[str, list]:
     deadline = time.monotonic() + 60
     while True:
         samples = scrape(metered)
-        done = (value(samples, "flight_late_probability_count") >= len(traffic.probabilities)
-                and value(samples, "flight_invalid_records_total") >= sum(traffic.refused.values()))
+        done = (value(samples, "model_probability_count") >= len(traffic.probabilities)
+                and value(samples, "model_invalid_records_total") >= sum(traffic.refused.values()))
         if done or time.monotonic() > deadline:
             return samples
         time.sleep(0.5)
@@ -128,28 +128,29 @@ def scraped(metered, traffic) -> dict[str, list]:
 def test_predictions_are_counted_by_outcome(scraped, traffic):
     assert traffic.late["true"] and traffic.late["false"], "the traffic should hold both outcomes"
     for outcome in ("true", "false"):
-        assert value(scraped, "flight_predictions_total", ModelName="mymodel", late=outcome) == traffic.late[outcome]
+        counted = value(scraped, "model_predictions_total", ModelName="mymodel", target="late", predicted=outcome)
+        assert counted == traffic.late[outcome]
 
 
 def test_the_late_probability_histogram_holds_every_prediction(scraped, traffic):
-    assert value(scraped, "flight_late_probability_count", ModelName="mymodel") == len(traffic.probabilities)
-    assert value(scraped, "flight_late_probability_sum") == pytest.approx(sum(traffic.probabilities), rel=1e-9)
-    for bucket in scraped["flight_late_probability_bucket"]:
+    assert value(scraped, "model_probability_count", ModelName="mymodel") == len(traffic.probabilities)
+    assert value(scraped, "model_probability_sum") == pytest.approx(sum(traffic.probabilities), rel=1e-9)
+    for bucket in scraped["model_probability_bucket"]:
         bound = float(bucket.labels["le"])
         assert bucket.value == sum(p <= bound for p in traffic.probabilities), bucket
 
 
 def test_refused_records_are_counted_by_reason(scraped, traffic):
-    counted = {s.labels["reason"]: s.value for s in scraped["flight_invalid_records_total"]}
+    counted = {s.labels["reason"]: s.value for s in scraped["model_invalid_records_total"]}
     assert counted == dict(traffic.refused)
 
 
 def test_handler_times_are_observed_per_batch(scraped, traffic):
-    batches = value(scraped, "flight_preprocess_milliseconds_count")
+    batches = value(scraped, "model_preprocess_milliseconds_count")
     assert 1 <= batches <= traffic.inference_requests
-    assert 1 <= value(scraped, "flight_inference_milliseconds_count") <= batches
-    assert value(scraped, "flight_preprocess_milliseconds_sum") > 0
-    assert value(scraped, "flight_inference_milliseconds_sum") > 0
+    assert 1 <= value(scraped, "model_inference_milliseconds_count") <= batches
+    assert value(scraped, "model_preprocess_milliseconds_sum") > 0
+    assert value(scraped, "model_inference_milliseconds_sum") > 0
 
 
 def test_torchserve_counts_the_same_requests(scraped, traffic):
@@ -212,7 +213,7 @@ def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(metered, scraped
     finally:
         requests.put(url, params={"min_worker": workers, "max_worker": workers, "synchronous": "true"}, timeout=120)
     names = set().union(*(promql_metric_names(expression) for expression in dashboard_queries()))
-    assert {"flight_predictions_total", "flight_late_probability_bucket", "flight_invalid_records_total",
+    assert {"model_predictions_total", "model_probability_bucket", "model_invalid_records_total",
             "ts_inference_requests_total"} <= names
     deadline = time.monotonic() + 90  # host metrics (CPUUtilization, ...) come once a minute
     while missing := names - set(scrape(metered)):

@@ -18,9 +18,9 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from model.config import ROOT
-from model.data import SPLIT
-from model.features import request_records
-from model.server import Server, healthcheck, running, stop, torchserve_command
+from model.data.request_records import request_records
+from model.data.split import split_rows
+from model.lifecycle.torchserve import Server, healthcheck, running, stop, torchserve_command
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -29,7 +29,7 @@ SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 @contextlib.contextmanager
 def oip_torchserve(model_store: Path, workdir: Path, plugins: Path,
                    extra_env: dict[str, str] | None = None) -> Iterator[tuple[Server, str]]:
-    """TorchServe as model.server.torchserve starts it, with the plugin jar and the v2 URL."""
+    """TorchServe as model.lifecycle.torchserve.torchserve starts it, with the plugin jar and the v2 URL."""
     command, env, ports, oip = torchserve_command(model_store, workdir, extra_env, plugins=plugins)
     with running(command, env, workdir, ports) as server:
         yield server, oip.removeprefix("http://")
@@ -48,7 +48,7 @@ def client(oip) -> triton.InferenceServerClient:
 
 @pytest.fixture(scope="module")
 def test_records(table, settings) -> list[dict]:
-    rows = table[table[SPLIT] == "test"].sample(120, random_state=11)
+    rows = split_rows(table, "test").sample(120, random_state=11)
     return request_records(rows, settings.features)
 
 
@@ -127,7 +127,7 @@ def test_inference_with_triton_inputs_equals_the_json_api(client, oip, test_reco
     assert result.get_response()["model_version"] == metrics["model_version"]
     assert served.shape == (len(records),)
     assert np.allclose(served, predictions(oip[0], records), atol=1e-6)
-    assert (result.as_numpy("late") == (served >= metrics["threshold"])).all()
+    assert (result.as_numpy("late") == (served >= schema["x-model"]["threshold"])).all()
 
 
 def test_only_the_requested_outputs_come_back(client, test_records):
@@ -264,12 +264,12 @@ def test_v2_inference_is_counted_like_the_json_api(client, oip, test_records):
     """ts_inference_requests_total counts v2 requests, the handler's metrics their predicted records."""
     server = oip[0]
     requests_before, records_before = counted(server, "ts_inference_requests_total"), \
-        counted(server, "flight_predictions_total")
+        counted(server, "model_predictions_total")
     metadata = client.get_model_metadata("mymodel")
     for records in (test_records[:7], test_records[7:10]):
         client.infer("mymodel", triton_inputs(metadata, records, binary=True))
     deadline = time.monotonic() + 30  # the frontend reads the workers' metric lines as they come
-    while counted(server, "flight_predictions_total") < records_before + 10 and time.monotonic() < deadline:
+    while counted(server, "model_predictions_total") < records_before + 10 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert counted(server, "flight_predictions_total") == records_before + 10
+    assert counted(server, "model_predictions_total") == records_before + 10
     assert counted(server, "ts_inference_requests_total") == requests_before + 2

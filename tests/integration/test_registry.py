@@ -13,19 +13,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from model.config import DEFAULT_CONFIG
-from model.export import CONFIG, WEIGHTS
-from model.registry import (
-    ARCHIVED,
-    CANDIDATE,
-    PRODUCTION,
-    Registry,
-    RegistryError,
-    ServedVersions,
-    deploy,
-    promote,
-    rollback,
-)
-from model.server import torchserve
+from model.lifecycle.registry import deploy, promote, rollback
+from model.lifecycle.torchserve import torchserve
+from model.lifecycle.torchserve_versions import TorchServeVersions
+from model.lifecycle.versions import ARCHIVED, CANDIDATE, PRODUCTION, Registry, RegistryError
+from model.training.weights import CONFIG, WEIGHTS
 
 SAMPLE = [json.loads((DEFAULT_CONFIG.parent / "sample_input.json").read_text())]  # a list in, a list out
 
@@ -59,7 +51,7 @@ def served(registry, tmp_path_factory):
     """TorchServe starting with the production archive, as a deployment would."""
     with torchserve(registry.model_store, tmp_path_factory.mktemp("registry-torchserve"),
                     extra_env={"TS_LOAD_MODELS": registry.get(1).archive}) as server:
-        yield server, ServedVersions(server.management_url, registry.name)
+        yield server, TorchServeVersions(server.management_url, registry.name)
 
 
 def answer(server, version=""):
@@ -148,11 +140,11 @@ def test_the_command_line_rolls_back_in_one_command(registry, served, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "paths": {
         "registry": str(registry.root), "model_store": str(registry.model_store)}}))
-    done = subprocess.run([sys.executable, "-m", "model.registry", "--config", str(params), "rollback",
+    done = subprocess.run([sys.executable, "-m", "model.lifecycle.registry", "--config", str(params), "rollback",
                            "--management", server.management_url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| 1 | production |" in done.stdout and "| 2 | archived |" in done.stdout
     assert versions.default() == "1" and answer(server)[0]["model_version"] == "1"
-    again = subprocess.run([sys.executable, "-m", "model.registry", "--config", str(params), "promote", "7"],
+    again = subprocess.run([sys.executable, "-m", "model.lifecycle.registry", "--config", str(params), "promote", "7"],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "no version 7" in again.stderr

@@ -1,4 +1,4 @@
-"""The security defaults that can be checked on a real TorchServe natively (see README, Security)."""
+"""The security defaults that can be checked on a real TorchServe natively (see docs/security.md)."""
 
 import hashlib
 

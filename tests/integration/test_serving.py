@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from model.config import ROOT
-from model.data import SPLIT
-from model.features import request_records
+from model.data.request_records import request_records
+from model.data.split import split_rows
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}
@@ -30,7 +30,7 @@ def workers(server):
 
 @pytest.fixture(scope="module")
 def test_rows(table):
-    return table[table[SPLIT] == "test"].sample(200, random_state=7)
+    return split_rows(table, "test").sample(200, random_state=7)
 
 
 def test_the_models_workers_are_ready_with_the_trained_version(server, metrics):
@@ -46,13 +46,13 @@ def test_management_lists_the_model(server):
     assert [m["modelName"] for m in models] == ["mymodel"]
 
 
-def test_sample_input_is_answered(server, metrics):
+def test_sample_input_is_answered(server, metrics, schema):
     reply = predict(server, SAMPLE)
     assert reply.status_code == 200, reply.text
     answer = reply.json()
     assert set(answer) == {"late_probability", "late", "model_version"}
     assert 0 < answer["late_probability"] < 1
-    assert answer["late"] == (answer["late_probability"] >= metrics["threshold"])
+    assert answer["late"] == (answer["late_probability"] >= schema["x-model"]["threshold"])
     assert answer["model_version"] == metrics["model_version"]
 
 
@@ -63,14 +63,14 @@ def test_a_client_without_content_type_is_answered(server):
 
 def test_served_probabilities_equal_offline_batch_inference(server, settings, test_rows, tmp_path):
     """Parity: real test-month records, served as one list and scored offline by
-    `python -m model.predict` from a CSV, with the same model.pt."""
+    `python -m model.artifact.predict` from a CSV, with the same model.pt."""
     records = request_records(test_rows, settings.features)
     reply = predict(server, json.dumps(records))
     assert reply.status_code == 200, reply.text
     served = [answer["late_probability"] for answer in reply.json()]
 
     pd.DataFrame(records).to_csv(tmp_path / "records.csv", index=False)
-    command = [sys.executable, "-m", "model.predict", "--input_path", str(tmp_path / "records.csv"),
+    command = [sys.executable, "-m", "model.artifact.predict", "--input_path", str(tmp_path / "records.csv"),
                "--output_path", str(tmp_path / "scored.csv"), "--export_dir", str(settings.paths.export_dir)]
     subprocess.run(command, check=True, cwd=ROOT, timeout=120)
     offline = pd.read_csv(tmp_path / "scored.csv")["late_probability"].tolist()

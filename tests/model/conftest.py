@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from model.config import Settings
-from model.lifecycle import update
-from model.sources import load_source
+from model.data.sources import load_source
+from model.lifecycle.continuous_training import update
 
 # Five weeks bootstrap the replay (three train, one validates, one is held out); two epochs keep it quick.
 STREAM = {"batch": "W", "bootstrap_batches": 5, "batches_per_update": 1, "window_batches": 6, "valid_batches": 1,

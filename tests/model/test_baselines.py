@@ -9,10 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.baselines import MLP, RESULTS, TABLE, VARIANTS, baseline_models, build_section, fit_baseline, run, time_folds
-from model.data import SPLIT
-from model.predict import load_served_model, predict_frame
-from model.sources import TIME
+from model.analysis.baselines import (
+    MLP,
+    RESULTS,
+    TABLE,
+    VARIANTS,
+    baseline_models,
+    build_section,
+    fit_baseline,
+    run,
+    time_folds,
+)
+from model.artifact.predict import load_served_model, predict_frame
+from model.data.sources import TIME
+from model.data.split import split_rows
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +62,7 @@ def test_gradient_boosting_beats_chance_clearly(comparison):
 
 
 def test_time_folds_train_only_on_earlier_flights_whatever_the_row_order(table):
-    development = table[table[SPLIT] != "test"].sample(frac=1, random_state=0)  # rows out of time order
+    development = split_rows(table, "train", "valid").sample(frac=1, random_state=0)  # rows out of time order
     times = development[TIME].reset_index(drop=True)
     folds = time_folds(times, 4)
     assert len(folds) == 4
@@ -81,7 +91,7 @@ def test_each_preprocessing_variant_exports_its_own_working_model(settings, tabl
     variants = comparison[0]["preprocessing_variants"]
     assert [(v["missing"], v["categorical_encoding"]) for v in variants] == VARIANTS
     assert [v["shipped"] for v in variants].count(True) == 1
-    rows = table[table[SPLIT] == "valid"].head(2000)
+    rows = split_rows(table, "valid").head(2000)
     predictions = {}
     for variant in variants:
         model, schema = load_served_model(variant["export_dir"])
@@ -106,7 +116,7 @@ def test_outputs_and_report_section(comparison):
 
 
 def test_knn_remembers_only_the_most_recent_training_flights(cheap, table):
-    train = table[table[SPLIT] == "train"]
+    train = split_rows(table, "train")
     knn = fit_baseline("knn", baseline_models(cheap)["knn"], train.sample(frac=1, random_state=0), cheap)
     kept = cheap.evaluation.knn_max_train_rows
     recent = train.sort_values(TIME, kind="stable").tail(kept)

@@ -13,17 +13,17 @@ import json
 import numpy as np
 import pytest
 
-from handler.records import LateArrivalService
+from handler.service import PredictionService
 from model.config import ROOT
-from model.data import SPLIT
-from model.features import model_inputs
+from model.data.split import split_rows
+from model.training.inputs import model_inputs
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def rows(table):
-    return table[table[SPLIT] == "test"].sample(2000, random_state=3)
+    return split_rows(table, "test").sample(2000, random_state=3)
 
 
 def probabilities(scripted, frame):
@@ -40,7 +40,7 @@ def test_invariance_two_unseen_categories_are_the_same_unknown(scripted, rows):
 def test_invariance_request_spelling_changes_nothing(schema):
     """Field order and 12 vs 12.0 are the same request."""
     seen = []
-    service = LateArrivalService(schema, lambda categorical, numeric: seen.append((categorical, numeric)) or [0.5])
+    service = PredictionService(schema, lambda categorical, numeric: seen.append((categorical, numeric)) or [0.5])
     service.handle([(json.dumps(SAMPLE), "application/json")])
     reordered = dict(reversed(list({**SAMPLE, "month": 12.0, "distance": 719.0}.items())))
     service.handle([(json.dumps(reordered), "application/json")])

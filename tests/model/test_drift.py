@@ -11,10 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model import drift
-from model.config import ROOT, Settings, load_settings
-from model.data import SPLIT, load_table, prepare
-from model.drift import (
+from model.analysis import drift
+from model.analysis.drift import (
     CATEGORICAL,
     PREDICTION,
     detect_drift,
@@ -22,15 +20,18 @@ from model.drift import (
     feature_drift,
     numeric_drift,
     prediction_drift,
-    served_probabilities,
 )
-from model.evaluate import logistic_regression
-from model.predict import load_served_model, predict_frame
-from model.quality import clean
-from model.report import render
-from model.sources import TARGET, TIME
-from model.synthetic import STATION, generate, write_synthetic
-from model.train import train
+from model.analysis.layout import render
+from model.analysis.tabular_features import logistic_regression
+from model.artifact.export import export_model
+from model.artifact.predict import load_served_model, predict_frame, predict_probability, probability_column
+from model.config import ROOT, Settings, load_settings
+from model.data.prepare import load_table, prepare
+from model.data.quality import clean
+from model.data.sources import TARGET, TIME
+from model.data.split import SPLIT, split_rows
+from model.data.synthetic import STATION, generate, write_synthetic
+from model.training.train import train
 
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
 SECOND_YEAR = "2022-01-01"
@@ -175,16 +176,18 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     })
     write_synthetic(settings)
     train(settings, prepare(settings))
+    export_model(settings.paths.model_dir, settings.paths.export_dir)
     return settings
 
 
-def test_served_probabilities_are_those_of_the_exported_model(pipeline):
+def test_the_probability_helper_gives_the_scored_files_probabilities(pipeline):
     table = load_table(pipeline)
     model, schema = load_served_model(pipeline.paths.export_dir)
-    probability = served_probabilities(table, pipeline.paths.export_dir)
-    expected = predict_frame(model, schema, table)[f"{pipeline.data.target}_probability"]
+    probability = predict_probability(model, schema, table)
+    expected = predict_frame(model, schema, table)[probability_column(schema)]
+    assert probability_column(schema) == f"{pipeline.data.target}_probability"
     assert probability.shape == (len(table),)
-    np.testing.assert_array_equal(probability, expected.to_numpy(dtype="float64"))
+    np.testing.assert_array_equal(probability, expected.to_numpy())
     assert ((probability > 0) & (probability < 1)).all()
 
 
@@ -207,7 +210,7 @@ def test_the_command_line_compares_the_test_split_with_the_train_split(pipeline,
 
 def test_a_file_of_request_fields_is_cleaned_like_the_training_data(pipeline, tmp_path):
     table = load_table(pipeline)
-    test = table[table[SPLIT] == "test"]
+    test = split_rows(table, "test")
     requests = test[pipeline.features.names].drop(columns="humidity")
     requests["temp"] = requests["temp"].fillna(-999.0)  # fault codes must not count as cold days
     path = tmp_path / "requests.csv"
@@ -215,6 +218,6 @@ def test_a_file_of_request_fields_is_cleaned_like_the_training_data(pipeline, tm
     report = drift.drift_job(pipeline, path)
     rows = report.table.set_index("feature")
     assert rows.loc["humidity", "drifted"]  # the column is gone: every value is missing
-    split = feature_drift(table[table[SPLIT] == "train"], test, pipeline).set_index("feature")
+    split = feature_drift(split_rows(table, "train"), test, pipeline).set_index("feature")
     assert rows.loc["temp", "psi"] == pytest.approx(split.loc["temp", "psi"])
     assert rows.loc["temp", "drifted"]

@@ -8,20 +8,19 @@ import pandas as pd
 import pytest
 import torch
 
-from model.data import SPLIT
-from model.evaluate import THRESHOLDS, choose_threshold, expected_cost
-from model.export import load_network
-from model.features import model_inputs
-from model.interpret import (
+from model.analysis.interpret import (
     RESULTS,
     build_section,
-    input_columns,
     integrated_gradients,
     permutation_importance,
     run,
-    served_probability,
 )
-from model.network import UNKNOWN, FlightDelayNet
+from model.artifact.predict import predict_probability
+from model.data.split import split_rows
+from model.training.inputs import model_inputs
+from model.training.metrics import THRESHOLDS, choose_threshold, expected_cost
+from model.training.network import UNKNOWN, TabularNet
+from model.training.weights import load_network
 
 # Integrated gradients integrate the gradient along a straight path with a quadrature rule. For
 # a ReLU network the gradient is piecewise constant along the path, so the error comes only from
@@ -39,7 +38,7 @@ def network(settings, metrics):
 
 @pytest.fixture(scope="module")
 def explained(table):
-    return table[table[SPLIT] == "test"].sample(100, random_state=0)
+    return split_rows(table, "test").sample(100, random_state=0)
 
 
 def _logit_change(network, frame):
@@ -89,19 +88,21 @@ def test_only_the_fields_that_differ_from_the_reference_get_attributions(network
 
 @pytest.mark.parametrize("missing, encoding", [("constant", "one_hot"), ("median_indicator", "one_hot"),
                                                ("constant", "embedding")])
-def test_attributions_add_up_for_every_preprocessing_variant(settings, network, explained, missing, encoding):
+def test_attributions_add_up_for_every_preprocessing_variant(settings, network, explained, scripted, missing, encoding):
     config = json.loads((settings.paths.model_dir / "config.json").read_text())
     torch.manual_seed(0)
-    variant = FlightDelayNet.from_config({**config, "missing": missing, "categorical_encoding": encoding})
-    columns = input_columns(variant)
+    variant = TabularNet.from_config({**config, "missing": missing, "categorical_encoding": encoding})
+    columns = variant.field_columns
     assert sorted(p for positions in columns.values() for p in positions) == list(range(variant.mlp[0].in_features))
     attributions = integrated_gradients(variant, explained, settings.evaluation.ig_steps)
     error = np.abs(attributions[list(columns)].sum(axis=1).to_numpy() - _logit_change(variant, explained))
     assert error.max() < COMPLETENESS_LOGITS
+    # the handler reads the same layout from model.pt
+    assert dict(scripted.field_columns) == network.field_columns
 
 
 def test_permutation_importance_covers_every_field_and_finds_a_signal(scripted, schema, table, settings):
-    rows = table[table[SPLIT] == "test"].sample(3000, random_state=0)
+    rows = split_rows(table, "test").sample(3000, random_state=0)
     importance = permutation_importance(scripted, schema, rows, repeats=2, seed=settings.seed)
     assert sorted(importance["feature"]) == sorted([*schema["x-model"]["categorical"], *schema["x-model"]["numeric"]])
     assert np.isfinite(importance["roc_auc_drop"]).all()
@@ -119,8 +120,8 @@ def test_expected_cost_counts_missed_late_flights_and_false_alarms():
 
 
 def test_business_threshold_is_the_cheapest_on_validation_and_follows_the_prices(scripted, schema, table, settings):
-    valid = table[table[SPLIT] == "valid"]
-    labels, probability = valid["target"].to_numpy(), served_probability(scripted, schema, valid)
+    valid = split_rows(table, "valid")
+    labels, probability = valid["target"].to_numpy(), predict_probability(scripted, schema, valid)
     prices = settings.evaluation.missed_positive_cost, settings.evaluation.false_alarm_cost
     assert prices[0] != prices[1]
     chosen = choose_threshold(labels, probability, *prices)

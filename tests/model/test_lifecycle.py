@@ -1,4 +1,4 @@
-"""Continuous training on the batch stream (model/lifecycle.py, run.py): the bootstrap, the retrain
+"""Continuous training on the batch stream (model/lifecycle/continuous_training.py, run.py): the bootstrap, the retrain
 decision, warm start against scratch, registration, promotion and rejection, inference on
 anomalous files and the summary; run.py once per mode as a user runs it."""
 
@@ -17,26 +17,24 @@ import pytest
 import yaml
 
 from model.config import ROOT, Settings
-from model.export import CONFIG
-from model.lifecycle import (
-    ISSUES,
-    PREDICT,
+from model.data.sources import TIME
+from model.lifecycle.batch_store import Store, batch_ids, ingest
+from model.lifecycle.continuous_training import (
     SCRATCH,
     WARM,
     current_production,
     decide,
     replay_registry,
-    score_file,
     training_window,
     update,
     work_settings,
 )
-from model.lifecycle_report import build_summary
-from model.registry import ARCHIVED, CANDIDATE, PRODUCTION
-from model.sources import TIME
-from model.stream import Store, batch_ids, ingest
-from model.tracking import runs as tracking_runs
-from model.train import fine_tune, train
+from model.lifecycle.scoring import ISSUES, PREDICT, score_file
+from model.lifecycle.summary_report import build_summary
+from model.lifecycle.versions import ARCHIVED, CANDIDATE, PRODUCTION
+from model.training.tracking import runs as tracking_runs
+from model.training.train import fine_tune, train
+from model.training.weights import CONFIG
 
 Replay = Callable[..., Settings]  # the fixtures of tests/model/conftest.py
 

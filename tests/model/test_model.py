@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import SPLIT
-from model.evaluate import compare_with_logistic_regression
-from model.export import CONFIG, load_network
-from model.features import model_inputs
+from model.analysis.evaluate import compare_with_logistic_regression
+from model.data.split import split_rows
+from model.training.inputs import model_inputs
+from model.training.weights import CONFIG, load_network
 
 
 def test_metrics_cover_validation_and_test(metrics):
@@ -28,7 +28,7 @@ def test_test_auc_is_clearly_above_chance_and_close_to_logistic_regression(setti
 
 def test_saved_weights_reload_to_the_same_predictions(settings, table, scripted):
     network, config = load_network(settings.paths.model_dir)
-    test = table[table[SPLIT] == "test"].head(500)
+    test = split_rows(table, "test").head(500)
     categorical, numeric = model_inputs(test, config["categorical"], config["numeric"])
     with torch.no_grad():
         torch.testing.assert_close(scripted(categorical, numeric), network(categorical, numeric))
@@ -50,7 +50,7 @@ def test_schema_is_the_feature_contract(settings, schema):
 
 
 def test_unknown_categories_and_missing_values_still_get_a_probability(scripted, table, settings):
-    row = table[table[SPLIT] == "test"].head(1).copy()
+    row = split_rows(table, "test").head(1).copy()
     row[list(settings.features.categorical)] = "never-seen"
     optional = [n for n, f in settings.features.numeric.items() if not f.required]
     row[optional] = np.nan
@@ -61,7 +61,7 @@ def test_unknown_categories_and_missing_values_still_get_a_probability(scripted,
 
 @pytest.mark.parametrize("rows", [1, 2, 33])
 def test_a_row_gets_the_same_probability_whatever_its_batch(scripted, table, rows):
-    batch = table[table[SPLIT] == "test"].head(rows)
+    batch = split_rows(table, "test").head(rows)
     categorical, numeric = model_inputs(batch, scripted.categorical, scripted.numeric)
     together = scripted(categorical, numeric)
     alone = scripted([column[:1] for column in categorical], numeric[:1])

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import torch
 
-from handler.records import LateArrivalService
+from handler.service import PredictionService
 from loadtest.payloads import (
     ADVERSARIAL_FILE,
     ANOMALOUS_FILE,
@@ -25,8 +25,8 @@ from loadtest.payloads import (
     training_spread,
     write_payloads,
 )
-from model.data import SPLIT
-from model.predict import load_served_model
+from model.artifact.predict import load_served_model
+from model.data.split import split_rows
 
 COUNT = 300
 
@@ -45,7 +45,7 @@ def service(served):
         with torch.no_grad():
             return model(categorical, torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), -1)).tolist()
 
-    return LateArrivalService(schema, predict)
+    return PredictionService(schema, predict)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def status(service, record) -> int:
 
 
 def test_real_records_are_valid_requests_from_the_test_months(settings, table, records, service):
-    test_months = set(table.loc[table[SPLIT] == "test", "month"].astype(int))
+    test_months = set(split_rows(table, "test").loc[:, "month"].astype(int))
     assert len(records) == COUNT
     assert {record["month"] for record in records} <= test_months
     assert [service.problems(record) for record in records] == [[]] * COUNT

@@ -2,7 +2,7 @@
 
 import re
 
-from model.report import build_report
+from model.analysis.report import build_report
 
 
 def test_the_report_is_one_page_with_every_section_and_its_figures(settings, table, metrics, tmp_path):

@@ -7,9 +7,9 @@ import sys
 import yaml
 
 from model.config import DEFAULT_CONFIG
-from model.export import CONFIG
-from model.registry import file_hash
-from model.tracking import runs, track_training, tracking_uri
+from model.data.fingerprint import file_hash
+from model.training.tracking import runs, track_training, tracking_uri
+from model.training.weights import CONFIG
 
 
 def test_training_runs_are_recorded_and_compared(settings, metrics, tmp_path):
@@ -39,7 +39,7 @@ def test_training_runs_are_recorded_and_compared(settings, metrics, tmp_path):
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "paths": {"tracking": str(tmp_path / "mlflow")}}))
-    shown = subprocess.run([sys.executable, "-m", "model.tracking", "--config", str(params)], capture_output=True,
-                           text=True, timeout=120)
+    shown = subprocess.run([sys.executable, "-m", "model.training.tracking", "--config", str(params)],
+                           capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert metrics["model_version"] in shown.stdout and "test ROC AUC" in shown.stdout

@@ -1,0 +1,90 @@
+"""How reports look: a Section (tables and PNG figures) per analysis, one self-contained HTML
+page of sections, and the generated blocks of the Markdown docs. Imports no analysis, so every
+section module and job can build on it."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+@dataclass
+class Section:
+    title: str
+    intro: str = ""  # a few sentences of plain text: what to look at, what it shows
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, frame)
+    figures: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG file)
+
+
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    """Write a matplotlib figure as PNG and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    cells = frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v))
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist()]) + "\n"
+
+
+def block_markers(name: str, command: str) -> tuple[str, str]:
+    """The comments that fence a generated block of the README."""
+    return f"<!-- {name}:start (written by `{command}`; do not edit by hand) -->", f"<!-- {name}:end -->"
+
+
+def replace_block(path: Path, markers: tuple[str, str], body: str) -> None:
+    """Rewrite what stands between the markers in a Markdown file (markers kept)."""
+    start_marker, end_marker = markers
+    text = Path(path).read_text()
+    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
+    Path(path).write_text(text[:start] + f"{start_marker}\n{body.strip()}\n{end_marker}" + text[end:])
+
+
+def _table(caption: str, frame: pd.DataFrame) -> str:
+    body = frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="", escape=True)
+    return f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>{body}</figure>"
+
+
+def _figure(caption: str, path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return (f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #345; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.9em; } th, td { padding: 3px 9px; text-align: right; }
+th { background: #eef1f4; } tr:nth-child(even) td { background: #f8f9fa; } td:first-child { text-align: left; }
+figure { margin: 1.2em 0; } figcaption { color: #555; font-size: 0.9em; } img { max-width: 100%; }
+nav a { margin-right: 1em; }
+"""
+
+
+def render(title: str, summary: str, sections: list[Section]) -> str:
+    toc = " ".join(f"<a href='#s{i}'>{html.escape(s.title)}</a>" for i, s in enumerate(sections))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>{html.escape(summary)}</p><p><small>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+             f"</small></p><nav>{toc}</nav>"]
+    for i, section in enumerate(sections):
+        parts.append(f"<h2 id='s{i}'>{html.escape(section.title)}</h2>")
+        if section.intro:
+            parts.append(f"<p>{html.escape(section.intro)}</p>")
+        parts += [_table(caption, frame) for caption, frame in section.tables]
+        parts += [_figure(caption, path) for caption, path in section.figures]
+    parts.append("</body></html>")
+    return "\n".join(parts)

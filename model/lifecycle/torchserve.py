@@ -1,0 +1,143 @@
+"""Run the real TorchServe the way the image does (docker/entrypoint.sh + config.properties),
+on free loopback ports, for tests, load tests and benchmarks; always stopped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.config import ROOT
+
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
+def _healthcheck():
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker" / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _healthcheck()
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass(frozen=True)
+class Server:
+    inference_url: str
+    management_url: str
+    metrics_url: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def isolated_env(workdir: Path) -> dict[str, str]:
+    """The environment that keeps a TorchServe's files (pid file, worker sockets, unpacked
+    archives, logs) under `workdir`, so several servers can run side by side."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TEMP": str(workdir),  # the JVM's tmpdir: worker sockets, unpacked archives
+        "TMPDIR": str(workdir),  # the launcher's pid file
+        "LOG_LOCATION": str(workdir / "logs"),
+        "METRICS_LOCATION": str(workdir / "logs"),
+    }
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple[int, int, int],
+            model: str | None = None, timeout: float = 180, cwd: Path | None = None) -> Iterator[Server]:
+    """Start a TorchServe command, wait until `model`'s workers (by default, those of every model
+    it loaded at start) are READY, always stop it. ports: inference, management, metrics."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "torchserve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    inference, management, metrics = ports
+    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
+                    f"http://127.0.0.1:{metrics}", process, log)
+    try:
+        wait_until_ready(server, model, timeout)
+        yield server
+    finally:
+        stop(process)
+
+
+def torchserve_command(model_store: Path, workdir: Path, extra_env: dict[str, str] | None = None,
+                       command_prefix: list[str] | None = None, plugins: Path | None = None
+                       ) -> tuple[list[str], dict[str, str], tuple[int, int, int], str]:
+    """The image's start command (entrypoint + config.properties) with every port free on loopback:
+    (command, environment, (inference, management, metrics) ports, Open Inference Protocol URL).
+    `plugins`: a folder with the frontend plugin jar (the v2 protocol); without it, v2 is off."""
+    inference, management, metrics, grpc_inference, grpc_management, oip = free_ports(6)
+    env = {
+        **isolated_env(workdir),
+        "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{inference}",
+        "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{management}",
+        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
+        "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
+        "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
+        "TS_OIP_ADDRESS": f"http://127.0.0.1:{oip}",
+        "TS_MODEL_STORE": str(model_store),
+        **(extra_env or {}),
+    }
+    command = [*(command_prefix or []), str(ENTRYPOINT), *(["--plugins-path", str(plugins)] if plugins else [])]
+    return command, env, (inference, management, metrics), f"http://127.0.0.1:{oip}"
+
+
+@contextlib.contextmanager
+def torchserve(model_store: Path, workdir: Path, model: str | None = None, timeout: float = 180,
+               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None,
+               plugins: Path | None = None) -> Iterator[Server]:
+    """Start TorchServe the way the image does (entrypoint + config.properties) with
+    `model_store`, on free ports, its files under `workdir`; stop it on exit.
+    `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
+    workers inherit it)."""
+    command, env, ports, _ = torchserve_command(model_store, workdir, extra_env, command_prefix, plugins)
+    with running(command, env, workdir, ports, model, timeout) as server:
+        yield server
+
+
+def wait_until_ready(server: Server, model: str | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"TorchServe exited with {server.process.returncode}:\n{server.log_tail()}")
+        if healthcheck.model_ready(server.management_url, model):
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"{model or 'the models'} not READY after {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def stop(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM the whole process group (frontend and workers), SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
