@@ -19,6 +19,7 @@ class Strict(BaseModel):
 class Paths(Strict):
     raw: Path
     processed: Path
+    quality: Path
     quality_db: Path
     model_dir: Path
     export_dir: Path

@@ -32,7 +32,7 @@ SLICE = {
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     work = tmp_path_factory.mktemp("pipeline")
     paths = {"raw": work / "raw.parquet", "processed": work / "table.parquet", "plots": work / "plots",
-             "tracking": work / "mlflow", "quality_db": work / "quality.sqlite",
+             "tracking": work / "mlflow", "quality_db": work / "quality.sqlite", "quality": work / "quality.parquet",
              "model_dir": work / "model", "export_dir": work / "export", "metrics": work / "metrics.json",
              "comparison": work / "comparison.json", "model_store": work / "model-store", "report_dir": work / "report",
              "registry": work / "registry"}

@@ -19,8 +19,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_WORK_DIR = HERE / "work"
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
 # Friendlier names for the paths the steps use; every other path is <work>/<key><suffix>.
-NAMES = {"raw": "raw.parquet", "processed": "processed.parquet", "quality_db": "quality.sqlite",
-         "model_dir": "model", "export_dir": "export", "metrics": "metrics.json"}
+NAMES = {"raw": "raw.parquet", "processed": "processed.parquet", "quality": "quality.parquet",
+         "quality_db": "quality.sqlite", "model_dir": "model", "export_dir": "export", "metrics": "metrics.json"}
 
 
 def work_dir_option(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -74,12 +73,14 @@ nav a { margin-right: 1em; }
 """
 
 
-def render(title: str, summary: str, sections: list[Section]) -> str:
+def render(title: str, summary: str, sections: list[Section], stamp: str = "") -> str:
+    """One self-contained page. `stamp`: a line under the summary (e.g. when it was made); the data
+    and model report has none, so the same inputs give the same page."""
     toc = " ".join(f"<a href='#s{i}'>{html.escape(s.title)}</a>" for i, s in enumerate(sections))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p>{html.escape(summary)}</p><p><small>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-             f"</small></p><nav>{toc}</nav>"]
+             f"<p>{html.escape(summary)}</p>", f"<p><small>{html.escape(stamp)}</small></p>" if stamp else "",
+             f"<nav>{toc}</nav>"]
     for i, section in enumerate(sections):
         parts.append(f"<h2 id='s{i}'>{html.escape(section.title)}</h2>")
         if section.intro:

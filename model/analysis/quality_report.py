@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from model.analysis.layout import Section, save_figure
 from model.config import Settings
 from model.data.quality import BATCH
-from model.data.quality_history import latest_run
 
 
 def quality_section(settings: Settings, folder: Path) -> Section:
-    metrics = latest_run(settings.paths.quality_db, settings.data.source)
+    metrics = pd.read_parquet(settings.paths.quality)  # the last assessment (model/data/quality.py)
     per_column = (metrics.groupby("column", sort=False)
                   .agg(kind=("kind", "first"), worst_missing=("missing_share", "max"),
                        worst_out_of_range=("out_of_range_share", "max"), cardinality=("cardinality", "max"),

@@ -17,6 +17,7 @@ from typing import Optional
 
 from model import configure_logging
 from model.artifact.export import SCHEMA, TORCHSCRIPT, export_model
+from model.artifact.stable_zip import stable_archive
 from model.training.weights import CONFIG
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
             "--force",
         ], check=True)
     archive = model_store / "{}.mar".format(config["name"])
+    stable_archive(archive)  # no build time or file times: the same bytes for the same content
     log.info("packed %s version %s into %s", config["name"], config["version"], archive)
     return archive
 

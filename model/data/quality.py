@@ -111,9 +111,14 @@ def clean(table: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 
 def assess(table: pd.DataFrame, settings: Settings, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Measure, record, stop on a broken limit, clean, and check the declared schema."""
+    """Measure, record, stop on a broken limit, clean, and check the declared schema. The
+    metrics go to paths.quality (this assessment's, versioned with the data: the same table
+    gives the same file) and are appended to the history in paths.quality_db (a log of every
+    run, with its time)."""
     metrics = measure(table, settings, reference)
     found = problems(metrics, settings)
+    settings.paths.quality.parent.mkdir(parents=True, exist_ok=True)
+    metrics.assign(source=settings.data.source, passed=not found).to_parquet(settings.paths.quality, index=False)
     store(metrics, settings.paths.quality_db, settings.data.source, passed=not found)
     if found:
         raise DataQualityError("data quality check failed:\n  " + "\n  ".join(found))

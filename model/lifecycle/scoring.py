@@ -92,7 +92,7 @@ def score_file(settings: Settings, path: Path, output: Path | None = None) -> Pa
     probability = predict_probability(model, schema, features)
     scored = frame.assign(**{probability_column(schema): probability,
                              PREDICT: (probability >= facts["threshold"]).astype("int8"),
-                             "model_version": production.served_as, ISSUES: issues.to_numpy()})
+                             "model_version": production.torchserve_version, ISSUES: issues.to_numpy()})
     flagged = int((issues != "").sum())
     if flagged:
         log.warning("%d of %d rows had values that could not be used as given (see the %s column)", flagged,

@@ -17,6 +17,7 @@ import pandas as pd
 from model.analysis.drift import PREDICTION
 from model.analysis.layout import Section, render, save_figure
 from model.config import Settings
+from model.data.sqlite_store import now
 from model.lifecycle.batch_store import Store
 from model.lifecycle.continuous_training import replay_registry
 from model.lifecycle.runs import runs
@@ -259,6 +260,7 @@ def build_summary(settings: Settings) -> Path:
                                f"version {production.version} in production (held-out ROC AUC "
                                f"{production.metrics['test']['roc_auc']:.3f})."))
     path = folder / SUMMARY
-    path.write_text(render(f"{settings.model.name}: continuous training on the batch stream", summary, sections))
+    path.write_text(render(f"{settings.model.name}: continuous training on the batch stream", summary, sections,
+                           stamp=f"Generated {now()} (UTC)"))
     log.info("wrote %s", path)
     return path

@@ -68,7 +68,7 @@ class ModelVersion:
     note: str
 
     @property
-    def served_as(self) -> str:
+    def torchserve_version(self) -> str:
         """TorchServe's version string for this model."""
         return str(self.version)
 

@@ -26,7 +26,7 @@ def source(**changes) -> SyntheticSource:
 
 def small_settings(tmp_path: Path) -> Settings:
     """Ninety days from the shipped config: January-February to train/, March to test/."""
-    paths = {name: tmp_path / "out" / name for name in ("processed", "quality_db", "model_dir", "export_dir",
+    paths = {name: tmp_path / "out" / name for name in ("processed", "quality", "quality_db", "model_dir", "export_dir",
                                                          "metrics", "comparison", "model_store", "report_dir",
                                                          "registry", "raw", "plots", "tracking")}
     return load_settings(SYNTHETIC).with_overrides({

@@ -129,6 +129,32 @@ def test_the_server_runs_as_a_non_root_user_that_cannot_write_code_config_or_mod
     assert written.stdout.split() == []
 
 
+# What the image build packed, read inside the container with its own Python: the archive and
+# its model.pt carry no path, time or random id of the build, so every build of the same
+# sources gives the same bytes.
+ARCHIVE_FACTS = """
+import io, json, re, sys, zipfile
+mar = zipfile.ZipFile(sys.argv[1])
+model = zipfile.ZipFile(io.BytesIO(mar.read("model.pt")))
+debug = b"".join(model.read(i) for i in model.infolist() if i.filename.endswith(".debug_pkl"))
+print(json.dumps({
+    "times": sorted({str(i.date_time) for z in (mar, model) for i in z.infolist()}),
+    "compression": sorted({i.compress_type for z in (mar, model) for i in z.infolist()}),
+    "created": json.loads(mar.read("MAR-INF/MANIFEST.json"))["createdOn"],
+    "sources": sorted({p.decode() for p in re.findall(rb"[\\w./-]+[.]py", debug)}),
+}))
+"""
+
+
+def test_the_image_builds_a_byte_stable_archive(serving):
+    served, _ = serving
+    facts = json.loads(served.exec("python", "-c", ARCHIVE_FACTS, f"{HOME}/model-store/mymodel.mar", check=True).stdout)
+    assert facts["times"] == ["(1980, 1, 1, 0, 0, 0)"] and facts["compression"] == [0], facts
+    assert facts["created"] == "01/01/1980 00:00:00"
+    assert "model/training/network.py" in facts["sources"]
+    assert not [source for source in facts["sources"] if source.startswith("/")], facts["sources"]
+
+
 def test_it_serves_with_a_read_only_root_and_only_the_manifests_volumes_writable(engine, tmp_path, writable_mounts):
     options = ["--read-only", *writable_mounts(tmp_path)]
     with container.started(options=options) as served:

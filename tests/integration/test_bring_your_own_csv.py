@@ -40,7 +40,8 @@ def csv_settings(settings, tmp_path_factory):
     work = tmp_path_factory.mktemp("byo-csv")
     machine_failures().to_csv(work / "readings.csv", index=False)
     paths = {key: work / name for key, name in {
-        "processed": "table.parquet", "quality_db": "quality.sqlite", "model_dir": "model", "export_dir": "export",
+        "processed": "table.parquet", "quality": "quality.parquet", "quality_db": "quality.sqlite",
+        "model_dir": "model", "export_dir": "export",
         "metrics": "metrics.json", "comparison": "comparison.json", "model_store": "store", "report_dir": "report",
         "registry": "registry", "raw": "raw.parquet", "plots": "plots", "tracking": "mlflow",
     }.items()}

@@ -1,28 +1,36 @@
 """The DVC pipeline from a clone, on a small slice, run as `.venv/bin/dvc` from an unactivated
-shell: repro, determinism, push/pull to the
-configured remote from a second clone, and switching back to an older model with git + dvc checkout."""
+shell: repro, determinism, push/pull to the configured remote from a second clone, the same
+through an S3-compatible server (moto), and switching back to an older model with git + dvc
+checkout."""
 
 import hashlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from model.config import ROOT
+from model.lifecycle.torchserve import free_ports
 
 SLICE = {"window": {"start": "2013-01-01", "end": "2013-03-01"},
          "split": {"valid_start": "2013-02-01", "test_start": "2013-02-15"}}
-STAGES = ["prepare", "validate", "train", "evaluate", "export", "archive"]
+STAGES = ["prepare", "validate", "train", "export", "evaluate", "archive"]
+BEFORE = [("prepare", "validate"), ("validate", "train"), ("train", "export"), ("export", "evaluate"),
+          ("export", "archive")]
 
 
 VENV_BIN = Path(sys.executable).parent
 
 
-def run(*command, cwd):
+def run(*command, cwd, env=None):
     """As the docs tell a user: `.venv/bin/dvc ...` from a shell that never activated the venv
     (its bin is not on PATH), in a checkout whose .venv is the project's."""
     if command[0] == "dvc":
@@ -32,8 +40,9 @@ def run(*command, cwd):
         command = (str(venv / "bin" / "dvc"), *command[1:])
     path = os.pathsep.join(entry for entry in os.environ["PATH"].split(os.pathsep)
                            if Path(entry).resolve() != VENV_BIN.resolve())
-    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    done = subprocess.run(command, cwd=cwd, env={**env, "PATH": path}, capture_output=True, text=True, timeout=600)
+    base = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    done = subprocess.run(command, cwd=cwd, env={**base, **(env or {}), "PATH": path}, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -74,7 +83,9 @@ def reproduced(clones):
 def test_repro_runs_every_stage_in_order(clones, reproduced):
     _, first = clones
     ran = [line.split("'")[1] for line in reproduced.splitlines() if line.startswith("Running stage")]
-    assert ran == STAGES
+    assert sorted(ran) == sorted(STAGES)
+    for before, after in BEFORE:  # each stage after the ones whose outputs it reads
+        assert ran.index(before) < ran.index(after), ran
     assert (first / "data/raw/table.parquet").exists() and (first / "model-store/mymodel.mar").exists()
     assert "up to date" in run("dvc", "status", "archive", "evaluate", cwd=first).lower()
 
@@ -135,3 +146,64 @@ def test_git_checkout_and_dvc_checkout_bring_back_an_older_model(clones, reprodu
     git("checkout", "-q", "-", cwd=first)
     run("dvc", "checkout", cwd=first)
     assert md5(first / "artifacts/export/model.pt") == new_model
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A real S3-compatible server on a free loopback port (moto's), with the bucket the committed
+    s3 remote names."""
+    import boto3
+
+    port = free_ports(1)[0]
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "mymodel", "AWS_SECRET_ACCESS_KEY": "mymodel-secret",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+    bucket = re.search(r"url = s3://([^/\s]+)", (ROOT / ".dvc" / "config").read_text()).group(1)
+    with open(tmp_path / "moto.log", "wb") as log:
+        server = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    requests.get(endpoint, timeout=2)
+                    break
+                except requests.ConnectionError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError((tmp_path / "moto.log").read_text()) from None
+                    time.sleep(0.2)
+            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                         region_name=credentials["AWS_DEFAULT_REGION"]).create_bucket(Bucket=bucket)
+            yield endpoint, credentials
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(20)
+
+
+def use_s3(repo: Path, endpoint: str) -> None:
+    """What the docs tell a user: the committed s3 remote, pointed at their server, as the default,
+    all in .dvc/config.local (never committed)."""
+    run("dvc", "remote", "modify", "--local", "s3", "endpointurl", endpoint, cwd=repo)
+    run("dvc", "remote", "default", "--local", "s3", cwd=repo)
+
+
+def test_a_clone_anywhere_pulls_from_an_s3_compatible_remote_and_has_nothing_to_rebuild(clones, reproduced,
+                                                                                         s3_server):
+    work, first = clones
+    endpoint, credentials = s3_server
+    use_s3(first, endpoint)
+    run("dvc", "push", cwd=first, env=credentials)
+    elsewhere = work / "elsewhere" / "deeper"
+    git("clone", "-q", str(first), str(elsewhere / "clone"), cwd=work)
+    clone = elsewhere / "clone"
+    assert not (clone / ".dvc" / "config.local").exists()  # nothing of the first clone's set-up is committed
+    use_s3(clone, endpoint)
+    run("dvc", "pull", cwd=clone, env=credentials)
+    for path in ("data/processed/table.parquet", "artifacts/model/model.safetensors", "artifacts/export/model.pt",
+                 "model-store/mymodel.mar"):
+        assert md5(clone / path) == md5(first / path), path
+    assert "Running stage" not in run("dvc", "repro", "archive", "evaluate", cwd=clone, env=credentials)
+    # and the clone in another folder exports the same bytes from the pulled weights
+    run("dvc", "repro", "--force", "--single-item", "export", cwd=clone)
+    assert md5(clone / "artifacts/export/model.pt") == md5(first / "artifacts/export/model.pt")

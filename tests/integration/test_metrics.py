@@ -171,9 +171,9 @@ def test_metric_lines_are_torchserves_own(caplog, monkeypatch):
     cache.initialize_cache()
     metric = cache.get_metric(handler.PREDICTIONS, MetricTypes.COUNTER)
     with caplog.at_level(logging.INFO):
-        metric.add_or_update(3, ["mymodel", "true"])
+        metric.add_or_update(3, ["mymodel", "late", "true"])
     stamp = caplog.records[-1].getMessage().rsplit("|#hostname:", 1)[1]
-    assert handler.metric_format(metric, ("mymodel", "true")) % (3, stamp) == caplog.records[-1].getMessage()
+    assert handler.metric_format(metric, ("mymodel", "late", "true")) % (3, stamp) == caplog.records[-1].getMessage()
 
 
 def promql_metric_names(expression: str) -> set[str]:

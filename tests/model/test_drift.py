@@ -165,7 +165,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     work = tmp_path_factory.mktemp("synthetic")
     paths = {name: work / name for name in ("model_dir", "export_dir", "model_store", "report_dir")}
     paths |= {"processed": work / "table.parquet", "quality_db": work / "quality.sqlite",
-              "metrics": work / "metrics.json", "comparison": work / "comparison.json"}
+              "quality": work / "quality.parquet", "metrics": work / "metrics.json",
+              "comparison": work / "comparison.json"}
     settings = load_settings(SYNTHETIC).with_overrides({
         "data": {"window": {"start": "2021-01-01", "end": "2022-01-01"},
                  "split": {"valid_start": "2021-07-01", "test_start": "2021-10-01"},

@@ -19,8 +19,8 @@ def test_metrics_cover_validation_and_test(metrics):
     assert metrics["epochs"] >= 1
 
 
-def test_test_auc_is_clearly_above_chance_and_close_to_logistic_regression(settings, table, metrics):
-    comparison = compare_with_logistic_regression(settings, table, metrics)
+def test_test_auc_is_clearly_above_chance_and_close_to_logistic_regression(settings, table, metrics, schema):
+    comparison = compare_with_logistic_regression(settings, table, metrics, schema["x-model"]["threshold"])
     mlp, linear = comparison["test"]["mlp"]["roc_auc"], comparison["test"]["logistic_regression"]["roc_auc"]
     assert mlp >= 0.60
     assert mlp >= linear - 0.03, f"MLP {mlp:.3f} vs logistic regression {linear:.3f}"
