@@ -137,6 +137,9 @@ def test_outputs_and_report_section(settings, table, metrics, tmp_path):
     cheap = settings.with_overrides({"evaluation": {"permutation_rows": 1000, "permutation_repeats": 1,
                                                     "explain_rows": 20, "knn_max_train_rows": 1000}})
     result = run(cheap, table, tmp_path)
+    run(cheap, table, tmp_path / "again")  # the interpret stage gives the same files on a rerun
+    for path in tmp_path.glob("*.*"):
+        assert path.read_bytes() == (tmp_path / "again" / path.name).read_bytes(), path.name
     assert json.loads((tmp_path / RESULTS).read_text())["model_version"] == metrics["model_version"]
     assert set(result["calibration"]) == {"mlp", "logistic_regression", "knn", "decision_tree", "gradient_boosting"}
     assert result["logistic_regression_coefficients"] and "|---" in result["decision_tree"]["rules"]
