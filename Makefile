@@ -14,7 +14,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup monitoring-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar
 stop: setup ## stop the TorchServe started by `make serve` / `make run`
 	torchserve --stop
 
+monitoring-tools: ## promtool and prometheus (Debian's prometheus package, installed as root when missing)
+	@deploy/prometheus/tools.sh
+
 container-tools: ## a Docker engine, or buildah + podman (Debian packages, installed as root when missing)
 	@docker/container-tools.sh
 
@@ -114,6 +117,7 @@ loadtest-image: image ## the load-test traffic scenarios against the serving con
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
 test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
+	@deploy/prometheus/tools.sh || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 

@@ -268,8 +268,9 @@ MANIFESTS = {path.name: document for path in sorted(K8S.glob("*.yaml")) if path.
              for document in yaml.safe_load_all(path.read_text()) if document}
 
 
-def manifest(kind: str) -> dict:
-    (found,) = [document for document in MANIFESTS.values() if document["kind"] == kind]
+def manifest(kind: str, name: str = "mymodel-serve") -> dict:
+    (found,) = [document for document in MANIFESTS.values()
+                if document["kind"] == kind and document["metadata"]["name"] == name]
     return found
 
 

@@ -7,7 +7,6 @@ that is a failure, since `make test` builds the images there."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,9 @@ import yaml
 from model.config import ROOT, Settings, load_settings
 from model.lifecycle import container
 from model.lifecycle.torchserve import Server, torchserve
+from tests.tools import unavailable
 
 REPORTS = ROOT / "reports" / "image"
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI builds and runs the images: `make test` runs `make image` first)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -1,26 +1,34 @@
 """The handler's Prometheus metrics on a real TorchServe: after known traffic (good records whose
 outcomes the answers tell, bad ones with known reasons) the metrics port serves exactly those
-counts; and every metric the Grafana dashboard (deploy/grafana/mymodel.json) queries is in a
-real scrape."""
+counts; every metric the Grafana dashboard (deploy/grafana/mymodel.json) queries is in a real
+scrape, and a real Prometheus scraping the server answers every one of the dashboard's queries
+with data and evaluates every alert rule of deploy/prometheus/alerts.yml."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
+import os
 import re
+import shutil
+import signal
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import pytest
 import requests
+import yaml
 
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import torchserve
+from model.lifecycle.torchserve import free_ports, torchserve
+from tests.tools import monitoring_tool
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -54,7 +62,51 @@ def metered(archive, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def traffic(metered, table, settings) -> Traffic:
+def prometheus(metered, tmp_path_factory):
+    """A real Prometheus (Debian's package) scraping the module's TorchServe every second from
+    before its traffic, with the project's alert rules loaded; its HTTP API's URL."""
+    binary = monitoring_tool("prometheus")
+    work = tmp_path_factory.mktemp("prometheus")
+    shutil.copyfile(ROOT / "deploy" / "prometheus" / "alerts.yml", work / "alerts.yml")
+    target = urlparse(metered.metrics_url).netloc
+    (work / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["alerts.yml"],
+        "scrape_configs": [{"job_name": "mymodel-serve", "static_configs": [{"targets": [target]}]}]}))
+    port = free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}"
+    with open(work / "prometheus.log", "wb") as log:
+        server = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}",
+                                   f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                                  cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not scraped_up(url):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((work / "prometheus.log").read_text()[-3000:])
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+
+
+def scraped_up(url: str) -> bool:
+    try:
+        result = requests.get(f"{url}/api/v1/query", params={"query": "up"}, timeout=5).json()["data"]["result"]
+    except (requests.ConnectionError, ValueError, KeyError):
+        return False
+    return bool(result) and result[0]["value"][1] == "1"
+
+
+def promql(url: str, expression: str) -> list[dict]:
+    reply = requests.get(f"{url}/api/v1/query", params={"query": expression}, timeout=30).json()
+    assert reply["status"] == "success", (expression, reply)
+    return reply["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def traffic(metered, prometheus, table, settings) -> Traffic:
     flights = request_records(split_rows(table, "test").sample(45, random_state=5), settings.features)
     url = f"{metered.inference_url}/predictions/mymodel"
 
@@ -202,7 +254,65 @@ def test_the_promql_reader_finds_metric_names():
 
 
 def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(metered, scraped):
-    # A 5xx for the dashboard's 5xx series: with no worker, TorchServe answers 503.
+    served_503(metered)
+    names = set().union(*(promql_metric_names(expression) for expression in dashboard_queries()))
+    assert {"model_predictions_total", "model_probability_bucket", "model_invalid_records_total",
+            "ts_inference_requests_total"} <= names
+    deadline = time.monotonic() + 90  # host metrics (CPUUtilization, ...) come once a minute
+    while missing := names - set(scrape(metered)):
+        assert time.monotonic() < deadline, f"queried by the dashboard but not served: {sorted(missing)}"
+        time.sleep(2)
+
+
+EXTRA = 10  # predictions the Prometheus test sends itself
+
+
+def test_every_dashboard_query_returns_data_from_a_real_prometheus(metered, prometheus, traffic):
+    """Each expression of the dashboard as Grafana sends it ($model and $__rate_interval filled
+    in), through Prometheus's HTTP API: at least one series, and numbers, not only NaN."""
+    served_503(metered)
+    # Traffic spread over several scrapes: a rate needs a series seen before and after a change
+    # (the module's first traffic may all land between two scrapes, as the series appear).
+    for _ in range(EXTRA):
+        reply = requests.post(f"{metered.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE),
+                              headers=JSON, timeout=30)
+        assert reply.status_code == 200, reply.text
+        time.sleep(0.4)
+    window = "5m"  # longer than this module's life: every rate sees all of its traffic
+    queries = [expression.replace("$model", "mymodel").replace("$__rate_interval", window)
+               for expression in dashboard_queries()]
+    deadline = time.monotonic() + 120  # host metrics (CPUUtilization, ...) come once a minute
+    while empty := [query for query in queries
+                    if not [row for row in promql(prometheus, query) if row["value"][1] not in ("NaN", "+Inf")]]:
+        assert time.monotonic() < deadline, f"no data from Prometheus for: {empty}"
+        time.sleep(2)
+    # what Prometheus holds is what the traffic was
+    expected, deadline = len(traffic.probabilities) + EXTRA, time.monotonic() + 30
+    while (counted := float(promql(prometheus, 'sum(model_predictions_total{ModelName="mymodel"})')[0]["value"][1])) \
+            < expected and time.monotonic() < deadline:
+        time.sleep(1)  # the last answers' metric lines reach the metrics port, then a scrape
+    assert counted == expected
+
+
+def test_prometheus_evaluates_every_alert_rule_on_the_real_series(prometheus, traffic):
+    groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    assert set(rules) == {rule["alert"] for rule in alerts}
+    deadline = time.monotonic() + 30
+    while not all(rule.get("lastEvaluation", "").startswith("2") for rule in rules.values()):
+        assert time.monotonic() < deadline, rules
+        time.sleep(1)
+        groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    assert {name: rule["health"] for name, rule in rules.items()} == dict.fromkeys(rules, "ok")
+    # healthy traffic: none of the service's own alerts fire (NoReadyWorker needs kube-state-metrics)
+    firing = {rule["name"] for rule in rules.values() if rule["state"] == "firing"}
+    assert firing <= {"MymodelNoReadyWorker"}
+
+
+def served_503(metered) -> None:
+    """One 5xx for the dashboard's 5xx series: with no worker, TorchServe answers 503."""
     url = f"{metered.management_url}/models/mymodel"
     workers = len(requests.get(url, timeout=10).json()[0]["workers"])
     requests.put(url, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"}, timeout=120)
@@ -212,13 +322,6 @@ def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(metered, scraped
         assert refused.status_code == 503
     finally:
         requests.put(url, params={"min_worker": workers, "max_worker": workers, "synchronous": "true"}, timeout=120)
-    names = set().union(*(promql_metric_names(expression) for expression in dashboard_queries()))
-    assert {"model_predictions_total", "model_probability_bucket", "model_invalid_records_total",
-            "ts_inference_requests_total"} <= names
-    deadline = time.monotonic() + 90  # host metrics (CPUUtilization, ...) come once a minute
-    while missing := names - set(scrape(metered)):
-        assert time.monotonic() < deadline, f"queried by the dashboard but not served: {sorted(missing)}"
-        time.sleep(2)
 
 
 def test_the_dashboard_is_a_grafana_dashboard_on_a_prometheus_variable():

@@ -1,0 +1,77 @@
+"""The alert rules (deploy/prometheus/): valid for promtool, every alert unit-tested to fire and
+not to fire, thresholds that are the production targets of loadtest/slo.yaml, and a scrape
+config that reaches the Kubernetes Service's metrics port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from model.config import ROOT
+from tests.tools import monitoring_tool
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+RULES = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"][0]["rules"]
+ALERTS = {rule["alert"]: rule for rule in RULES}
+UNIT_TEST_FILES = ["alerts_test.yml", "alerts_drift_test.yml"]
+UNIT_TESTS = [test for name in UNIT_TEST_FILES for test in yaml.safe_load((PROMETHEUS / name).read_text())["tests"]]
+BASELINE = yaml.safe_load((ROOT / "loadtest" / "slo.yaml").read_text())["scenarios"]["baseline"]["slo"]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return monitoring_tool("promtool")
+
+
+def test_the_rules_and_the_scrape_config_pass_promtool(promtool):
+    for command in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"]):
+        done = subprocess.run([promtool, *command], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_fires_and_stays_silent_in_the_unit_tests(promtool):
+    done = subprocess.run([promtool, "test", "rules", *UNIT_TEST_FILES], cwd=PROMETHEUS, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    checks = [check for test in UNIT_TESTS for check in test["alert_rule_test"]]
+    assert {check["alertname"] for check in checks if check["exp_alerts"]} == set(ALERTS)
+    assert {check["alertname"] for check in checks if not check["exp_alerts"]} == set(ALERTS)
+
+
+def test_the_unit_tests_can_fail(promtool, tmp_path):
+    """The same rules with the 5xx threshold loosened tenfold: the test that expects the alert fails."""
+    shutil.copyfile(PROMETHEUS / "alerts_test.yml", tmp_path / "alerts_test.yml")
+    (tmp_path / "alerts.yml").write_text((PROMETHEUS / "alerts.yml").read_text().replace("> 0.01", "> 0.1", 1))
+    done = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "MymodelServerErrors" in done.stdout + done.stderr
+
+
+def test_the_thresholds_are_the_production_targets():
+    assert f"> {BASELINE['max_error_pct'] / 100:g}" in ALERTS["MymodelServerErrors"]["expr"]
+    assert f"> {BASELINE['mean_ms']:g}" in ALERTS["MymodelSlowAnswers"]["expr"]
+    assert f"> {BASELINE['p95_ms']:g}" in ALERTS["MymodelSlowBatches"]["expr"]
+    assert "histogram_quantile(0.95," in ALERTS["MymodelSlowBatches"]["expr"]
+    assert f"> {BASELINE['mean_ms'] / 2:g}" in ALERTS["MymodelQueueSaturated"]["expr"]
+    assert {"MymodelNoReadyWorker", "MymodelPredictionDrift"} <= set(ALERTS)
+    assert all(rule["labels"]["severity"] in {"page", "ticket"} for rule in RULES)
+
+
+def test_the_scrape_config_reaches_every_replicas_metrics_port():
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    service = yaml.safe_load((ROOT / "deploy" / "k8s" / "service-metrics.yaml").read_text())
+    assert service["spec"]["clusterIP"] == "None"  # headless: one address per ready pod
+    assert discovery["names"] == [service["metadata"]["name"]]
+    (metrics_port,) = service["spec"]["ports"]
+    assert discovery["port"] == metrics_port["port"]
+    properties = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
+                      if line and not line.startswith("#"))
+    assert properties["metrics_address"].rsplit(":", 1)[1] == str(metrics_port["port"])
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
