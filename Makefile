@@ -14,7 +14,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup monitoring-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench experiments registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -52,12 +52,15 @@ simple-pipeline: setup ## the pipeline in its simplest form: data creation -> pr
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --doc docs/load-and-capacity.md $(if $(URL),--url $(URL))
 
-bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 4 minutes, needs wrk)
-	@command -v wrk >/dev/null || { echo "wrk is required for the benchmark (apt-get install wrk)"; exit 1; }
+bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 10 minutes; installs Debian's wrk when missing)
+	@tests/system-tools.sh wrk
 	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md
 
 experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
 	$(PYTHON) -m model.training.tracking --config params.yaml
+
+mlflow-ui: setup ## MLflow's UI over the tracked runs (artifacts/mlflow) on http://127.0.0.1:5000 (PORT=...)
+	$(PYTHON) -m model.training.tracking --config params.yaml --ui --port $(or $(PORT),5000)
 
 registry: setup ## the model registry: every version with its status and metrics
 	$(PYTHON) -m model.lifecycle.registry --config params.yaml list
@@ -102,7 +105,10 @@ stop: setup ## stop the TorchServe started by `make serve` / `make run`
 	torchserve --stop
 
 monitoring-tools: ## promtool and prometheus (Debian's prometheus package, installed as root when missing)
-	@deploy/prometheus/tools.sh
+	@tests/system-tools.sh prometheus
+
+browser-tools: ## headless Chromium for the page tests (Debian's chromium package, installed as root when missing)
+	@tests/system-tools.sh chromium
 
 container-tools: ## a Docker engine, or buildah + podman (Debian packages, installed as root when missing)
 	@docker/container-tools.sh
@@ -117,7 +123,7 @@ loadtest-image: image ## the load-test traffic scenarios against the serving con
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
 test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
-	@deploy/prometheus/tools.sh || true
+	@tests/system-tools.sh prometheus chromium wrk || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 

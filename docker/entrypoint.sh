@@ -8,6 +8,9 @@
 #                      this script exits 0 (in seconds, not the stop's grace period)
 #   model not loaded   when the frontend is up but the model is not (an unreadable archive,
 #                      an unwritable TEMP), it says so and exits 1 instead of serving nothing
+#   LOG_FORMAT=json    every log line one JSON object: TorchServe's (docker/log4j2-json.xml), the
+#                      handler's request log (handler/request_log.py) and this script's
+#   ACCESS_LOG_LEVEL=info  a line per request: TorchServe's access log and the request log
 #   MANAGEMENT_TOKEN_FILE  publish the management API on 0.0.0.0:8081 through
 #                      docker/management_gateway.py: every caller needs
 #                      "Authorization: Bearer <the file's token>"; TorchServe's own
@@ -15,6 +18,15 @@
 #                      listens on loopback only (config.properties)
 set -eu
 cd "$(dirname "$0")/.."
+# say LEVEL MESSAGE: this script's own lines, on stderr, as JSON objects with LOG_FORMAT=json
+say() {
+    if [ "${LOG_FORMAT:-text}" = json ]; then
+        printf '{"time":"%s","level":"%s","logger":"entrypoint","message":"%s"}\n' \
+            "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "$1" "$(printf %s "$2" | sed 's/\\/\\\\/g; s/"/\\"/g')" >&2
+    else
+        echo "$2" >&2
+    fi
+}
 # The model store: config.properties' model_store unless TS_MODEL_STORE overrides it,
 # as TorchServe itself resolves it (its launcher checks the directory before the JVM starts).
 store="${TS_MODEL_STORE:-$(sed -n 's/^model_store=//p' config.properties)}"
@@ -24,7 +36,7 @@ models="${TS_LOAD_MODELS:-$(sed -n 's/^load_models=//p' config.properties)}"
 for entry in $(echo "$models" | tr ',' ' '); do
     archive="${entry#*=}"
     if [ ! -f "$store/$archive" ]; then
-        echo "$store/$archive is missing: run 'make archive' first" >&2
+        say error "$store/$archive is missing: run 'make archive' first"
         exit 1
     fi
 done
@@ -49,10 +61,15 @@ if [ -n "${MANAGEMENT_TOKEN_FILE:-}" ]; then
     gateway=$!
 fi
 
+# LOG_FORMAT=json: every log line one JSON object (docker/log4j2-json.xml; the handler's
+# request log follows the same variable).
+logging=docker/log4j2.xml
+[ "${LOG_FORMAT:-text}" = json ] && logging=docker/log4j2-json.xml
+
 torchserve --foreground --ncs \
     --ts-config config.properties \
     --model-store "$store" \
-    --log-config docker/log4j2.xml \
+    --log-config "$logging" \
     "$@" &
 launcher=$!
 
@@ -62,7 +79,7 @@ stop() {
     stopping=1
     # (a subshell: a failed redirection of the special builtin ':' would end this shell)
     ( : > "$draining" ) 2>/dev/null || true
-    echo "stopping: not ready from now on, draining for ${TS_DRAIN_SECONDS:-0} s" >&2
+    say info "stopping: not ready from now on, draining for ${TS_DRAIN_SECONDS:-0} s"
     sleep "${TS_DRAIN_SECONDS:-0}"
     # The frontend (the JVM the launcher started) stops its listeners and workers and exits;
     # the launcher then returns. The launcher itself ignores SIGTERM when it is PID 1.
@@ -90,5 +107,5 @@ for helper in $watcher $gateway; do kill -TERM "$helper" 2>/dev/null || true; do
 rm -f "$draining"
 [ "$failed" = 1 ] && exit 1
 [ "$stopping" = 1 ] && exit 0
-echo "TorchServe stopped unexpectedly (status $status)" >&2
+say error "TorchServe stopped unexpectedly (status $status)"
 exit 1

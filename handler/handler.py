@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from request_log import REQUEST_ID_HEADER, RequestLog, client_request_id
 from service import V2_INFER, Batch, PredictionService, Request, route_of
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class PredictionHandler:
         self.metrics: Optional[Dict[str, Any]] = None
         self.hostname = socket.gethostname()
         self.line_formats: Dict[Tuple[str, Tuple[str, ...]], str] = {}
+        self.requests_log: Optional[RequestLog] = None
 
     def initialize(self, context: Any) -> None:
         model_dir = context.system_properties["model_dir"]
@@ -67,6 +69,7 @@ class PredictionHandler:
         # records too, which TorchServe reads from the worker's output: they stay on.
         logging.getLogger().setLevel(options.get("log_level", "WARNING"))
         METRICS_LOG.setLevel(logging.INFO)
+        self.requests_log = RequestLog(self.service.name, self.service.version)
         self.initialized = True
         log.info("loaded %s version %s", schema["x-model"]["name"], self.service.version)
 
@@ -76,9 +79,12 @@ class PredictionHandler:
         return self.model(categorical, values).tolist()
 
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[str]:
-        requests = []
+        started = time.perf_counter()
+        requests, ids = [], []
         for index, parameters in enumerate(data):
             headers = context.get_all_request_header(index)
+            # the id the client gets back in X-Request-ID (set by TorchServe's frontend or the v2 plugin)
+            ids.append((context.get_request_id(index) or "", _header(headers, REQUEST_ID_HEADER)))
             # TorchServe's frontend sets url_path and explain (the v2 plugin sets url_path "v2/...").
             route = route_of(headers.get("url_path"), headers.get("explain"))
             length = _header(headers, "inference-header-content-length") if route == V2_INFER else ""
@@ -90,7 +96,19 @@ class PredictionHandler:
             context.set_response_content_type(index, "application/json")
         if self.metrics:
             self.record(batch)
+        if self.requests_log:
+            self.log_requests(requests, ids, batch, (time.perf_counter() - started) * 1000)
         return [reply.body for reply in batch.replies]
+
+    def log_requests(self, requests: List[Request], ids: List[Tuple[str, str]], batch: Batch,
+                     milliseconds: float) -> None:
+        log_of = self.requests_log
+        for request, (identifier, client_id), reply in zip(requests, ids, batch.replies):
+            if log_of is None or not log_of.enabled_for(reply.status):
+                continue
+            error = json.loads(reply.body).get("error") if reply.status >= 400 else None
+            log_of.write(identifier, request.route, reply.status, milliseconds, len(reply.scored), reply.fields,
+                         error, client_request_id(client_id))
 
     def record(self, batch: Batch) -> None:
         """The batch's outcomes, refusals and times as the declared metrics, in one log record:

@@ -64,6 +64,7 @@ class Reply(NamedTuple):
     body: str  # JSON text
     scored: Tuple[float, ...] = ()  # probabilities of the records predicted (predictions and v2 infer)
     refused: Tuple[str, ...] = ()  # problem kinds: one per refused record and kind (or per refused body)
+    fields: Tuple[str, ...] = ()  # the fields (v2: inputs) a refused request was refused for, in order
 
 
 class Batch(NamedTuple):
@@ -104,15 +105,19 @@ class RequestError(Exception):
         """One kind per refused record and kind; problems of the body or of a lone record count once."""
         return tuple(sorted(kind for _, kind in {(problem.record, problem.kind) for problem in self.problems}))
 
+    def fields(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(problem.field for problem in self.problems))
+
     def reply(self, v2: bool = False) -> Reply:
         if v2:  # the protocol's error object is {"error": message}
-            return Reply(self.status, json.dumps({"error": self.summary(v2=True)}), refused=self.refused())
+            return Reply(self.status, json.dumps({"error": self.summary(v2=True)}), refused=self.refused(),
+                         fields=self.fields())
         shown = self.problems[:MAX_REPORTED_PROBLEMS]
         errors = [{"record": p.record, "field": p.field, "reason": p.reason} for p in shown]
         reply: Dict[str, Any] = {"code": self.status, "error": self.summary(), "errors": errors}
         if len(self.problems) > len(shown):
             reply["errors_omitted"] = len(self.problems) - len(shown)
-        return Reply(self.status, json.dumps(reply), refused=self.refused())
+        return Reply(self.status, json.dumps(reply), refused=self.refused(), fields=self.fields())
 
 
 def _body_error(reason: str, status: int = 400, kind: str = "body") -> RequestError:

@@ -11,8 +11,10 @@ and exit 1 when a scenario breaks its SLO.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import csv
+import importlib.util
 import json
 import logging
 import os
@@ -101,6 +103,18 @@ def wait_locust(process: subprocess.Popen, spec: dict[str, Any]) -> None:
         raise
     if process.returncode != 0:
         raise RuntimeError(f"locust exited with {process.returncode}: {errors[-2000:]}")
+
+
+def self_contained_report(page: Path) -> None:
+    """Locust's HTML report links its favicons as ../../assets/*.png, files beside its own web UI
+    that a report on disk does not have (a browser logs each as not found): embed them."""
+    # found, not imported: importing locust monkey-patches this process for gevent
+    assets = Path(importlib.util.find_spec("locust").origin).parent / "webui" / "dist" / "assets"
+    html = page.read_text()
+    for icon in re.findall(r'href="\.\./\.\./assets/([\w.-]+\.png)"', html):
+        data = base64.b64encode((assets / icon).read_bytes()).decode()
+        html = html.replace(f'href="../../assets/{icon}"', f'href="data:image/png;base64,{data}"')
+    page.write_text(html)
 
 
 def locust_stats(out_dir: Path, name: str) -> dict[str, float]:
@@ -207,6 +221,7 @@ def run_scenario(name: str, spec: dict[str, Any], url: str | None, settings: Set
             extra["recovery_s"] = kill_one_worker(server.management_url, model)
             extra["killed_at_s"] = spec["kill_after_s"]
         wait_locust(locust, spec)
+        self_contained_report(out_dir / f"{name}.html")
         if server:
             extra["server_rss_mb"] = server_rss_mb(server)
     outcome = Outcome(name, locust_stats(out_dir, name), extra)

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from model.artifact.archive import HANDLER_DIR, build_archive
+from model.artifact.archive import HANDLER, HANDLER_DIR, HANDLER_MODULES, build_archive
 from model.lifecycle.torchserve import Server, free_ports, isolated_env, running
 
 MODEL_CONFIG = """\
@@ -55,7 +55,7 @@ decode_input_request=false
 def default_archive(model_dir: Path, model_store: Path) -> Path:
     """The project's handler and model, packed with a model-config.yaml that sets nothing but batchSize 1."""
     with tempfile.TemporaryDirectory() as handler_dir:
-        for name in ("handler.py", "service.py"):
+        for name in (HANDLER, *HANDLER_MODULES):
             shutil.copy(HANDLER_DIR / name, Path(handler_dir) / name)
         (Path(handler_dir) / "model-config.yaml").write_text(MODEL_CONFIG)
         return build_archive(model_dir, model_store, handler_dir=Path(handler_dir))

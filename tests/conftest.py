@@ -72,6 +72,25 @@ def archive(settings: Settings, metrics: dict) -> Path:
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's, `make browser-tools`), started once for the session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM_ARGS, chromium
+    from tests.tools import unavailable
+
+    binary = chromium()
+    if binary is None:
+        unavailable("chromium is missing: `make browser-tools` (tests/system-tools.sh) installs it")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=binary, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="session")
 def plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The frontend plugin (Open Inference Protocol v2), built as `make archive` builds it."""
     return build_plugin(tmp_path_factory.mktemp("plugins")).parent

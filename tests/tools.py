@@ -1,4 +1,4 @@
-"""Outside tools the tests run for real (container engines, Prometheus): where one is missing,
+"""Outside tools the tests run for real (container engines, Prometheus, Chromium): where one is missing,
 a test is skipped with the reason on a developer's machine and fails in CI, where `make test`
 installs it."""
 
@@ -17,8 +17,8 @@ def unavailable(reason: str) -> None:
 
 
 def monitoring_tool(name: str) -> str:
-    """The path of promtool or prometheus (deploy/prometheus/tools.sh installs both)."""
+    """The path of promtool or prometheus (tests/system-tools.sh installs both)."""
     found = shutil.which(name)
     if found is None:
-        unavailable(f"{name} is missing: `make monitoring-tools` (deploy/prometheus/tools.sh) installs it")
+        unavailable(f"{name} is missing: `make monitoring-tools` (tests/system-tools.sh) installs it")
     return found

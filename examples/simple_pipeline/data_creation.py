@@ -9,23 +9,16 @@ Uses model.data.synthetic.write_synthetic with configs/synthetic.yaml (data.synt
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
-from workspace import step_printer, work_dir_option, work_settings
+from workspace import step_printer, step_start
 
-from model import configure_logging
 from model.data.synthetic import FAULT_CODES, READINGS, write_synthetic
 
 say = step_printer("1/4 data creation")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    work_dir_option(parser)
-    args = parser.parse_args()
-    configure_logging()
-    settings = work_settings(args.work_dir)
+    _, settings = step_start(__doc__)
     source = settings.data.synthetic
     say(f"{source.days} days x {source.stations} stations from {source.start}, noise {source.noise} °C, "
         f"{source.missing_rate:.0%} missing, {source.anomaly_rate:.0%} anomalies, test from {source.test_start}")

@@ -10,11 +10,8 @@ model.artifact.export.export_model.
 
 from __future__ import annotations
 
-import argparse
+from workspace import step_printer, step_start
 
-from workspace import step_printer, work_dir_option, work_settings
-
-from model import configure_logging
 from model.artifact.export import export_model
 from model.training.train import train
 
@@ -22,11 +19,7 @@ say = step_printer("3/4 training")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    work_dir_option(parser)
-    args = parser.parse_args()
-    configure_logging()
-    settings = work_settings(args.work_dir)
+    _, settings = step_start(__doc__)
     say(f"training on {settings.paths.processed} (at most {settings.train.max_epochs} epochs)")
     metrics = train(settings)
     say(f"model {metrics['model_version']}: {metrics['epochs']} epochs, valid ROC AUC "

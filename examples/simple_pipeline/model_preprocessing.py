@@ -11,11 +11,8 @@ stops here with the reason.
 
 from __future__ import annotations
 
-import argparse
+from workspace import step_printer, step_start
 
-from workspace import step_printer, work_dir_option, work_settings
-
-from model import configure_logging
 from model.data.prepare import ingest, validate
 from model.data.sources import TARGET
 from model.data.split import SPLIT, SPLITS
@@ -24,11 +21,7 @@ say = step_printer("2/4 preprocessing")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    work_dir_option(parser)
-    args = parser.parse_args()
-    configure_logging()
-    settings = work_settings(args.work_dir)
+    _, settings = step_start(__doc__)
     raw = ingest(settings)
     features = settings.features.names
     say(f"raw table: {len(raw)} rows, {int(raw[features].isna().to_numpy().sum())} missing values")

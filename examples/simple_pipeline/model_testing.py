@@ -10,12 +10,10 @@ offline scoring), model.data.split.split_rows and model.training.metrics.classif
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from workspace import step_printer, work_dir_option, work_settings
+from workspace import step_printer, step_start
 
-from model import configure_logging
 from model.artifact.predict import load_served_model, predict_probability
 from model.data.prepare import load_table
 from model.data.sources import TARGET
@@ -26,12 +24,8 @@ say = step_printer("4/4 testing")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    work_dir_option(parser)
-    parser.add_argument("--min-roc-auc", type=float, default=0.6, help="fail below this test ROC AUC (default 0.6)")
-    args = parser.parse_args()
-    configure_logging()
-    settings = work_settings(args.work_dir)
+    args, settings = step_start(__doc__, lambda parser: parser.add_argument(
+        "--min-roc-auc", type=float, default=0.6, help="fail below this test ROC AUC (default 0.6)"))
     model, schema = load_served_model(settings.paths.export_dir)
     facts = schema["x-model"]
     test = split_rows(load_table(settings), "test")

@@ -1,6 +1,6 @@
 """The work folder the four steps share, and the params file that points the synthetic config at it.
 
-Every step calls `work_settings`: it writes <work>/params.yaml, which starts from
+Every step starts with `step_start`, whose `work_settings` writes <work>/params.yaml, which starts from
 configs/synthetic.yaml (`base:`) and replaces only its output paths, so that the data, the
 cleaned table, the model and its export all land under the work folder and nowhere else.
 """
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
+from model import configure_logging
 from model.config import ROOT, Settings, load_settings, read_params
 
 HERE = Path(__file__).resolve().parent
@@ -23,9 +25,18 @@ NAMES = {"raw": "raw.parquet", "processed": "processed.parquet", "quality": "qua
          "quality_db": "quality.sqlite", "model_dir": "model", "export_dir": "export", "metrics": "metrics.json"}
 
 
-def work_dir_option(parser: argparse.ArgumentParser) -> None:
+def step_start(doc: str, options: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> tuple[argparse.Namespace, Settings]:
+    """What every step does first: its command line (--work-dir, and the step's own `options`),
+    logging, and the settings that point at the work folder."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("WORK_DIR") or DEFAULT_WORK_DIR),
                         help=f"where every output goes (default: $WORK_DIR, else {DEFAULT_WORK_DIR.relative_to(ROOT)})")
+    if options:
+        options(parser)
+    args = parser.parse_args()
+    configure_logging()
+    return args, work_settings(args.work_dir)
 
 
 def write_params(work_dir: Path) -> Path:

@@ -23,6 +23,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.regex.Pattern;
 import org.pytorch.serve.archive.model.ModelException;
 import org.pytorch.serve.job.RestJob;
 import org.pytorch.serve.metrics.IMetric;
@@ -61,6 +62,10 @@ import org.slf4j.LoggerFactory;
  *       metrics), the route in the {@code url_path} header; the handler owns the tensor layout.
  * </ul>
  *
+ * <p>Every answer carries an {@code X-Request-ID}: the client's when it is a safe token (the rule
+ * of handler/request_log.py), else a new UUID. The handler receives the same id as the job's
+ * request id, and each request gets a line in TorchServe's access log with it.
+ *
  * <p>TorchServe loads it as an endpoint plugin ({@code plugins_path}): instantiating the class is
  * the hook that starts the server. It declares no endpoint, so no TorchServe route changes.
  */
@@ -72,7 +77,14 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
     static final String ADDRESS_KEY = "oip_address";
     static final String ADDRESS_ENV = "TS_OIP_ADDRESS";
 
+    /** The request id header, and what a client's id may be to be kept (as handler/request_log.py). */
+    static final String REQUEST_ID_HEADER = "X-Request-ID";
+
+    static final Pattern CLIENT_ID = Pattern.compile("[A-Za-z0-9._:/+=@-]{1,128}");
+    static final String REQUEST_ID = "mymodel.request-id";
+
     private static final Logger logger = LoggerFactory.getLogger(OpenInferenceProtocol.class);
+    private static final Logger accessLog = LoggerFactory.getLogger("ACCESS_LOG");
     private static final AtomicBoolean STARTED = new AtomicBoolean();
 
     /** TorchServe instantiates plugins more than once while it scans them; start one server. */
@@ -115,6 +127,9 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
     }
 
     static void handle(HttpExchange exchange) throws IOException {
+        long started = System.nanoTime();
+        String requestId = requestId(exchange.getRequestHeaders().getFirst(REQUEST_ID_HEADER));
+        exchange.setAttribute(REQUEST_ID, requestId);
         Reply reply;
         try {
             reply = route(exchange);
@@ -124,11 +139,32 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         }
         count(reply.status);
         exchange.getResponseHeaders().set("Content-Type", reply.contentType);
+        exchange.getResponseHeaders().set(REQUEST_ID_HEADER, requestId);
         exchange.sendResponseHeaders(reply.status, reply.body.length == 0 ? -1 : reply.body.length);
         try (OutputStream out = exchange.getResponseBody()) {
             out.write(reply.body);
         }
         exchange.close();
+        if (accessLog.isInfoEnabled()) {
+            // TorchServe's access-log line, with the request id
+            accessLog.info(
+                    "{} \"{} {} {}\" {} {} request_id={}",
+                    exchange.getRemoteAddress(),
+                    exchange.getRequestMethod(),
+                    exchange.getRequestURI(),
+                    exchange.getProtocol(),
+                    reply.status,
+                    (System.nanoTime() - started) / 1_000_000,
+                    requestId);
+        }
+    }
+
+    /** The client's id when it is a safe token, else a new one. */
+    static String requestId(String clientId) {
+        if (clientId != null && CLIENT_ID.matcher(clientId).matches()) {
+            return clientId;
+        }
+        return UUID.randomUUID().toString();
     }
 
     static Reply route(HttpExchange exchange) throws IOException {
@@ -221,7 +257,7 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         if (model == null) {
             return route.notFound();
         }
-        RequestInput input = new RequestInput(UUID.randomUUID().toString());
+        RequestInput input = new RequestInput((String) exchange.getAttribute(REQUEST_ID));
         String contentType = "";
         for (Map.Entry<String, List<String>> header : exchange.getRequestHeaders().entrySet()) {
             String value = String.join(",", header.getValue());

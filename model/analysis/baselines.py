@@ -11,7 +11,6 @@ is scored on), which is how the model is used: trained on the past, asked about 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -31,12 +30,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.tree import DecisionTreeClassifier
 
-from model import configure_logging
 from model.analysis.layout import Section, markdown, save_figure
+from model.analysis.section_job import section_main
 from model.analysis.tabular_features import logistic_regression, tabular_features
 from model.artifact.export import export_model
 from model.artifact.predict import exported_threshold, load_served_model, predict_probability
-from model.config import DEFAULT_CONFIG, Settings, load_settings
+from model.config import Settings
 from model.data.prepare import load_table
 from model.data.sources import TARGET, TIME
 from model.data.split import split_frames, split_rows
@@ -323,12 +322,7 @@ def build_section(out_dir: Path) -> Section:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
-    parser.add_argument("--out-dir", type=Path, help="default: <paths.report_dir>/baselines")
-    args = parser.parse_args()
-    configure_logging()
-    run(load_settings(args.config), out_dir=args.out_dir)
+    section_main(__doc__, "baselines", run)
 
 
 if __name__ == "__main__":

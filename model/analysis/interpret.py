@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -30,11 +29,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.tree import export_text
 
-from model import configure_logging
 from model.analysis.baselines import LABELS, MLP, baseline_models, fit_baseline, late_probability
 from model.analysis.layout import Section, save_figure
+from model.analysis.section_job import section_main
 from model.artifact.predict import exported_threshold, load_served_model, predict_probability
-from model.config import DEFAULT_CONFIG, Settings, load_settings
+from model.config import Settings
 from model.data.prepare import load_table
 from model.data.sources import TARGET, TIME
 from model.data.split import split_frames
@@ -298,12 +297,7 @@ def build_section(out_dir: Path) -> Section:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
-    parser.add_argument("--out-dir", type=Path, help="default: <paths.report_dir>/interpret")
-    args = parser.parse_args()
-    configure_logging()
-    run(load_settings(args.config), out_dir=args.out_dir)
+    section_main(__doc__, "interpret", run)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pack the served model: export model.pt with the torch at hand, then torch-model-archiver.
 
-The archive holds model.pt, schema.json, the handler, its records module and
+The archive holds model.pt, schema.json, the handler and its modules (HANDLER_MODULES) and
 model-config.yaml, named after the model with the version from its config.
 Python 3.9 compatible: the serving image builds its archive with this module.
 """
@@ -23,6 +23,9 @@ from model.training.weights import CONFIG
 log = logging.getLogger(__name__)
 
 HANDLER_DIR = Path(__file__).resolve().parents[2] / "handler"
+# The handler (TorchServe's entry point) and the modules it imports, packed beside it.
+HANDLER = "handler.py"
+HANDLER_MODULES = ("service.py", "request_log.py")
 
 
 def archiver_command() -> str:
@@ -56,8 +59,9 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
             "--model-name", config["name"],
             "--version", config["version"],
             "--serialized-file", str(Path(build) / TORCHSCRIPT),
-            "--handler", str(handler_dir / "handler.py"),
-            "--extra-files", ",".join([str(Path(build) / SCHEMA), str(handler_dir / "service.py")]),
+            "--handler", str(handler_dir / HANDLER),
+            "--extra-files", ",".join([str(Path(build) / SCHEMA),
+                                       *(str(handler_dir / name) for name in HANDLER_MODULES)]),
             "--config-file", str(handler_dir / "model-config.yaml"),
             "--export-path", str(model_store),
             "--force",

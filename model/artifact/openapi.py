@@ -59,13 +59,49 @@ def answer_schema(facts: Dict[str, Any]) -> Dict[str, Any]:
                            "model_version": {"type": "string"}}}
 
 
+def v2_error_schema() -> Dict[str, Any]:
+    """The Open Inference Protocol's error object."""
+    return {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+def v2_tensor_schema(schema: Dict[str, Any]) -> Dict[str, Any]:
+    """One input tensor: a field's values for n records, as JSON data (the binary extension aside)."""
+    return {"type": "object", "required": ["name", "datatype", "shape", "data"],
+            "properties": {"name": {"type": "string", "enum": list(schema["properties"])},
+                           "datatype": {"type": "string",
+                                        "enum": ["BYTES", "FP64", "FP32", "INT64", "INT32", "INT16", "INT8",
+                                                 "UINT64", "UINT32", "UINT16", "UINT8"]},
+                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                                     "minItems": 1, "maxItems": 1},
+                           "data": {"type": "array", "items": {"type": ["string", "number", "null"]}},
+                           "parameters": {"type": "object"}}}
+
+
+REQUEST_ID = {"$ref": "#/components/headers/RequestId"}
+REQUEST_ID_HEADER = {
+    "description": "the request's id, as the request log records it: on the v2 routes the client's "
+                   "X-Request-ID when it is 1-128 of letters, digits and ._:/+=@-, else a new UUID; on "
+                   "TorchServe's own routes always the UUID TorchServe gave the request (the client's "
+                   "own is logged beside it)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+
+
 def json_body(reference: str) -> Dict[str, Any]:
     return {"content": {"application/json": {"schema": {"$ref": reference}}}}
 
 
-def refusals(statuses: Dict[str, str]) -> Dict[str, Any]:
-    return {status: {"description": text, **json_body("#/components/schemas/Error")}
+def refusals(statuses: Dict[str, str], error: str = "Error") -> Dict[str, Any]:
+    return {status: {"description": text, **json_body(f"#/components/schemas/{error}")}
             for status, text in statuses.items()}
+
+
+def with_request_id(paths: Dict[str, Any]) -> Dict[str, Any]:
+    """Every response of every operation documents the X-Request-ID header."""
+    for operations in paths.values():
+        for operation in operations.values():
+            for response in operation["responses"].values():
+                response["headers"] = {"X-Request-ID": REQUEST_ID}
+    return paths
 
 
 def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
@@ -92,6 +128,7 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
                    "503": {"description": "no worker can take the request (TorchServe's own answer)",
                            **json_body("#/components/schemas/TorchServeError")}}
     v2 = [{"url": "http://localhost:8083", "description": "Open Inference Protocol v2"}]
+    v2_unknown = {"404": "no model (or version) of that name"}
     return {
         "openapi": OPENAPI,
         "info": {"title": f"{name} prediction API",
@@ -99,7 +136,7 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
                  "description": f"Predicts {facts['target']}_probability from one record or a list of up to "
                                 f"{most}. Generated from the model's schema.json."},
         "servers": [{"url": "http://localhost:8080", "description": "predictions and explanations"}],
-        "paths": {
+        "paths": with_request_id({
             "/ping": {"get": {"operationId": "ping", "responses": {"200": {
                 "description": "the frontend is up (readiness is the model's workers: see the v2 routes)",
                 "content": {"application/json": {"schema": {
@@ -120,27 +157,51 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
                               **unavailable}}},
             "/v2/health/live": {"get": {"operationId": "v2_live", "servers": v2,
                                         "responses": {"200": {"description": "the server is up"}}}},
-            "/v2/health/ready": {"get": {"operationId": "v2_ready", "servers": v2,
-                                         "responses": {"200": {"description": "every model is ready"}}}},
-            "/v2/models/{model_name}": {"get": {"operationId": "v2_metadata", "servers": v2, "parameters": [model],
-                                                "responses": {"200": {"description": "inputs and outputs",
-                                                                      "content": {"application/json": {
-                                                                          "schema": {"type": "object"}}}}}}},
-            "/v2/models/{model_name}/ready": {"get": {"operationId": "v2_model_ready", "servers": v2,
-                                                      "parameters": [model],
-                                                      "responses": {"200": {"description": "the model is ready"}}}},
+            "/v2/health/ready": {"get": {"operationId": "v2_ready", "servers": v2, "responses": {
+                "200": {"description": "every model is ready", **json_body("#/components/schemas/V2Ready")},
+                "400": {"description": "a model is not ready: not every worker of it is READY",
+                        **json_body("#/components/schemas/V2Ready")}}}},
+            "/v2/models/{model_name}": {"get": {
+                "operationId": "v2_metadata", "servers": v2, "parameters": [model], "responses": {
+                    "200": {"description": "inputs and outputs",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                    **refusals(v2_unknown, "V2Error")}}},
+            "/v2/models/{model_name}/ready": {"get": {
+                "operationId": "v2_model_ready", "servers": v2, "parameters": [model], "responses": {
+                    "200": {"description": "the model is ready", **json_body("#/components/schemas/V2Ready")},
+                    "400": {"description": "not every worker of the model is READY",
+                            **json_body("#/components/schemas/V2Ready")},
+                    **refusals(v2_unknown, "V2Error")}}},
             "/v2/models/{model_name}/infer": {"post": {
                 "operationId": "v2_infer", "servers": v2, "parameters": [model],
+                "description": "One tensor per field, all of shape [n] (n records): the metadata route lists "
+                               "them. JSON Schema cannot say that every field comes once and every shape is "
+                               "the same; the server names what breaks either.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["inputs"],
-                    "properties": {"id": {"type": "string"}, "inputs": {"type": "array"},
-                                   "outputs": {"type": "array"}}}}}},
+                    "type": "object", "required": ["inputs"], "additionalProperties": False,
+                    "properties": {"id": {"type": "string"},
+                                   "parameters": {"type": "object"},
+                                   "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"},
+                                              "minItems": 1, "maxItems": len(schema["properties"])},
+                                   "outputs": {"type": "array", "items": {
+                                       "type": "object", "required": ["name"],
+                                       "properties": {"name": {"type": "string",
+                                                               "enum": [f"{facts['target']}_probability",
+                                                                        facts["target"]]}}}}}}}}},
                 "responses": {"200": {"description": "one output tensor per requested output",
                                       "content": {"application/json": {"schema": {"type": "object"}}}},
-                              **refusals({"400": "a malformed request or tensor, named"})}}},
-        },
+                              **refusals({"400": "a malformed request or tensor, named",
+                                          "413": f"a body over the size limit, or more than {most} records",
+                                          "415": "a Content-Type other than JSON", **v2_unknown,
+                                          "503": "no worker can take the request"}, "V2Error")}}},
+        }),
         "components": {"schemas": {"Record": record_schema(schema), "Answer": answer_schema(facts),
-                                   "Error": error_schema(), "TorchServeError": torchserve_error_schema()}},
+                                   "Error": error_schema(), "TorchServeError": torchserve_error_schema(),
+                                   "V2Error": v2_error_schema(), "V2Tensor": v2_tensor_schema(schema),
+                                   "V2Ready": {"type": "object", "required": ["ready"],
+                                               "properties": {"ready": {"type": "boolean"},
+                                                              "name": {"type": "string"}}}},
+                       "headers": {"RequestId": REQUEST_ID_HEADER}},
     }
 
 

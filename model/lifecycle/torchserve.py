@@ -48,6 +48,7 @@ class Server:
     metrics_url: str
     process: subprocess.Popen
     log: Path
+    oip_url: str = ""  # the Open Inference Protocol v2 routes, where the plugin serves them
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -68,7 +69,8 @@ def isolated_env(workdir: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple[int, int, int],
-            model: str | None = None, timeout: float = 180, cwd: Path | None = None) -> Iterator[Server]:
+            model: str | None = None, timeout: float = 180, cwd: Path | None = None,
+            oip_url: str = "") -> Iterator[Server]:
     """Start a TorchServe command, wait until `model`'s workers (by default, those of every model
     it loaded at start) are READY, always stop it. ports: inference, management, metrics."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple
                                    start_new_session=True)
     inference, management, metrics = ports
     server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
-                    f"http://127.0.0.1:{metrics}", process, log)
+                    f"http://127.0.0.1:{metrics}", process, log, oip_url)
     try:
         wait_until_ready(server, model, timeout)
         yield server
@@ -115,9 +117,9 @@ def torchserve(model_store: Path, workdir: Path, model: str | None = None, timeo
     """Start TorchServe the way the image does (entrypoint + config.properties) with
     `model_store`, on free ports, its files under `workdir`; stop it on exit.
     `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
-    workers inherit it)."""
-    command, env, ports, _ = torchserve_command(model_store, workdir, extra_env, command_prefix, plugins)
-    with running(command, env, workdir, ports, model, timeout) as server:
+    workers inherit it). With `plugins`, the server's oip_url is where the v2 routes are."""
+    command, env, ports, oip = torchserve_command(model_store, workdir, extra_env, command_prefix, plugins)
+    with running(command, env, workdir, ports, model, timeout, oip_url=oip if plugins else "") as server:
         yield server
 
 

@@ -2,9 +2,11 @@
 DVC hash of the data it learned from.
 
     python -m model.training.tracking --config params.yaml          # `make experiments`: the runs compared
+    python -m model.training.tracking --config params.yaml --ui     # `make mlflow-ui`: MLflow's UI on :5000
 
 The store is local: an SQLite database and an artifact folder under paths.tracking
-(`mlflow.db`, `artifacts/`), so nothing runs as a service and nothing leaves the machine.
+(`mlflow.db`, `artifacts/`), so nothing runs as a service and nothing leaves the machine; MLflow's
+own UI serves that store on loopback when asked (--ui).
 MLflow rather than `dvc exp`: training also happens outside the DVC pipeline (the
 continuous-training loop in run.py retrains on a replayed stream), and every run, from
 either path, must land in one place that can be searched and compared.
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -122,13 +126,27 @@ def runs(settings: Settings) -> pd.DataFrame:
     return table
 
 
+def ui_command(settings: Settings, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """MLflow's tracking UI and API over this project's store, one worker."""
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri(settings),
+            "--host", host, "--port", str(port), "--workers", "1"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--limit", type=int, default=20, help="newest runs shown")
+    parser.add_argument("--ui", action="store_true", help="serve MLflow's UI over the store (until stopped)")
+    parser.add_argument("--host", default="127.0.0.1", help="--ui: the address to listen on")
+    parser.add_argument("--port", type=int, default=5000, help="--ui: the port")
     args = parser.parse_args()
     configure_logging()
     settings = load_settings(args.config)
+    if args.ui:
+        settings.paths.tracking.mkdir(parents=True, exist_ok=True)
+        print(f"MLflow UI on http://{args.host}:{args.port} over {tracking_uri(settings)}", flush=True)
+        command = ui_command(settings, args.host, args.port)
+        os.execv(command[0], command)
     table = runs(settings)
     if table.empty:
         print(f"no runs tracked yet in {tracking_uri(settings)}: train first (make train)")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -529,3 +530,37 @@ def test_ci_builds_both_images_and_runs_them_as_developers_do():
     makefile = (ROOT / "Makefile").read_text()
     # image-test builds the images first, and the images build from the packed pipeline.
     assert re.search(r"^image-test: image\b", makefile, re.M) and re.search(r"^image: archive\b", makefile, re.M)
+
+
+def dropped_keys(sent: Any, kept: Any, path: str = "") -> list[str]:
+    """Where `kept` (the dashboard as Grafana's schema read it) lost or changed what was sent."""
+    if isinstance(sent, dict):
+        if not isinstance(kept, dict):
+            return [f"{path}: not an object in the schema"]
+        return [problem for key, value in sent.items()
+                for problem in ([f"{path}/{key}: not in the schema"] if key not in kept
+                                else dropped_keys(value, kept[key], f"{path}/{key}"))]
+    if isinstance(sent, list):
+        if not isinstance(kept, list) or len(kept) != len(sent):
+            return [f"{path}: not the same list in the schema"]
+        return [problem for index, (a, b) in enumerate(zip(sent, kept))
+                for problem in dropped_keys(a, b, f"{path}[{index}]")]
+    return [] if sent == kept else [f"{path}: {sent!r} read as {kept!r}"]
+
+
+def test_the_dashboard_uses_only_what_grafanas_dashboard_schema_declares():
+    """Grafana's schema for dashboards (its CUE kinds, as its foundation SDK publishes them for
+    Python) reads the dashboard and writes it back: every key at every level the schema models is
+    one it declares, and every value comes back the same. (The SDK checks names and structure; it
+    does not check types.)"""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    sent = json.loads((ROOT / "deploy" / "grafana" / "mymodel.json").read_text())
+    kept = json.loads(json.dumps(Dashboard.from_json(sent), cls=JSONEncoder))
+    assert dropped_keys(sent, kept) == []
+    # the check can fail: a misspelt key is not in the schema
+    misspelt = copy.deepcopy(sent)
+    misspelt["panels"][0]["gridpos"] = misspelt["panels"][0].pop("gridPos")
+    assert dropped_keys(misspelt, json.loads(json.dumps(Dashboard.from_json(misspelt), cls=JSONEncoder))) \
+        == ["/panels[0]/gridpos: not in the schema"]

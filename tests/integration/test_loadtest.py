@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from loadtest.scenarios import SLO_FILE, Outcome, judge, main, run_load_tests
+from tests.browser import visit_file
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,15 @@ def test_reports_are_written(short_run):
     for name in ("summary.md", "latency_over_time.png", "baseline.html", "baseline_stats.csv",
                  "baseline_stats_history.csv"):
         assert (out_dir / name).stat().st_size > 0, name
+
+
+def test_chromium_shows_each_scenarios_locust_report(short_run, browser):
+    outcomes, out_dir = short_run
+    for outcome in outcomes:
+        seen = visit_file(browser, out_dir / f"{outcome.scenario}.html")
+        assert seen.problems == [], outcome.scenario
+        assert "Request Statistics" in seen.text and "Aggregated" in seen.text, outcome.scenario
+        assert seen.screenshot.stat().st_size > 10_000
 
 
 def test_the_gate_reports_every_broken_slo():

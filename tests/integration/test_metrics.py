@@ -243,7 +243,7 @@ def promql_metric_names(expression: str) -> set[str]:
 
 def dashboard_queries() -> list[str]:
     expressions = [target["expr"] for panel in DASHBOARD["panels"] for target in panel.get("targets", [])]
-    expressions += [re.sub(r"label_values\((\w+),.*\)", r"\1", variable["definition"])
+    expressions += [re.sub(r"label_values\((\w+),.*\)", r"\1", variable["query"]["query"])
                     for variable in DASHBOARD["templating"]["list"] if variable["type"] == "query"]
     return expressions
 

@@ -8,8 +8,6 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,25 +18,17 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import Server, healthcheck, running, stop, torchserve_command
+from model.lifecycle.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 
 
-@contextlib.contextmanager
-def oip_torchserve(model_store: Path, workdir: Path, plugins: Path,
-                   extra_env: dict[str, str] | None = None) -> Iterator[tuple[Server, str]]:
-    """TorchServe as model.lifecycle.torchserve.torchserve starts it, with the plugin jar and the v2 URL."""
-    command, env, ports, oip = torchserve_command(model_store, workdir, extra_env, plugins=plugins)
-    with running(command, env, workdir, ports) as server:
-        yield server, oip.removeprefix("http://")
-
-
 @pytest.fixture(scope="module")
 def oip(archive, plugins, tmp_path_factory):
-    with oip_torchserve(archive.parent, tmp_path_factory.mktemp("oip-torchserve"), plugins) as running_server:
-        yield running_server
+    """A TorchServe with the plugin, and the host:port of its v2 routes."""
+    with torchserve(archive.parent, tmp_path_factory.mktemp("oip-torchserve"), plugins=plugins) as server:
+        yield server, server.oip_url.removeprefix("http://")
 
 
 @pytest.fixture(scope="module")

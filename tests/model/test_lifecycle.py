@@ -35,6 +35,7 @@ from model.lifecycle.versions import ARCHIVED, CANDIDATE, PRODUCTION
 from model.training.tracking import runs as tracking_runs
 from model.training.train import fine_tune, train
 from model.training.weights import CONFIG
+from tests.browser import visit_file
 
 Replay = Callable[..., Settings]  # the fixtures of tests/model/conftest.py
 
@@ -198,8 +199,9 @@ def test_inference_scores_every_row_of_a_sparse_anomalous_file(promoted: Setting
     assert again[PREDICT].tolist() == scored[PREDICT].tolist()
 
 
-def test_the_summary_names_every_version_and_batch(promoted: Settings) -> None:
-    page = build_summary(promoted).read_text()
+def test_the_summary_names_every_version_and_batch(promoted: Settings, browser) -> None:
+    summary = build_summary(promoted)
+    page = summary.read_text()
     registry, store = replay_registry(promoted), Store(promoted)
     for version in registry.versions():
         assert f"<td>{version.version}</td>" in page and version.model_id in page
@@ -207,6 +209,9 @@ def test_the_summary_names_every_version_and_batch(promoted: Settings) -> None:
         assert batch in page
     for title in ("Data quality over time", "Drift over time", "Model versions", "Decisions", "Time and memory"):
         assert title in page
+    seen = visit_file(browser, summary)  # as Chromium shows it: a screenshot beside the page
+    assert seen.problems == [] and seen.images and "Model versions" in seen.text
+    assert seen.screenshot.stat().st_size > 10_000
 
 
 def run_cli(settings: Settings, folder: Path, *arguments: str) -> subprocess.CompletedProcess:
