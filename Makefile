@@ -14,7 +14,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -52,9 +52,21 @@ simple-pipeline: setup ## the pipeline in its simplest form: data creation -> pr
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --doc docs/load-and-capacity.md $(if $(URL),--url $(URL))
 
-bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 10 minutes; installs Debian's wrk when missing)
+bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 7 minutes; installs Debian's wrk when missing)
 	@tests/system-tools.sh wrk
-	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md
+	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md --capacity-doc README.md
+
+# The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
+SERVING_VARIANTS ?= --variant fixed-delay env.TS_ADAPTIVE_BATCH_DELAY=false --variant one-worker minWorkers=1 maxWorkers=1 \
+	--variant no-handler-metrics handler.metrics=false
+serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
+	@tests/system-tools.sh wrk
+	$(PYTHON) -m loadtest.experiment --config params.yaml $(SERVING_VARIANTS) --out-dir reports/experiments
+
+profile: archive ## where a request's CPU goes in tuned TorchServe at 1 connection (CONNECTIONS, PROFILE_SET): by thread, JFR on the frontend, py-spy on the workers: reports/profile/
+	@tests/system-tools.sh wrk
+	$(PYTHON) -m loadtest.profile --config params.yaml --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
+		--out-dir reports/profile
 
 experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
 	$(PYTHON) -m model.training.tracking --config params.yaml

@@ -63,7 +63,8 @@ class PredictionHandler:
         example = json.dumps(self.service.example())
         for _ in range(3):
             self.service.handle([(example, "application/json")])
-        self.metrics = _declared_metrics(getattr(context, "metrics", None))
+        # handler.metrics false: none of the handler's own metrics (TorchServe's stay)
+        self.metrics = _declared_metrics(getattr(context, "metrics", None)) if options.get("metrics", True) else None
         # The worker logs a line per request at INFO; warnings and errors still get through (and
         # TorchServe's own per-batch PredictionTime stays off). The handler's metric lines are log
         # records too, which TorchServe reads from the worker's output: they stay on.

@@ -4,8 +4,9 @@
 
 In one run on one machine, each configuration serves the same trained model and
 answers single-record requests (real test-month flights, rotating) from wrk at
-fixed concurrency levels: throughput, latency percentiles, errors and the resident
-memory of the server's whole process tree under load. The in-process forward of
+fixed concurrency levels: throughput, latency percentiles, errors, CPU per request and the
+memory of the server's whole process tree under load; then bodies of 10, 100 and 1,000
+records (records/s), and the CPU it spends idle. The in-process forward of
 model.pt is the physical limit. Every server runs on free loopback ports and is
 stopped afterwards, whatever happens. Writes bench.json, bench.md and plots.
 """
@@ -32,7 +33,8 @@ from typing import Any
 
 import psutil
 
-from loadtest.bench_report import write_report
+from handler.frontend.build_plugin import build_plugin
+from loadtest.bench_report import capacity_summary, write_report
 from loadtest.memory import ProcessTreeMemory, process_tree
 from loadtest.payloads import real_records
 from loadtest.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
@@ -65,6 +67,11 @@ class BenchPlan:
     configurations: tuple[str, ...] = tuple(CONFIGURATIONS)
     wrk_threads: int = 1  # the client shares the cores with the server: as few threads as keep up
     forward_batches: tuple[int, ...] = (1, 32)
+    # Bodies of this many records each (a client scoring many flights per call), at these connections
+    records_per_request: tuple[int, ...] = (10, 100, 1000)
+    multi_record_concurrency: tuple[int, ...] = (4,)
+    # The server with no traffic, after its load: CPU it spends on its own (timers, metrics, GC)
+    idle_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,11 @@ class ServedModel:
 def run_benchmark(model: ServedModel, records: list[dict[str, Any]], plan: BenchPlan, workdir: Path) -> dict[str, Any]:
     bodies = [json.dumps(record) for record in records]
     script = write_script(bodies, workdir / "records.lua")
+    multi = {size: write_script(list_bodies(records, size), workdir / f"records-{size}.lua")
+             for size in plan.records_per_request}
+    plugins = build_plugin(workdir / "plugins").parent if "tuned" in plan.configurations else None
     starters: dict[str, Callable[[], contextlib.AbstractContextManager[Endpoint]]] = {
-        "tuned": lambda: tuned_torchserve(model.archive, workdir / "tuned", model.name),
+        "tuned": lambda: tuned_torchserve(model.archive, workdir / "tuned", model.name, plugins),
         "defaults": lambda: defaults_torchserve(model.model_dir, workdir / "defaults", model.name),
         "fastapi": lambda: fastapi_server(model.export_dir, workdir / "fastapi", model.name),
     }
@@ -92,7 +102,7 @@ def run_benchmark(model: ServedModel, records: list[dict[str, Any]], plan: Bench
     for name in SERVERS:
         if name in plan.configurations:
             log.info("%s: starting", CONFIGURATIONS[name])
-            results[name] = measure_server(name, starters[name], script, bodies, plan)
+            results[name] = measure_server(name, starters[name], script, bodies, plan, multi)
     return {
         "plan": asdict(plan),
         "machine": machine(load_before),
@@ -103,9 +113,34 @@ def run_benchmark(model: ServedModel, records: list[dict[str, Any]], plan: Bench
     }
 
 
+def list_bodies(records: list[dict[str, Any]], size: int, count: int = 8) -> list[str]:
+    """`count` JSON lists of `size` records each, rotating through the records."""
+    return [json.dumps([records[(start * size + i) % len(records)] for i in range(size)]) for start in range(count)]
+
+
+def request_bodies(records: list[dict[str, Any]], size: int) -> list[str]:
+    """Request bodies: one JSON object per record for size 1, else JSON lists of `size` records."""
+    return [json.dumps(record) for record in records] if size == 1 else list_bodies(records, size)
+
+
+def measure_load(endpoint: Endpoint, script: Path, connections: int, plan: BenchPlan
+                 ) -> tuple[Any, dict[str, float], ProcessTreeMemory]:
+    """One measured wrk run, after its warm-up: the load, the server's CPU per request, its memory."""
+    if plan.warmup_seconds:
+        warm = run_wrk(endpoint.url, script, connections, plan.warmup_seconds, plan.wrk_threads)
+        settle(connections, warm.requests_per_s)
+    server_before, client_before = cpu_seconds(endpoint.pid), client_cpu_seconds()
+    with ProcessTreeMemory(endpoint.pid) as memory:
+        load = run_wrk(endpoint.url, script, connections, plan.seconds, plan.wrk_threads)
+    cpu = cpu_per_request(server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before,
+                          load.requests)
+    settle(connections, load.requests_per_s)
+    return load, cpu, memory
+
+
 def measure_server(name: str, start: Callable[[], contextlib.AbstractContextManager[Endpoint]], script: Path,
-                   bodies: list[str], plan: BenchPlan) -> dict[str, Any]:
-    points, pids = [], set()
+                   bodies: list[str], plan: BenchPlan, multi: dict[int, Path] | None = None) -> dict[str, Any]:
+    points, multi_points, pids = [], [], set()
     with start() as endpoint:
         check_answers(endpoint.url, bodies[:3])
         if plan.server_warmup_seconds:
@@ -113,15 +148,7 @@ def measure_server(name: str, start: Callable[[], contextlib.AbstractContextMana
             warm = run_wrk(endpoint.url, script, busiest, plan.server_warmup_seconds, plan.wrk_threads)
             settle(busiest, warm.requests_per_s)
         for connections in plan.concurrency:
-            if plan.warmup_seconds:
-                warm = run_wrk(endpoint.url, script, connections, plan.warmup_seconds, plan.wrk_threads)
-                settle(connections, warm.requests_per_s)
-            server_before, client_before = cpu_seconds(endpoint.pid), client_cpu_seconds()
-            with ProcessTreeMemory(endpoint.pid) as memory:
-                load = run_wrk(endpoint.url, script, connections, plan.seconds, plan.wrk_threads)
-            cpu = cpu_per_request(server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before,
-                                  load.requests)
-            settle(connections, load.requests_per_s)
+            load, cpu, memory = measure_load(endpoint, script, connections, plan)
             pids |= memory.pids
             point = {"concurrency": connections, "requests_per_s": load.requests_per_s, "requests": load.requests,
                      "latency_ms": load.latency_ms, "non_2xx": load.non_2xx, "socket_errors": load.socket_errors,
@@ -130,8 +157,37 @@ def measure_server(name: str, start: Callable[[], contextlib.AbstractContextMana
             log.info("%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d errors, RSS %.0f MB",
                      CONFIGURATIONS[name], connections, point["requests_per_s"], load.latency_ms["p50"],
                      load.latency_ms["p99"], load.non_2xx + load.socket_errors, point["rss_peak_mb"])
+        for size, multi_script in (multi or {}).items():
+            for connections in plan.multi_record_concurrency:
+                load, cpu, memory = measure_load(endpoint, multi_script, connections, plan)
+                pids |= memory.pids
+                point = {"records_per_request": size, "concurrency": connections,
+                         "requests_per_s": load.requests_per_s, "records_per_s": load.requests_per_s * size,
+                         "requests": load.requests, "latency_ms": load.latency_ms, "non_2xx": load.non_2xx,
+                         "socket_errors": load.socket_errors, "cpu_us_per_request": cpu, **memory.summary()}
+                multi_points.append(point)
+                log.info("%s, %d records per request, %d connections: %.0f records/s, p50 %.2f ms, %d errors",
+                         CONFIGURATIONS[name], size, connections, point["records_per_s"], load.latency_ms["p50"],
+                         load.non_2xx + load.socket_errors)
+        idle = idle_cpu(endpoint.pid, plan.idle_seconds) if plan.idle_seconds else None
+    measured = points + multi_points
     return {"settings": endpoint.settings, "ports": list(endpoint.ports), "pids": sorted(pids), "points": points,
-            "rss_peak_mb": max(p["rss_peak_mb"] for p in points), "pss_peak_mb": max(p["pss_peak_mb"] for p in points)}
+            "multi_record_points": multi_points, "idle_cpu": idle,
+            "rss_peak_mb": max(p["rss_peak_mb"] for p in measured),
+            "pss_peak_mb": max(p["pss_peak_mb"] for p in measured)}
+
+
+def idle_cpu(pid: int, seconds: float) -> dict[str, float]:
+    """Percent of one core the server's processes spend with no traffic, by role, over `seconds`."""
+    before = cpu_seconds(pid)
+    started = time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = cpu_seconds(pid), time.monotonic() - started
+    spent = {"frontend": 0.0, "workers": 0.0, "server": 0.0}
+    for process, (role, used) in after.items():
+        spent[role] += used - before.get(process, (role, 0.0))[1]
+    percent = {role: 100 * used / elapsed for role, used in spent.items()}
+    return {**percent, "total": sum(percent.values()), "seconds": elapsed}
 
 
 def cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
@@ -222,6 +278,9 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
             "load_average_before": list(load_before), "load_average_after": list(os.getloadavg())}
 
 
+CAPACITY_MARKERS = block_markers("capacity", "make bench")
+
+
 def doc_bench_block(doc: Path, table: Path) -> None:
     """bench.md without its title, as the bench block of a page (make: docs/load-and-capacity.md)."""
     text = table.read_text()
@@ -242,8 +301,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
     parser.add_argument("--wrk-threads", type=int, default=BenchPlan.wrk_threads)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
-    parser.add_argument("--doc", "--readme", dest="doc", type=Path,
+    parser.add_argument("--doc", type=Path,
                         help="also write bench.md into this page's bench block (make: docs/load-and-capacity.md)")
+    parser.add_argument("--capacity-doc", type=Path,
+                        help="also write the tuned service's capacity summary into this page's capacity block "
+                             "(make: README.md)")
     args = parser.parse_args()
     configure_logging()
     wrk_command()  # fail before minutes of set-up, not after
@@ -261,6 +323,8 @@ def main() -> None:
         print(path)
     if args.doc:
         doc_bench_block(args.doc, args.out_dir / "bench.md")
+    if args.capacity_doc:
+        replace_block(args.capacity_doc, CAPACITY_MARKERS, capacity_summary(results))
 
 
 if __name__ == "__main__":

@@ -20,21 +20,30 @@ DEFAULTS_NOTE = ("TorchServe, defaults: the same handler and model.pt with Torch
                  "access log), metrics written to log files, the JVM's own heap sizing - and only the API settings "
                  "kept (no token, the handler parses the bytes); loadtest/torchserve_defaults.py lists them.")
 SERVER_COLORS = {"tuned": "tab:blue", "defaults": "tab:orange", "fastapi": "tab:green"}
-# What the project promises for single-record traffic (README, capacity).
-MIN_TUNED_OVER_FASTAPI = 3.0
-MAX_TUNED_P99_MS = 20.0
-MIN_TUNED_OVER_DEFAULTS = 8.0
+# What the project aims for (docs/load-and-capacity.md, capacity), each a ratio within one run or a bound.
+MIN_TUNED_OVER_FASTAPI = 3.0  # throughput at the highest concurrency
+MAX_TUNED_P99_MS = 20.0  # at the highest concurrency
+MIN_TUNED_OVER_DEFAULTS = 8.0  # throughput at the highest concurrency
 MAX_SERVICE_MB = 600.0
+MAX_P50_OVER_FASTAPI_AT_1 = 2.0  # p50 at one connection, tuned over FastAPI's
+MULTI_RECORD_SIZE = 100  # records per request of the multi-record target
+MIN_MULTI_RECORD_SHARE = 0.5  # of the one-core forward's records/s at batch 32
 MEMORY_NOTE = ("The service's memory is the sum of its processes' PSS: every page counted once, a page the "
                "processes share split among them, as a container's memory accounting charges a shared page once. "
                "The sum of RSS counts the torch library pages every worker maps once per worker: an upper bound.")
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def write_json_and_markdown(data: Any, text: str, out_dir: Path, stem: str) -> list[Path]:
+    """<stem>.json (the measurements) and <stem>.md (their tables) in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "bench.json", out_dir / "bench.md"]
-    written[0].write_text(json.dumps(results, indent=2) + "\n")
-    written[1].write_text(markdown(results))
+    written = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+    written[0].write_text(json.dumps(data, indent=2) + "\n")
+    written[1].write_text(text)
+    return written
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    written = write_json_and_markdown(results, markdown(results), out_dir, "bench")
     servers = [name for name in SERVER_COLORS if name in results["configurations"]]
     if servers:
         written += [plot_throughput(results, servers, out_dir), plot_p99(results, servers, out_dir)]
@@ -77,6 +86,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "The forward rows are one torch thread on one core with inputs prepared beforehand: the ceiling "
                   "a server approaches, not one it can reach."]
     lines += cpu_table(results)
+    lines += multi_record_table(results)
+    lines += idle_table(results)
     if results["ratios"]:
         columns = [key for key in results["ratios"][0] if key != "concurrency"]
         lines += ["", "Tuned TorchServe's throughput over each other configuration's:", "",
@@ -104,13 +115,65 @@ def cpu_table(results: dict[str, Any]) -> list[str]:
     lines = ["", "CPU time per answered request, in microseconds (user + system), by process: TorchServe's JVM "
              "frontend, its Python workers, any other server process (TorchServe's launcher; the whole FastAPI "
              "server), and wrk:", "",
-             "| configuration | connections | frontend | workers | other server | server total | wrk |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| configuration | connections | frontend | workers | other server | server total "
+             "| requests per server CPU-second | wrk |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label, point in rows:
         cpu = point["cpu_us_per_request"]
-        total = cpu["frontend"] + cpu["workers"] + cpu["server"]
+        total = server_cpu_us(point)
         lines.append(f"| {label} | {point['concurrency']} | {cpu['frontend']:.0f} | {cpu['workers']:.0f} "
-                     f"| {cpu['server']:.0f} | {total:.0f} | {cpu['client']:.0f} |")
+                     f"| {cpu['server']:.0f} | {total:.0f} | {1e6 / total if total else 0:,.0f} "
+                     f"| {cpu['client']:.0f} |")
+    lines += ["", "Requests per server CPU-second is what a capacity planner multiplies by the cores a replica "
+              "gets: the server's own CPU only, wrk's excluded."]
+    return lines
+
+
+def server_cpu_us(point: dict[str, Any]) -> float:
+    """CPU microseconds per request of the server's own processes (the load generator's excluded)."""
+    cpu = point["cpu_us_per_request"]
+    return cpu["frontend"] + cpu["workers"] + cpu["server"]
+
+
+def forward_records_per_s(results: dict[str, Any], batch: int = 32) -> float | None:
+    points = results["configurations"].get("forward", {}).get("points", [])
+    return next((point["requests_per_s"] for point in points if point["batch"] == batch), None)
+
+
+def multi_record_table(results: dict[str, Any]) -> list[str]:
+    """Bodies of many records: records/s, time per request, and the share of the bare forward's rate."""
+    configurations, labels = results["configurations"], results["labels"]
+    rows = [(name, point) for name in SERVER_COLORS
+            for point in configurations.get(name, {}).get("multi_record_points", [])]
+    if not rows:
+        return []
+    forward = forward_records_per_s(results)
+    lines = ["", "Requests of many records each (one JSON list per body, rotating through the same flights):", "",
+             "| configuration | records per request | connections | requests/s | records/s | p50 ms | p99 ms "
+             "| errors | server CPU µs per record | of the forward's records/s (batch 32) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, point in rows:
+        latency = point["latency_ms"]
+        share = f"{point['records_per_s'] / forward:.0%}" if forward else "-"
+        per_record = server_cpu_us(point) / point["records_per_request"]
+        lines.append(f"| {labels[name]} | {point['records_per_request']:,} | {point['concurrency']} "
+                     f"| {point['requests_per_s']:,.1f} | {point['records_per_s']:,.0f} | {latency['p50']:.2f} "
+                     f"| {latency['p99']:.2f} | {point['non_2xx'] + point['socket_errors']} | {per_record:.1f} "
+                     f"| {share} |")
+    return lines
+
+
+def idle_table(results: dict[str, Any]) -> list[str]:
+    configurations, labels = results["configurations"], results["labels"]
+    rows = [(labels[name], configurations[name]["idle_cpu"]) for name in SERVER_COLORS
+            if (configurations.get(name) or {}).get("idle_cpu")]
+    if not rows:
+        return []
+    lines = ["", "CPU with no traffic, after the load, in percent of one core:", "",
+             "| configuration | frontend | workers | other server | total | over |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {label} | {idle['frontend']:.2f} | {idle['workers']:.2f} | {idle['server']:.2f} "
+              f"| {idle['total']:.2f} | {idle['seconds']:.0f} s |" for label, idle in rows]
     return lines
 
 
@@ -131,9 +194,69 @@ def targets(results: dict[str, Any]) -> list[str]:
         if f"tuned/{name}" in ratios:
             rows.append((f"tuned >= {floor:.0f}x {name} at {top['concurrency']} connections",
                          f"{ratios[f'tuned/{name}']:.3f}x", ratios[f"tuned/{name}"] >= floor))
+    rows += low_load_targets(results)
+    multi = [p for p in tuned.get("multi_record_points", []) if p["records_per_request"] == MULTI_RECORD_SIZE]
+    forward = forward_records_per_s(results)
+    if multi and forward:
+        best = max(point["records_per_s"] for point in multi)
+        rows.append((f"tuned {MULTI_RECORD_SIZE}-record requests >= {MIN_MULTI_RECORD_SHARE:.0%} of the forward's "
+                     "records/s at batch 32", f"{best:,.0f} of {forward:,.0f} ({best / forward:.0%})",
+                     best >= MIN_MULTI_RECORD_SHARE * forward))
     return ["| target | measured | met |", "| --- | ---: | --- |",
             *[f"| {target} | {measured} | {'yes' if met else 'no'} |" for target, measured, met in rows],
             "", MEMORY_NOTE]
+
+
+def low_load_targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """At one connection, where most services run: tuned's p50 against the defaults' and FastAPI's,
+    and its server CPU per request against the defaults'."""
+    configurations = results["configurations"]
+    at_one = {name: next((p for p in configurations[name]["points"] if p["concurrency"] == 1), None)
+              for name in ("tuned", "defaults", "fastapi") if name in configurations}
+    tuned = at_one.get("tuned")
+    if tuned is None:
+        return []
+    rows = []
+    p50 = tuned["latency_ms"]["p50"]
+    if at_one.get("defaults"):
+        other = at_one["defaults"]["latency_ms"]["p50"]
+        rows.append(("tuned p50 at 1 connection <= the defaults'", f"{p50:.2f} vs {other:.2f} ms ({p50 / other:.2f}x)",
+                     p50 <= other))
+        mine, theirs = server_cpu_us(tuned), server_cpu_us(at_one["defaults"])
+        rows.append(("tuned server CPU per request at 1 connection <= the defaults'",
+                     f"{mine:,.0f} vs {theirs:,.0f} µs ({mine / theirs:.2f}x)", mine <= theirs))
+    if at_one.get("fastapi"):
+        other = at_one["fastapi"]["latency_ms"]["p50"]
+        rows.append((f"tuned p50 at 1 connection <= {MAX_P50_OVER_FASTAPI_AT_1:.0f}x FastAPI's",
+                     f"{p50:.2f} vs {other:.2f} ms ({p50 / other:.2f}x)", p50 <= MAX_P50_OVER_FASTAPI_AT_1 * other))
+    return rows
+
+
+def capacity_summary(results: dict[str, Any]) -> str:
+    """What to expect of the tuned service by load level, and the figure to size replicas by: the
+    README's capacity block."""
+    tuned = results["configurations"].get("tuned")
+    if not tuned:
+        return ""
+    host = results["machine"]
+    lines = [f"Tuned TorchServe, single-record requests, wrk on the same {host['cpus']}-CPU machine "
+             f"(torch {host['torch']}; load average {host['load_average_before'][0]:.2f} before):", "",
+             "| clients (connections) | requests/s | p50 ms | p99 ms | server CPU per request | "
+             "requests per server CPU-second |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for point in tuned["points"]:
+        cpu = server_cpu_us(point)
+        lines.append(f"| {point['concurrency']} | {point['requests_per_s']:,.0f} | {point['latency_ms']['p50']:.2f} "
+                     f"| {point['latency_ms']['p99']:.2f} | {cpu:,.0f} µs | {1e6 / cpu if cpu else 0:,.0f} |")
+    for point in tuned.get("multi_record_points", []):
+        cpu = server_cpu_us(point)
+        lines.append(f"| {point['concurrency']}, {point['records_per_request']:,} records per request "
+                     f"| {point['requests_per_s']:,.1f} ({point['records_per_s']:,.0f} records/s) "
+                     f"| {point['latency_ms']['p50']:.2f} | {point['latency_ms']['p99']:.2f} | {cpu:,.0f} µs "
+                     f"| {1e6 / cpu if cpu else 0:,.1f} ({point['records_per_request'] * 1e6 / cpu if cpu else 0:,.0f} "
+                     "records) |")
+    if tuned.get("idle_cpu"):
+        lines += ["", f"With no traffic the service uses {tuned['idle_cpu']['total']:.2f} % of one core."]
+    return "\n".join(lines) + "\n"
 
 
 def plot_throughput(results: dict[str, Any], servers: list[str], out_dir: Path) -> Path:

@@ -43,9 +43,9 @@ def torchserve_endpoint(server: Server, model: str) -> Endpoint:
 
 
 @contextlib.contextmanager
-def tuned_torchserve(archive: Path, workdir: Path, model: str) -> Iterator[Endpoint]:
-    """The project's archive and config.properties, started exactly as the image starts them."""
-    with torchserve(archive.parent, workdir, model) as server:
+def tuned_torchserve(archive: Path, workdir: Path, model: str, plugins: Path | None = None) -> Iterator[Endpoint]:
+    """The project's archive, config.properties and frontend plugins, started exactly as the image starts them."""
+    with torchserve(archive.parent, workdir, model, plugins=plugins) as server:
         yield torchserve_endpoint(server, model)
 
 

@@ -52,13 +52,18 @@ decode_input_request=false
 """
 
 
-def default_archive(model_dir: Path, model_store: Path) -> Path:
-    """The project's handler and model, packed with a model-config.yaml that sets nothing but batchSize 1."""
+def repacked_archive(model_dir: Path, model_store: Path, model_config: str) -> Path:
+    """The project's handler and model, packed with another model-config.yaml (its text)."""
     with tempfile.TemporaryDirectory() as handler_dir:
         for name in (HANDLER, *HANDLER_MODULES):
             shutil.copy(HANDLER_DIR / name, Path(handler_dir) / name)
-        (Path(handler_dir) / "model-config.yaml").write_text(MODEL_CONFIG)
+        (Path(handler_dir) / "model-config.yaml").write_text(model_config)
         return build_archive(model_dir, model_store, handler_dir=Path(handler_dir))
+
+
+def default_archive(model_dir: Path, model_store: Path) -> Path:
+    """The project's handler and model, packed with a model-config.yaml that sets nothing but batchSize 1."""
+    return repacked_archive(model_dir, model_store, MODEL_CONFIG)
 
 
 @contextlib.contextmanager

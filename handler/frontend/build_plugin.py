@@ -1,9 +1,10 @@
-"""Build TorchServe's frontend plugin for the Open Inference Protocol v2 routes.
+"""Build TorchServe's frontend plugins: the Open Inference Protocol v2 routes
+(OpenInferenceProtocol.java) and the adaptive batch delay (AdaptiveBatchDelay.java).
 
     python handler/frontend/build_plugin.py --out-dir plugins
 
-Compiles OpenInferenceProtocol.java against the installed TorchServe's frontend jar and packs
-it with its service registration into one jar; TorchServe loads the jars of `plugins_path`
+Compiles every .java file here against the installed TorchServe's frontend jar and packs them
+with their service registrations into one jar; TorchServe loads the jars of `plugins_path`
 (config.properties) at start. Needs javac (a JDK 17; TorchServe's image has one).
 Python 3.9 compatible, standard library only: the image builds the plugin with it.
 """
@@ -16,7 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().with_name("OpenInferenceProtocol.java")
+SOURCES = tuple(sorted(Path(__file__).resolve().parent.glob("*.java")))
 JAR = "mymodel-oip.jar"
 # How TorchServe (java.util.ServiceLoader) finds endpoint plugins on its classpath.
 SERVICE = "META-INF/services/org.pytorch.serve.servingsdk.ModelServerEndpoint"
@@ -32,7 +33,7 @@ def frontend_jar() -> Path:
     return jar
 
 
-def plugin_class(source: Path = SOURCE) -> str:
+def plugin_class(source: Path) -> str:
     """The endpoint's fully qualified class name: the source's package and file name."""
     package = re.search(r"^package\s+([\w.]+);", source.read_text(), re.MULTILINE)
     if not package:
@@ -40,8 +41,8 @@ def plugin_class(source: Path = SOURCE) -> str:
     return f"{package.group(1)}.{source.stem}"
 
 
-def build_plugin(out_dir: Path, source: Path = SOURCE) -> Path:
-    """Compile and pack the plugin into out_dir/mymodel-oip.jar; returns the jar."""
+def build_plugin(out_dir: Path, sources: tuple = SOURCES) -> Path:
+    """Compile and pack the plugins into out_dir/mymodel-oip.jar; returns the jar."""
     javac = shutil.which("javac")
     if not javac:
         raise RuntimeError("javac is not installed: the plugin needs a JDK 17 (e.g. apt-get install openjdk-17-jdk)")
@@ -50,12 +51,12 @@ def build_plugin(out_dir: Path, source: Path = SOURCE) -> Path:
     with tempfile.TemporaryDirectory() as build:
         classes = Path(build)
         subprocess.run([javac, "--release", "17", "-Xlint:all,-processing", "-Werror", "-cp", str(frontend_jar()),
-                        "-d", str(classes), str(source)], check=True)
+                        "-d", str(classes), *map(str, sources)], check=True)
         jar = out_dir / JAR
         with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as packed:
             for compiled in sorted(classes.rglob("*.class")):
                 packed.write(compiled, compiled.relative_to(classes).as_posix())
-            packed.writestr(SERVICE, plugin_class(source) + "\n")
+            packed.writestr(SERVICE, "".join(plugin_class(source) + "\n" for source in sources))
     return jar
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
 from model.analysis.baselines import LABELS
 from model.analysis.layout import block_markers
@@ -19,12 +20,14 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAKEFILE = (ROOT / "Makefile").read_text()
 MAKE_TARGETS = set(re.findall(r"^([a-zA-Z_-]+):", MAKEFILE, re.M))
 README_MAX_LINES = 260
-# The generated blocks: the make target that rewrites each, and the markers its writer uses.
+# The generated blocks: the make target that rewrites each, the option that names its page, and the
+# markers its writer uses.
 BLOCKS = {
-    "results": RESULTS_MARKERS,
-    "loadtest": DOC_MARKERS,
-    "loadtest-image": IMAGE_DOC_MARKERS,
-    "bench": block_markers("bench", "make bench"),
+    "results": ("results", "--doc", RESULTS_MARKERS),
+    "loadtest": ("loadtest", "--doc", DOC_MARKERS),
+    "loadtest-image": ("loadtest-image", "--doc", IMAGE_DOC_MARKERS),
+    "bench": ("bench", "--doc", block_markers("bench", "make bench")),
+    "capacity": ("bench", "--capacity-doc", CAPACITY_MARKERS),
 }
 
 FENCED = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)
@@ -108,11 +111,12 @@ def test_results_block_has_the_layout_the_code_writes():
 
 @pytest.mark.parametrize("block", list(BLOCKS))
 def test_each_generated_block_is_in_the_page_its_make_target_rewrites(block):
-    written = re.search(r"--doc (\S+)", recipe(block))
-    assert written, f"`make {block}` passes no --doc page"
-    start, end = BLOCKS[block]
+    target, option, (start, end) = BLOCKS[block]
+    written = re.search(rf"{option} (\S+)", recipe(target))
+    assert written, f"`make {target}` passes no {option} page"
     holding = [name(page) for page in PAGES if start in page.read_text() or end in page.read_text()]
-    assert holding == [written.group(1)], f"the {block} block is in {holding}, `make {block}` writes {written.group(1)}"
+    assert holding == [written.group(1)], \
+        f"the {block} block is in {holding}, `make {target}` writes {written.group(1)}"
     text = (ROOT / written.group(1)).read_text()
     assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
 

@@ -10,12 +10,13 @@ import psutil
 import pytest
 
 from loadtest.bench import BenchPlan, ServedModel, run_benchmark
-from loadtest.bench_report import write_report
+from loadtest.bench_report import capacity_summary, write_report
 from loadtest.payloads import real_records
 
 SERVERS = ("tuned", "fastapi")
 PLAN = BenchPlan(concurrency=(1, 4), seconds=1, warmup_seconds=1, server_warmup_seconds=1,
-                 configurations=(*SERVERS, "forward"))
+                 configurations=(*SERVERS, "forward"), records_per_request=(10, 100), multi_record_concurrency=(2,),
+                 idle_seconds=2)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,24 @@ def test_cpu_per_request_is_split_between_frontend_workers_and_client(bench):
         assert cpu["server"] > 0 and cpu["frontend"] == cpu["workers"] == 0, point
 
 
+def test_multi_record_bodies_are_answered_in_records_per_second(bench):
+    for name in SERVERS:
+        points = bench["configurations"][name]["multi_record_points"]
+        assert [(p["records_per_request"], p["concurrency"]) for p in points] == [(10, 2), (100, 2)], name
+        for point in points:
+            assert point["non_2xx"] == point["socket_errors"] == 0, (name, point)
+            assert point["records_per_s"] == pytest.approx(point["requests_per_s"] * point["records_per_request"])
+            assert ordered(point["latency_ms"]) and point["cpu_us_per_request"]["client"] > 0, (name, point)
+
+
+def test_idle_cpu_is_measured_by_role(bench):
+    for name in SERVERS:
+        idle = bench["configurations"][name]["idle_cpu"]
+        assert idle["seconds"] >= PLAN.idle_seconds and idle["total"] >= 0, name
+        assert idle["total"] == pytest.approx(idle["frontend"] + idle["workers"] + idle["server"])
+    assert bench["configurations"]["fastapi"]["idle_cpu"]["frontend"] == 0
+
+
 def test_the_forward_limit_is_measured_per_batch_size(bench):
     forward = bench["configurations"]["forward"]
     assert [point["batch"] for point in forward["points"]] == list(PLAN.forward_batches)
@@ -93,3 +112,14 @@ def test_report_has_ratios_table_json_and_plots(bench, tmp_path):
     assert all(row["tuned/fastapi"] > 0 and row["tuned/forward_batch32"] > 0 for row in bench["ratios"])
     table = (tmp_path / "bench.md").read_text()
     assert "| TorchServe, tuned | 4 |" in table and "| FastAPI + uvicorn | 1 |" in table
+    assert "| TorchServe, tuned | 100 | 2 |" in table and "requests per server CPU-second" in table
+    assert "CPU with no traffic" in table
+    for target in ("tuned p50 at 1 connection <= 2x FastAPI's", "100-record requests >= 50%"):
+        assert target in table
+
+
+def test_the_capacity_summary_gives_latency_and_cpu_per_load_level(bench):
+    summary = capacity_summary(bench)
+    assert "requests per server CPU-second" in summary and summary.count("\n| 1 | ") == 1
+    assert "| 2, 100 records per request |" in summary and " records) |" in summary  # records per CPU-second too
+    assert "With no traffic the service uses" in summary
