@@ -183,10 +183,7 @@ def idle_cpu(pid: int, seconds: float) -> dict[str, float]:
     started = time.monotonic()
     time.sleep(seconds)
     after, elapsed = cpu_seconds(pid), time.monotonic() - started
-    spent = {"frontend": 0.0, "workers": 0.0, "server": 0.0}
-    for process, (role, used) in after.items():
-        spent[role] += used - before.get(process, (role, 0.0))[1]
-    percent = {role: 100 * used / elapsed for role, used in spent.items()}
+    percent = {role: 100 * used / elapsed for role, used in cpu_by_role(before, after).items()}
     return {**percent, "total": sum(percent.values()), "seconds": elapsed}
 
 
@@ -198,11 +195,24 @@ def cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     for process in process_tree(pid):
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()
-            command = " ".join(process.cmdline())
-            role = "frontend" if process.name() == "java" else "workers" if "model_service_worker" in command \
-                else "server"
-            found[process.pid] = (role, times.user + times.system)
+            found[process.pid] = (process_role(process), times.user + times.system)
     return found
+
+
+def process_role(process: psutil.Process) -> str:
+    """A server process's role: "frontend" (TorchServe's JVM), "workers" (its Python backends) or "server"."""
+    if process.name() == "java":
+        return "frontend"
+    return "workers" if "model_service_worker" in " ".join(process.cmdline()) else "server"
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two cpu_seconds() readings, by role. A process that started or ended
+    in between counts from what was seen of it."""
+    spent: dict[str, float] = {"frontend": 0.0, "workers": 0.0, "server": 0.0}
+    for pid, (role, seconds) in after.items():
+        spent[role] += seconds - before.get(pid, (role, 0.0))[1]
+    return spent
 
 
 def client_cpu_seconds() -> float:
@@ -213,12 +223,8 @@ def client_cpu_seconds() -> float:
 
 def cpu_per_request(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], client: float,
                     requests: int) -> dict[str, float]:
-    """Microseconds of CPU per answered request, by role, over one measured run: where a request's cost goes.
-    A process that started or ended during the run counts from what was seen of it."""
-    spent: dict[str, float] = {"frontend": 0.0, "workers": 0.0, "server": 0.0}
-    for pid, (role, seconds) in after.items():
-        spent[role] += seconds - before.get(pid, (role, 0.0))[1]
-    spent["client"] = client
+    """Microseconds of CPU per answered request, by role, over one measured run: where a request's cost goes."""
+    spent = {**cpu_by_role(before, after), "client": client}
     return {role: seconds / requests * 1e6 if requests else 0.0 for role, seconds in spent.items()}
 
 

@@ -44,11 +44,11 @@ def measure(model_dir: Path, model: str, variant: dict[str, Any], script: Path, 
         settle(max(concurrency), warm.requests_per_s)
         for connections in concurrency:
             load, cpu, _ = measure_load(endpoint, script, connections, plan)
-            points.append({"concurrency": connections, "requests_per_s": load.requests_per_s,
-                           "p50_ms": load.latency_ms["p50"], "p99_ms": load.latency_ms["p99"],
-                           "errors": load.non_2xx + load.socket_errors, "server_cpu_us": server_cpu_us(
-                               {"cpu_us_per_request": cpu}), "cpu_us_per_request": cpu,
-                           "settings": endpoint.settings})
+            point = {"concurrency": connections, "requests_per_s": load.requests_per_s,
+                     "p50_ms": load.latency_ms["p50"], "p99_ms": load.latency_ms["p99"],
+                     "errors": load.non_2xx + load.socket_errors, "cpu_us_per_request": cpu,
+                     "settings": endpoint.settings}
+            points.append({**point, "server_cpu_us": server_cpu_us(point)})
             log.info("%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f us/request",
                      variant["name"], connections, load.requests_per_s, load.latency_ms["p50"],
                      load.latency_ms["p99"], points[-1]["server_cpu_us"])

@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from handler.frontend.build_plugin import build_plugin
-from loadtest.bench import client_cpu_seconds, cpu_per_request, cpu_seconds, request_bodies, settle
+from loadtest.bench import client_cpu_seconds, cpu_per_request, cpu_seconds, process_role, request_bodies, settle
 from loadtest.bench_report import write_json_and_markdown
 from loadtest.memory import process_tree
 from loadtest.payloads import real_records
@@ -50,11 +50,9 @@ def roles(pid: int) -> dict[str, list[int]]:
     """The frontend JVM and the worker processes under a TorchServe's launcher."""
     found: dict[str, list[int]] = {"frontend": [], "workers": []}
     for process in process_tree(pid):
-        command = " ".join(process.cmdline())
-        if process.name() == "java":
-            found["frontend"].append(process.pid)
-        elif "model_service_worker" in command:
-            found["workers"].append(process.pid)
+        role = process_role(process)
+        if role in found:
+            found[role].append(process.pid)
     return found
 
 
@@ -68,9 +66,8 @@ def tool(name: str) -> str:
 
 
 def profile(model_dir: Path, model: str, variant: dict[str, Any], bodies: list[str], connections: int, seconds: int,
-            warmup: int, workdir: Path) -> dict[str, Any]:
+            warmup: int, workdir: Path, plugins: Path) -> dict[str, Any]:
     script = write_script(bodies, workdir / "records.lua")
-    plugins = build_plugin(workdir / "plugins").parent
     with variant_server(model_dir, workdir / "server", model, variant, plugins) as endpoint:
         warm = run_wrk(endpoint.url, script, max(connections, 16), warmup)  # the JVM compiles its request path
         settle(max(connections, 16), warm.requests_per_s)
@@ -278,11 +275,13 @@ def main() -> None:
     records = real_records(load_table(settings), settings.features, args.records, settings.seed)
     bodies = request_bodies(records, args.records_per_request)
     results = []
-    for connections in args.connections:
-        with tempfile.TemporaryDirectory(prefix="profile-") as workdir:
-            result = profile(settings.paths.model_dir, settings.model.name, variant, bodies, connections,
-                             args.seconds, args.warmup, Path(workdir))
-            results.append({**result, "records_per_request": args.records_per_request})
+    with tempfile.TemporaryDirectory(prefix="profile-plugins-") as built:
+        plugins = build_plugin(Path(built)).parent
+        for connections in args.connections:
+            with tempfile.TemporaryDirectory(prefix="profile-") as workdir:
+                result = profile(settings.paths.model_dir, settings.model.name, variant, bodies, connections,
+                                 args.seconds, args.warmup, Path(workdir), plugins)
+                results.append({**result, "records_per_request": args.records_per_request})
     print(write_json_and_markdown(results, markdown(results), args.out_dir, "profile")[1])
 
 

@@ -57,5 +57,4 @@ def variant_server(model_dir: Path, workdir: Path, model: str, variant: dict[str
     store = workdir / "model-store"
     repacked_archive(model_dir, store, variant_config(variant["model_config"]))
     with torchserve(store, workdir, model, extra_env=variant["env"], plugins=plugins) as server:
-        endpoint = torchserve_endpoint(server, model)
-        yield endpoint
+        yield torchserve_endpoint(server, model)

@@ -23,10 +23,10 @@ def bodies(settings, table):
     return [json.dumps(record) for record in real_records(table, settings.features, count=32, seed=settings.seed)]
 
 
-def test_the_profile_samples_the_frontend_and_the_workers(settings, archive, bodies, tmp_path):
+def test_the_profile_samples_the_frontend_and_the_workers(settings, archive, plugins, bodies, tmp_path):
     variant = parse_variant("profiled", ["minWorkers=1", "maxWorkers=1"])
     result = profile(settings.paths.model_dir, "mymodel", variant, bodies, connections=1, seconds=3, warmup=2,
-                     workdir=tmp_path)
+                     workdir=tmp_path, plugins=plugins)
     assert result["settings"]["workers"] == 1
     assert result["requests_per_s"] > 0 and result["cpu_us_per_request"]["workers"] > 0
     frontend, workers = result["frontend"], result["workers"]
