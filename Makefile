@@ -57,7 +57,7 @@ bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAP
 	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md --capacity-doc README.md
 
 # The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
-SERVING_VARIANTS ?= --variant fixed-delay env.TS_ADAPTIVE_BATCH_DELAY=false --variant one-worker minWorkers=1 maxWorkers=1 \
+SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \
 	--variant no-handler-metrics handler.metrics=false
 serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
 	@tests/system-tools.sh wrk

@@ -30,9 +30,15 @@ METRICS_LOG = logging.getLogger("ts.metrics.handler")
 # serves only declared metrics.
 PREDICTIONS = "model_predictions_total"
 INVALID_RECORDS = "model_invalid_records_total"
-PROBABILITY = "model_probability"
+PROBABILITY_RECORDS = "model_probability_records_total"
+PROBABILITY_SUM = "model_probability_sum_total"
 PREPROCESS_MS = "model_preprocess_milliseconds"
 INFERENCE_MS = "model_inference_milliseconds"
+# The probability's distribution as counts of records per bin of this width, labelled by the
+# bin's lower edge ("0.00", "0.05", ..., "0.95"; the last bin holds 1.0 too): a batch adds one
+# line per bin its records fall in, not one per record.
+PROBABILITY_BIN_WIDTH = 0.05
+PROBABILITY_BINS = tuple(f"{index * PROBABILITY_BIN_WIDTH:.2f}" for index in range(round(1 / PROBABILITY_BIN_WIDTH)))
 
 
 class PredictionHandler:
@@ -112,25 +118,29 @@ class PredictionHandler:
                          error, client_request_id(client_id))
 
     def record(self, batch: Batch) -> None:
-        """The batch's outcomes, refusals and times as the declared metrics, in one log record:
-        TorchServe's frontend reads metric lines from the worker's output, and one logging call
-        per observation (TorchServe's CachingMetric.add_or_update) costs about as much as
-        predicting a record."""
+        """The batch's outcomes, refusals, probabilities and times as the declared metrics, in one
+        log record. TorchServe's frontend reads metric lines from the worker's output one by one,
+        and one logging call per observation (TorchServe's CachingMetric.add_or_update) costs about
+        as much as predicting a record. So a batch writes a line per outcome, reason and
+        probability bin, with the counts as values, never a line per record."""
         name, target = self.service.name, self.service.target
         scored = [p for reply in batch.replies for p in reply.scored]
         positive = sum(p >= self.service.threshold for p in scored)
         observations = [(PREDICTIONS, count, (name, target, predicted))
                         for predicted, count in (("true", positive), ("false", len(scored) - positive)) if count]
+        if scored:
+            bins = Counter(probability_bin(p) for p in scored)
+            observations += [(PROBABILITY_RECORDS, count, (name, target, PROBABILITY_BINS[index]))
+                             for index, count in sorted(bins.items())]
+            observations.append((PROBABILITY_SUM, math.fsum(scored), (name, target)))
         refused = Counter(kind for reply in batch.replies for kind in reply.refused)
         observations += [(INVALID_RECORDS, count, (name, reason)) for reason, count in refused.items()]
         observations.append((PREPROCESS_MS, batch.preprocess_seconds * 1000, (name,)))
         if batch.inference_seconds:  # a batch of refusals and metadata only runs no model
             observations.append((INFERENCE_MS, batch.inference_seconds * 1000, (name,)))
         stamp = f"{self.hostname},{int(time.time())}"
-        lines = [self.line_format(metric, dimensions) % (value, stamp) for metric, value, dimensions in observations]
-        probability = self.line_format(PROBABILITY, (name, target))
-        lines += [probability % (p, stamp) for p in scored]
-        METRICS_LOG.info("\n".join(lines))
+        METRICS_LOG.info("\n".join(self.line_format(metric, dimensions) % (value, stamp)
+                                   for metric, value, dimensions in observations))
 
     def line_format(self, metric: str, dimensions: Tuple[str, ...]) -> str:
         key = (metric, dimensions)
@@ -185,6 +195,11 @@ class PredictionHandler:
                 for row, logit in enumerate(logits.tolist())]
 
 
+def probability_bin(probability: float) -> int:
+    """The index in PROBABILITY_BINS of a probability's bin."""
+    return min(int(probability * len(PROBABILITY_BINS)), len(PROBABILITY_BINS) - 1)
+
+
 def metric_format(metric: Any, dimensions: Tuple[str, ...]) -> str:
     """The %-format (value, "host,time") of one observation of a declared metric as TorchServe's
     worker writes it (ts/metrics/caching_metric.py, emit_metrics)."""
@@ -200,8 +215,8 @@ def _declared_metrics(metrics: Any) -> Optional[Dict[str, Any]]:
     from ts.metrics.metric_type_enum import MetricTypes
 
     wanted = {PREDICTIONS: MetricTypes.COUNTER, INVALID_RECORDS: MetricTypes.COUNTER,
-              PROBABILITY: MetricTypes.HISTOGRAM, PREPROCESS_MS: MetricTypes.HISTOGRAM,
-              INFERENCE_MS: MetricTypes.HISTOGRAM}
+              PROBABILITY_RECORDS: MetricTypes.COUNTER, PROBABILITY_SUM: MetricTypes.COUNTER,
+              PREPROCESS_MS: MetricTypes.HISTOGRAM, INFERENCE_MS: MetricTypes.HISTOGRAM}
     try:
         return {name: metrics.get_metric(name, kind) for name, kind in wanted.items()}
     except Exception as error:  # noqa: BLE001 - TorchServe's MetricsCacheKeyError: serve without them

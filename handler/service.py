@@ -174,14 +174,22 @@ def fast_json(body: Body) -> Any:
     also hold exactly one colon per object member. A colon inside a string breaks that too and only
     costs the slower reading; a duplicated key can never pass, because it makes members fewer than
     colons, and colons in strings only make colons more."""
+    reading = _orjson_reading(body)
+    if reading is None:
+        return None
+    payload, colons = reading
+    return payload if colons == _members(payload) else None
+
+
+def _orjson_reading(body: Body) -> Optional[Tuple[Any, int]]:
+    """orjson's decoding of a body and the colons the body holds; None where orjson refuses it."""
     if orjson is None or not isinstance(body, (bytes, bytearray, str)):
         return None
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    colons = body.count(":") if isinstance(body, str) else body.count(b":")
-    return payload if colons == _members(payload) else None
+    return payload, body.count(":") if isinstance(body, str) else body.count(b":")
 
 
 def _members(payload: Any) -> int:
@@ -215,6 +223,8 @@ class PredictionService:
         # The same schema compiled to Python: decides a valid record in microseconds (the
         # common case); the validator above only runs to word what is wrong.
         self.is_valid = _compiled(schema)
+        self.all_valid = _compiled({"$schema": schema["$schema"], "type": "array",
+                                    "items": {key: value for key, value in schema.items() if key != "$schema"}})
         self.fields: Dict[str, Dict[str, Any]] = schema["properties"]
         facts = schema["x-model"]
         self.name: str = facts["name"]
@@ -290,7 +300,7 @@ class PredictionService:
             if isinstance(reply_to, V2Reply):
                 body = self.v2_answer(batch, reply_to)
             else:
-                body = json.dumps(shaped([self.answer(p) for p in batch], reply_to))
+                body = _dumps(shaped([self.answer(p) for p in batch], reply_to))
             replies.append(Reply(200, body, tuple(batch)))
         return replies
 
@@ -328,10 +338,18 @@ class PredictionService:
         """The records, and the shape the answer takes: False (one object), True (a list) or
         INSTANCES (KServe's v1 body {"instances": [...]}, answered {"predictions": [...]})."""
         _check_media_type(content_type)
-        payload = fast_json(body)
-        if payload is not None:  # the common case: well-formed and valid, decided in C
-            records, as_list = self.records_of(payload)
-            if all(self.is_valid(record) for record in records):
+        reading = _orjson_reading(body)
+        if reading is not None:  # the common case: well-formed and valid, decided in C
+            payload, colons = reading
+            try:
+                records, as_list = self.records_of(payload)
+            except RequestError:  # worded by the strict reading below, which may find more
+                records, as_list = [], False
+            # As fast_json decides, one colon per object member, but cheaper: valid records are
+            # objects of the schema's fields, whose values are never objects or lists, so their
+            # members are their lengths (and the "instances" key).
+            if records and self.all_valid(records) and \
+                    colons == sum(map(len, records)) + (as_list == INSTANCES):
                 return records, as_list
         # Anything else is read again the strict way, which words what is wrong.
         records, as_list = self.records_of(parse_json(body))
@@ -640,6 +658,14 @@ def _compiled(schema: Dict[str, Any]) -> Callable[[Any], bool]:
             return False
 
     return is_valid
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of an answer: orjson's where it is installed (about four times faster than json's
+    for a list of answers), compact either way."""
+    if orjson is None:
+        return json.dumps(value, separators=(",", ":"))
+    return orjson.dumps(value).decode()
 
 
 def _is_text(value: str) -> bool:

@@ -3,7 +3,7 @@ environment with config.properties keys overridden, started as the image starts 
 
 A variant is a name and settings KEY=VALUE: a model-config.yaml key (minWorkers, maxWorkers,
 batchSize, maxBatchDelay, handler.<option>) or env.<NAME> for the server's environment (any
-config.properties key as TS_<KEY>, e.g. env.TS_ADAPTIVE_BATCH_DELAY=false).
+config.properties key as TS_<KEY>, e.g. env.TS_ADAPTIVE_BATCHING=false).
 """
 
 from __future__ import annotations

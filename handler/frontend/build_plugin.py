@@ -1,5 +1,5 @@
 """Build TorchServe's frontend plugins: the Open Inference Protocol v2 routes
-(OpenInferenceProtocol.java) and the adaptive batch delay (AdaptiveBatchDelay.java).
+(OpenInferenceProtocol.java) and batching that follows the traffic (AdaptiveBatching.java).
 
     python handler/frontend/build_plugin.py --out-dir plugins
 

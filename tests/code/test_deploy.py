@@ -454,10 +454,10 @@ def test_kserve_config_is_where_the_runtime_looks_and_says_what_the_project_says
     assert "plugins_path" not in KSERVE_PROPERTIES
     if "metrics_config" in PROPERTIES:
         assert KSERVE_PROPERTIES["metrics_config"] == mount + "config/" + Path(PROPERTIES["metrics_config"]).name
-    # adaptive_batch_delay switches a frontend plugin, which KServe's runtime does not load
+    # adaptive_batching switches a frontend plugin, which KServe's runtime does not load
     placement = {key for key in PROPERTIES if key.endswith("_address")} | {
         "model_store", "load_models", "model_snapshot", "enable_envvars_config", "plugins_path", "metrics_config",
-        "adaptive_batch_delay"}
+        "adaptive_batching"}
     for key in PROPERTIES.keys() - placement:
         assert KSERVE_PROPERTIES.get(key) == PROPERTIES[key], key
     scraped = RUNTIME["spec"]["annotations"]["prometheus.kserve.io/port"]

@@ -236,10 +236,19 @@ def test_every_body_of_the_malformed_corpus_gets_the_same_answer_with_and_withou
     requests = [Request(r.body, r.headers.get("Content-Type"), PREDICT, None)
                 for r in [*malformed_requests(), *tolerated_requests()] if not r.refused_by_frontend]
     requests.append(Request(body([{**SAMPLE, "carrier": "A:B"}, SAMPLE]), "application/json", PREDICT, None))
+    # duplicated keys that orjson would merge: the kept value alone would be valid, or too many records
+    records = body([SAMPLE]).decode()
+    many = ",".join([json.dumps(SAMPLE)] * 1001)
+    for raw in (f'{{"instances": [], "instances": {records}}}', f'{{"instances": {records}, "instances": {records}}}',
+                f'{{"instances": {records}, "instances": [{many}]}}',
+                body({**SAMPLE, "month": 3}).decode()[:-1] + ', "month": 4}'):
+        requests.append(Request(raw.encode(), "application/json", PREDICT, None))
+    requests.append(Request(body([{**SAMPLE, "carrier": "A:B"}, SAMPLE]), "application/json", PREDICT, None))
     fast = PredictionService(schema, RecordingModel(schema["x-model"]["numeric"])).handle(requests)
     monkeypatch.setattr(service, "orjson", None)
     strict = PredictionService(schema, RecordingModel(schema["x-model"]["numeric"])).handle(requests)
     assert [(r.status, r.body) for r in fast] == [(r.status, r.body) for r in strict]
+    assert [r.status for r in fast[-5:-1]] == [400] * 4  # the duplicated keys
     assert fast[-1].status == 200
 
 

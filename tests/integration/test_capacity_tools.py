@@ -42,9 +42,9 @@ def test_the_profile_samples_the_frontend_and_the_workers(settings, archive, plu
 
 
 def test_a_variant_changes_the_archives_settings_and_the_environment():
-    variant = parse_variant("v", ["maxBatchDelay=5", "handler.torch_threads=2", "env.TS_ADAPTIVE_BATCH_DELAY=true"])
+    variant = parse_variant("v", ["maxBatchDelay=5", "handler.torch_threads=2", "env.TS_ADAPTIVE_BATCHING=true"])
     assert variant == {"name": "v", "model_config": {"maxBatchDelay": 5, "handler": {"torch_threads": 2}},
-                       "env": {"TS_ADAPTIVE_BATCH_DELAY": "true"}}
+                       "env": {"TS_ADAPTIVE_BATCHING": "true"}}
     config = yaml.safe_load(variant_config(variant["model_config"]))
     assert config["maxBatchDelay"] == 5 and config["handler"]["torch_threads"] == 2
     assert config["handler"]["explain_steps"] == 64 and config["batchSize"] == 32  # the rest as the project sets it
@@ -78,4 +78,4 @@ def test_without_the_handlers_metrics_torchserves_own_remain(settings, metrics, 
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
             scraped = reply.read().decode()
     assert "ts_inference_requests_total" in scraped
-    assert "model_predictions_total{" not in scraped and "model_probability_count{" not in scraped
+    assert "model_predictions_total{" not in scraped and "model_probability_records_total{" not in scraped

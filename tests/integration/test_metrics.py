@@ -170,7 +170,7 @@ def scraped(metered, traffic) -> dict[str, list]:
     deadline = time.monotonic() + 60
     while True:
         samples = scrape(metered)
-        done = (value(samples, "model_probability_count") >= len(traffic.probabilities)
+        done = (value(samples, "model_probability_records_total") >= len(traffic.probabilities)
                 and value(samples, "model_invalid_records_total") >= sum(traffic.refused.values()))
         if done or time.monotonic() > deadline:
             return samples
@@ -184,12 +184,14 @@ def test_predictions_are_counted_by_outcome(scraped, traffic):
         assert counted == traffic.late[outcome]
 
 
-def test_the_late_probability_histogram_holds_every_prediction(scraped, traffic):
-    assert value(scraped, "model_probability_count", ModelName="mymodel") == len(traffic.probabilities)
-    assert value(scraped, "model_probability_sum") == pytest.approx(sum(traffic.probabilities), rel=1e-9)
-    for bucket in scraped["model_probability_bucket"]:
-        bound = float(bucket.labels["le"])
-        assert bucket.value == sum(p <= bound for p in traffic.probabilities), bucket
+def test_the_late_probability_bins_hold_every_prediction(scraped, traffic):
+    bins = {s.labels["bin"]: s.value for s in scraped["model_probability_records_total"]
+            if s.labels["ModelName"] == "mymodel" and s.labels["target"] == "late"}
+    expected = Counter(f"{min(int(p * 20), 19) * 0.05:.2f}" for p in traffic.probabilities)
+    assert bins == dict(expected)
+    assert len(bins) > 1, "the traffic should fall in several bins"
+    assert value(scraped, "model_probability_sum_total", ModelName="mymodel", target="late") \
+        == pytest.approx(sum(traffic.probabilities), rel=1e-9)
 
 
 def test_refused_records_are_counted_by_reason(scraped, traffic):
@@ -209,11 +211,11 @@ def test_torchserve_counts_the_same_requests(scraped, traffic):
     assert value(scraped, "ts_inference_requests_total", model_name="mymodel") == traffic.inference_requests
 
 
-def test_metric_lines_are_torchserves_own(caplog, monkeypatch):
-    """The handler writes a batch's observations in one log record, in the line format TorchServe's
-    CachingMetric writes one at a time (and its frontend parses)."""
+@pytest.fixture
+def served_handler(monkeypatch):
+    """handler/handler.py as TorchServe's worker imports it, and TorchServe's metrics cache read
+    from handler/metrics.yaml."""
     from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-    from ts.metrics.metric_type_enum import MetricTypes
 
     monkeypatch.syspath_prepend(str(ROOT / "handler"))
     spec = importlib.util.spec_from_file_location("served_handler", ROOT / "handler" / "handler.py")
@@ -221,11 +223,52 @@ def test_metric_lines_are_torchserves_own(caplog, monkeypatch):
     spec.loader.exec_module(handler)
     cache = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
     cache.initialize_cache()
+    return handler, cache
+
+
+def test_metric_lines_are_torchserves_own(served_handler, caplog):
+    """The handler writes a batch's observations in one log record, in the line format TorchServe's
+    CachingMetric writes one at a time (and its frontend parses)."""
+    from ts.metrics.metric_type_enum import MetricTypes
+
+    handler, cache = served_handler
     metric = cache.get_metric(handler.PREDICTIONS, MetricTypes.COUNTER)
     with caplog.at_level(logging.INFO):
         metric.add_or_update(3, ["mymodel", "late", "true"])
     stamp = caplog.records[-1].getMessage().rsplit("|#hostname:", 1)[1]
     assert handler.metric_format(metric, ("mymodel", "late", "true")) % (3, stamp) == caplog.records[-1].getMessage()
+
+
+# TorchServe's frontend reads a metric line with this pattern (org.pytorch.serve.metrics.Metric).
+FRONTEND_METRIC_LINE = re.compile(r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"
+                                  r"\|#hostname:([^,]+),([^,]+)(,(.*))?")
+
+
+def test_a_batch_writes_a_line_per_probability_bin_not_per_record(served_handler, caplog):
+    """A batch of 1,000 predicted records writes a few dozen metric lines at most, each one the
+    frontend can read, and their counts add up to the batch."""
+    from service import Batch, Reply
+
+    handler, cache = served_handler
+    served = handler.PredictionHandler()
+    served.service = type("Service", (), {"name": "mymodel", "target": "late", "threshold": 0.5})()
+    served.metrics = handler._declared_metrics(cache)
+    probabilities = [index / 999 for index in range(1000)]
+    batch = Batch([Reply(200, "[]", tuple(probabilities[:400])), Reply(200, "[]", tuple(probabilities[400:])),
+                   Reply(400, "{}", refused=("out_of_range",))], 0.004, 0.002)
+    with caplog.at_level(logging.INFO, logger="ts.metrics.handler"):
+        served.record(batch)
+    lines = [record.getMessage() for record in caplog.records if record.name == "ts.metrics.handler"][-1].split("\n")
+    assert all(FRONTEND_METRIC_LINE.fullmatch(line.removeprefix("[METRICS]")) for line in lines), lines
+    # predictions true and false, 20 bins, the sum, one refusal, preprocess and inference times
+    assert len(lines) == 2 + 20 + 1 + 1 + 2
+    observed = Counter()
+    for line in lines:
+        name, rest = line.removeprefix("[METRICS]").split(":", 1)
+        observed[name.rsplit(".", 1)[0]] += float(rest.split("|", 1)[0])
+    assert observed[handler.PREDICTIONS] == observed[handler.PROBABILITY_RECORDS] == 1000
+    assert observed[handler.PROBABILITY_SUM] == pytest.approx(sum(probabilities))
+    assert observed[handler.INVALID_RECORDS] == 1
 
 
 def promql_metric_names(expression: str) -> set[str]:
@@ -256,7 +299,7 @@ def test_the_promql_reader_finds_metric_names():
 def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(metered, scraped):
     served_503(metered)
     names = set().union(*(promql_metric_names(expression) for expression in dashboard_queries()))
-    assert {"model_predictions_total", "model_probability_bucket", "model_invalid_records_total",
+    assert {"model_predictions_total", "model_probability_records_total", "model_invalid_records_total",
             "ts_inference_requests_total"} <= names
     deadline = time.monotonic() + 90  # host metrics (CPUUtilization, ...) come once a minute
     while missing := names - set(scrape(metered)):
