@@ -36,7 +36,8 @@ def test_rows(table):
 def test_the_models_workers_are_ready_with_the_trained_version(server, metrics):
     described = requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
     assert described["modelVersion"] == metrics["model_version"]
-    assert described["batchSize"] == 32
+    # adaptive batching shows the batch size in force: a worker's share of the queue, at most the configured 32
+    assert 1 <= described["batchSize"] <= 32
     assert len(described["workers"]) == described["minWorkers"] >= 1
     assert {w["status"] for w in described["workers"]} == {"READY"}
 
