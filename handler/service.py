@@ -167,20 +167,6 @@ def parse_json(body: Body) -> Any:
         raise _body_error(f"the body is not valid JSON: {str(error)[:200]}") from None
 
 
-def fast_json(body: Body) -> Any:
-    """orjson's reading of a body, where it agrees with parse_json; None where only parse_json can
-    tell (then it reads the body again). orjson is as strict (UTF-8 with no unpaired surrogates, no
-    NaN or Infinity, no number beyond a double) but keeps the last of duplicated keys: so a body must
-    also hold exactly one colon per object member. A colon inside a string breaks that too and only
-    costs the slower reading; a duplicated key can never pass, because it makes members fewer than
-    colons, and colons in strings only make colons more."""
-    reading = _orjson_reading(body)
-    if reading is None:
-        return None
-    payload, colons = reading
-    return payload if colons == _members(payload) else None
-
-
 def _orjson_reading(body: Body) -> Optional[Tuple[Any, int]]:
     """orjson's decoding of a body and the colons the body holds; None where orjson refuses it."""
     if orjson is None or not isinstance(body, (bytes, bytearray, str)):
@@ -190,19 +176,6 @@ def _orjson_reading(body: Body) -> Optional[Tuple[Any, int]]:
     except orjson.JSONDecodeError:
         return None
     return payload, body.count(":") if isinstance(body, str) else body.count(b":")
-
-
-def _members(payload: Any) -> int:
-    """How many members the objects in a decoded JSON value have, nested ones included."""
-    count, pending = 0, [payload]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            count += len(value)
-            pending.extend(item for item in value.values() if isinstance(item, (dict, list)))
-        elif isinstance(value, list):
-            pending.extend(item for item in value if isinstance(item, (dict, list)))
-    return count
 
 
 def route_of(url_path: Optional[str], explain: Optional[str]) -> str:
@@ -345,9 +318,13 @@ class PredictionService:
                 records, as_list = self.records_of(payload)
             except RequestError:  # worded by the strict reading below, which may find more
                 records, as_list = [], False
-            # As fast_json decides, one colon per object member, but cheaper: valid records are
-            # objects of the schema's fields, whose values are never objects or lists, so their
-            # members are their lengths (and the "instances" key).
+            # orjson is as strict as parse_json (UTF-8 with no unpaired surrogates, no NaN or
+            # Infinity, no number beyond a double) but keeps the last of duplicated keys, so the
+            # body must also hold exactly one colon per object member. Valid records are objects
+            # of the schema's fields, whose values are never objects or lists, so their members
+            # are their lengths (and the "instances" key). A duplicated key leaves members fewer
+            # than colons; a colon inside a string only makes colons more and costs the strict
+            # reading.
             if records and self.all_valid(records) and \
                     colons == sum(map(len, records)) + (as_list == INSTANCES):
                 return records, as_list

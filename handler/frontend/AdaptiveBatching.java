@@ -1,5 +1,6 @@
 package mymodel.serving;
 
+import java.util.Locale;
 import java.util.Map;
 import java.util.WeakHashMap;
 import java.util.concurrent.Executors;
@@ -89,7 +90,9 @@ public class AdaptiveBatching extends ModelServerEndpoint {
     }
 
     static boolean enabled() {
-        String value = System.getenv("TS_ADAPTIVE_BATCHING");
+        // TorchServe's own spelling of a setting as a variable, read even where
+        // enable_envvars_config is off
+        String value = System.getenv("TS_" + ENABLED_KEY.toUpperCase(Locale.ROOT));
         if (value == null) {
             value = ConfigManager.getInstance().getConfiguration().getProperty(ENABLED_KEY, "false");
         }

@@ -14,7 +14,6 @@ from handler.service import (
     PredictionService,
     Request,
     RequestError,
-    fast_json,
     parse_json,
     route_of,
 )
@@ -211,21 +210,46 @@ def test_parse_json_keeps_big_but_finite_numbers():
         parse_json(b"{\"distance\": -1e400}")
 
 
+def with_field(record, text):
+    """A record's JSON with `text` (one more member) written before its closing brace."""
+    return body(record)[:-1] + b", " + text + b"}"
+
+
+@pytest.fixture
+def strict_readings(monkeypatch):
+    """The bodies PredictionService.parse hands to the strict reader."""
+    from handler import service as module
+
+    read, strict = [], module.parse_json
+    monkeypatch.setattr(module, "parse_json", lambda raw: read.append(raw) or strict(raw))
+    return read
+
+
 @pytest.mark.parametrize("raw", [
-    b'{"distance": 1, "distance": 2}',  # the fast reader would keep the last
+    with_field(SAMPLE, b'"distance": 2'),  # orjson would keep the last
+    with_field({**SAMPLE, "carrier": "A:B"}, b'"month": 4'),  # a colon in a string hides a duplicate
     b'[{"a": {"b": 1, "b": 2}}]',
-    b'{"carrier": "A:B"}',  # a colon inside a string
-    b'\xef\xbb\xbf{"distance": 1}',  # a byte order mark
-    b'{"distance": NaN}', b'{"distance": 1e999}', b'{"carrier": "\\ud800"}', b'{"carrier": "\xff"}', b"",
+    body({**SAMPLE, "carrier": "A:B"}),  # a colon inside a string
+    b"\xef\xbb\xbf" + body(SAMPLE),  # a byte order mark
+    with_field(SAMPLE, b'"x": NaN'), with_field(SAMPLE, b'"x": 1e999'),
+    body(SAMPLE).replace(b'"%s"' % SAMPLE["carrier"].encode(), b'"\\ud800"'),
+    body(SAMPLE).replace(SAMPLE["carrier"].encode(), b"\xff"), b"",
 ])
-def test_the_fast_reader_leaves_what_only_the_strict_reader_can_decide(raw):
-    assert fast_json(raw) is None
+def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service, strict_readings, raw):
+    try:
+        records, _ = service.parse(raw, "application/json")
+    except RequestError as error:
+        assert error.status == 400
+    else:
+        assert records == service.records_of(parse_json(raw))[0]
+    assert strict_readings == [raw]
 
 
 @pytest.mark.parametrize("raw", [body(SAMPLE), body([SAMPLE, SAMPLE]), body({"instances": [SAMPLE]}),
                                  body(SAMPLE).decode(), bytearray(body(SAMPLE))])
-def test_the_fast_reader_reads_ordinary_bodies_as_the_strict_reader_does(raw):
-    assert fast_json(raw) == parse_json(raw)
+def test_the_fast_reading_reads_ordinary_bodies_as_the_strict_reader_does(service, strict_readings, raw):
+    assert service.parse(raw, "application/json") == service.records_of(parse_json(raw))
+    assert strict_readings == []
 
 
 def test_every_body_of_the_malformed_corpus_gets_the_same_answer_with_and_without_the_fast_reader(
