@@ -14,15 +14,15 @@ import struct
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-import fastjsonschema
 from jsonschema import Draft202012Validator
 
-try:  # a C JSON reader, about ten times faster than json with the strict hooks below; optional
-    import orjson
-except ImportError:  # pragma: no cover - a worker without it reads every body the strict way
-    orjson = None
+try:  # in the worker the archive's modules sit side by side; in a checkout they are the handler package
+    from typed_records import ABSENT, INSTANCES, TypedRecords, encode
+except ImportError:
+    from handler.typed_records import ABSENT, INSTANCES, TypedRecords, encode
 
 Body = Union[bytes, bytearray, str, dict, list, None]
+Row = Tuple[Any, ...]  # a record's values in the order of the model's fields (see PredictionService.parse)
 # (categorical columns, numeric rows with NaN for missing) -> the target's probabilities
 Predict = Callable[[List[List[str]], List[List[float]]], Sequence[float]]
 # The same inputs -> per record {"probability", "baseline_probability", "logit", "baseline_logit",
@@ -167,17 +167,6 @@ def parse_json(body: Body) -> Any:
         raise _body_error(f"the body is not valid JSON: {str(error)[:200]}") from None
 
 
-def _orjson_reading(body: Body) -> Optional[Tuple[Any, int]]:
-    """orjson's decoding of a body and the colons the body holds; None where orjson refuses it."""
-    if orjson is None or not isinstance(body, (bytes, bytearray, str)):
-        return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return payload, body.count(":") if isinstance(body, str) else body.count(b":")
-
-
 def route_of(url_path: Optional[str], explain: Optional[str]) -> str:
     """The route of a request from the headers TorchServe's frontend (or its v2 plugin) sets:
     url_path is "" for /predictions and /explanations, "v2/models/<name>[/versions/<v>][/infer]"
@@ -193,11 +182,6 @@ class PredictionService:
     def __init__(self, schema: Dict[str, Any], predict: Predict, explain: Optional[Explain] = None):
         Draft202012Validator.check_schema(schema)
         self.validator = Draft202012Validator(schema)
-        # The same schema compiled to Python: decides a valid record in microseconds (the
-        # common case); the validator above only runs to word what is wrong.
-        self.is_valid = _compiled(schema)
-        self.all_valid = _compiled({"$schema": schema["$schema"], "type": "array",
-                                    "items": {key: value for key, value in schema.items() if key != "$schema"}})
         self.fields: Dict[str, Dict[str, Any]] = schema["properties"]
         facts = schema["x-model"]
         self.name: str = facts["name"]
@@ -208,6 +192,9 @@ class PredictionService:
         self.target: str = facts["target"]
         self.threshold: float = facts["threshold"]
         self.max_records: int = facts["max_records"]
+        # The same schema as msgspec types: decodes and checks a body of valid records in C (the
+        # common case); the validator above only runs to word what is wrong.
+        self.typed = TypedRecords(schema, self.categorical + self.numeric, self.max_records)
         self.predict = predict
         self.explain = explain
         self.v2_inputs = {name: _v2_datatypes(self.fields[name], name in self.categorical)
@@ -225,8 +212,8 @@ class PredictionService:
         started = time.perf_counter()
         self._timing = [0.0, 0.0]
         replies: List[Optional[Reply]] = [None] * len(requests)
-        scored: List[Tuple[int, List[Dict[str, Any]], Any]] = []  # index, records, how to answer
-        explained: List[Tuple[int, List[Dict[str, Any]], Any]] = []
+        scored: List[Tuple[int, List[Row], Any]] = []  # index, rows, how to answer
+        explained: List[Tuple[int, List[Row], Any]] = []
         for index, request in enumerate(requests):
             if not isinstance(request, Request):
                 request = Request(*request)
@@ -257,7 +244,7 @@ class PredictionService:
                 replies[index] = reply
         return Batch([reply for reply in replies if reply is not None], *self._timing)
 
-    def answer_requests(self, accepted: List[Tuple[int, List[Dict[str, Any]], Any]]) -> List[Reply]:
+    def answer_requests(self, accepted: List[Tuple[int, List[Row], Any]]) -> List[Reply]:
         """One forward pass for every record of every accepted request; one reply per request."""
         everything = [record for _, records, _ in accepted for record in records]
         started = time.perf_counter()
@@ -273,11 +260,11 @@ class PredictionService:
             if isinstance(reply_to, V2Reply):
                 body = self.v2_answer(batch, reply_to)
             else:
-                body = _dumps(shaped([self.answer(p) for p in batch], reply_to))
+                body = encode(shaped([self.answer(p) for p in batch], reply_to))
             replies.append(Reply(200, body, tuple(batch)))
         return replies
 
-    def explain_requests(self, accepted: List[Tuple[int, List[Dict[str, Any]], Any]]) -> List[Reply]:
+    def explain_requests(self, accepted: List[Tuple[int, List[Row], Any]]) -> List[Reply]:
         """Integrated gradients for every record of every accepted /explanations request."""
         if self.explain is None:
             body = json.dumps({"code": 501, "error": "explanations are not available for this model", "errors": []})
@@ -307,27 +294,15 @@ class PredictionService:
 
     # -- the native JSON API -------------------------------------------------------------------
 
-    def parse(self, body: Body, content_type: Optional[str]) -> Tuple[List[Dict[str, Any]], Any]:
-        """The records, and the shape the answer takes: False (one object), True (a list) or
-        INSTANCES (KServe's v1 body {"instances": [...]}, answered {"predictions": [...]})."""
+    def parse(self, body: Body, content_type: Optional[str]) -> Tuple[List[Row], Any]:
+        """The records as rows (a tuple per record in the order of the model's fields, None or
+        ABSENT where a value is missing), and the shape the answer takes: False (one object),
+        True (a list) or INSTANCES (KServe's v1 body {"instances": [...]}, answered
+        {"predictions": [...]})."""
         _check_media_type(content_type)
-        reading = _orjson_reading(body)
+        reading = self.typed.read(body)
         if reading is not None:  # the common case: well-formed and valid, decided in C
-            payload, colons = reading
-            try:
-                records, as_list = self.records_of(payload)
-            except RequestError:  # worded by the strict reading below, which may find more
-                records, as_list = [], False
-            # orjson is as strict as parse_json (UTF-8 with no unpaired surrogates, no NaN or
-            # Infinity, no number beyond a double) but keeps the last of duplicated keys, so the
-            # body must also hold exactly one colon per object member. Valid records are objects
-            # of the schema's fields, whose values are never objects or lists, so their members
-            # are their lengths (and the "instances" key). A duplicated key leaves members fewer
-            # than colons; a colon inside a string only makes colons more and costs the strict
-            # reading.
-            if records and self.all_valid(records) and \
-                    colons == sum(map(len, records)) + (as_list == INSTANCES):
-                return records, as_list
+            return reading
         # Anything else is read again the strict way, which words what is wrong.
         records, as_list = self.records_of(parse_json(body))
         problems: List[Problem] = []
@@ -335,7 +310,7 @@ class PredictionService:
             problems.extend(Problem(index if as_list else None, *problem) for problem in self.problems(record))
         if problems:
             raise RequestError(400, problems)
-        return records, as_list
+        return [self.typed.row(record) for record in records], as_list
 
     def records_of(self, payload: Any) -> Tuple[List[Any], Any]:
         """The records of a decoded body and the shape of its answer (see parse)."""
@@ -358,7 +333,7 @@ class PredictionService:
             return [("record", f"must be a JSON object, not {_json_name(record)}", "not_an_object")]
         found = [(name, "holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text", "not_text")
                  for name in self.categorical if isinstance(record.get(name), str) and not _is_text(record[name])]
-        if self.is_valid(record):
+        if self.typed.is_valid(record):
             return found
         for name in record:
             if name not in self.fields:
@@ -390,10 +365,14 @@ class PredictionService:
             return f"is longer than {error.validator_value} characters"
         return error.message[:200]
 
-    def model_inputs(self, records: List[Dict[str, Any]]) -> Tuple[List[List[str]], List[List[float]]]:
-        categorical = [[record.get(name) or "" for record in records] for name in self.categorical]
-        numeric = [[math.nan if record.get(name) is None else float(record[name]) for name in self.numeric]
-                   for record in records]
+    def model_inputs(self, rows: List[Row]) -> Tuple[List[List[str]], List[List[float]]]:
+        """The model's two inputs from rows (see parse): a column of strings per categorical field
+        ("" for missing) and a row of numbers per record (NaN for missing)."""
+        first = len(self.categorical)
+        columns = list(zip(*rows))[:first]
+        categorical = [[value or "" for value in column] for column in columns]
+        numeric = [[math.nan if value is None or value is ABSENT else float(value) for value in row[first:]]
+                   for row in rows]
         return categorical, numeric
 
     def example(self) -> Dict[str, Any]:
@@ -428,8 +407,8 @@ class PredictionService:
                 "outputs": [{"name": name, "datatype": datatype, "shape": [-1]}
                             for name, datatype in self.v2_outputs.items()]}
 
-    def parse_v2(self, request: Request) -> Tuple[List[Dict[str, Any]], "V2Reply"]:
-        """A v2 inference request -> records (one per element of the input tensors)."""
+    def parse_v2(self, request: Request) -> Tuple[List[Row], "V2Reply"]:
+        """A v2 inference request -> rows (one per element of the input tensors)."""
         _check_media_type(request.content_type)
         body, binary = _split_binary(request.body, request.json_length)
         payload = parse_json(body)
@@ -470,7 +449,8 @@ class PredictionService:
                             if kind != "missing_field")
         if problems:
             raise RequestError(400, problems)
-        return records, V2Reply(request_id, self.v2_requested(payload.get("outputs")))
+        rows = [self.typed.row(record) for record in records]
+        return rows, V2Reply(request_id, self.v2_requested(payload.get("outputs")))
 
     def v2_column(self, position: int, tensor: Any, binary: bytearray) -> Tuple[str, List[Any]]:
         """One input tensor's elements, checked against the field it names (binary data consumed)."""
@@ -527,7 +507,6 @@ class PredictionService:
         return json.dumps(answer)
 
 
-INSTANCES = "instances"
 
 
 def shaped(answers: List[Dict[str, Any]], as_list: Any) -> Any:
@@ -622,27 +601,6 @@ def _binary_elements(name: str, datatype: str, count: int, size: Any, binary: by
     values = list(struct.unpack(f"<{count}{V2_BINARY_FORMATS[datatype]}", chunk))
     # NaN is how binary data says "missing" (JSON data says null); infinities are refused by the schema's bounds
     return [None if isinstance(value, float) and math.isnan(value) else value for value in values]
-
-
-def _compiled(schema: Dict[str, Any]) -> Callable[[Any], bool]:
-    validate = fastjsonschema.compile(schema)
-
-    def is_valid(record: Any) -> bool:
-        try:
-            validate(record)
-            return True
-        except fastjsonschema.JsonSchemaException:
-            return False
-
-    return is_valid
-
-
-def _dumps(value: Any) -> str:
-    """JSON text of an answer: orjson's where it is installed (about four times faster than json's
-    for a list of answers), compact either way."""
-    if orjson is None:
-        return json.dumps(value, separators=(",", ":"))
-    return orjson.dumps(value).decode()
 
 
 def _is_text(value: str) -> bool:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 HANDLER_DIR = Path(__file__).resolve().parents[2] / "handler"
 # The handler (TorchServe's entry point) and the modules it imports, packed beside it.
 HANDLER = "handler.py"
-HANDLER_MODULES = ("service.py", "request_log.py")
+HANDLER_MODULES = ("service.py", "typed_records.py", "request_log.py")
 
 
 def archiver_command() -> str:
