@@ -159,7 +159,7 @@ class PredictionHandler:
             return None
         # Which first-layer inputs carry each request field: exported with model.pt (field_columns).
         self.columns = {name: list(positions) for name, positions in self.model.field_columns.items()}
-        categorical, numeric = self.service.model_inputs([self.service.typed.row(self.service.example())])
+        categorical, numeric = self.service.model_inputs(self.service.rows([self.service.example()]))
         indices, _ = self.tensors(categorical, numeric)
         with torch.no_grad():
             # The reference record: every number at its training fill value, every category unknown.

@@ -310,7 +310,7 @@ class PredictionService:
             problems.extend(Problem(index if as_list else None, *problem) for problem in self.problems(record))
         if problems:
             raise RequestError(400, problems)
-        return [self.typed.row(record) for record in records], as_list
+        return self.rows(records), as_list
 
     def records_of(self, payload: Any) -> Tuple[List[Any], Any]:
         """The records of a decoded body and the shape of its answer (see parse)."""
@@ -364,6 +364,10 @@ class PredictionService:
         if rule == "maxLength":
             return f"is longer than {error.validator_value} characters"
         return error.message[:200]
+
+    def rows(self, records: List[Dict[str, Any]]) -> List[Row]:
+        """Valid decoded records (dicts) as rows (see parse)."""
+        return [self.typed.row(record) for record in records]
 
     def model_inputs(self, rows: List[Row]) -> Tuple[List[List[str]], List[List[float]]]:
         """The model's two inputs from rows (see parse): a column of strings per categorical field
@@ -449,8 +453,7 @@ class PredictionService:
                             if kind != "missing_field")
         if problems:
             raise RequestError(400, problems)
-        rows = [self.typed.row(record) for record in records]
-        return rows, V2Reply(request_id, self.v2_requested(payload.get("outputs")))
+        return self.rows(records), V2Reply(request_id, self.v2_requested(payload.get("outputs")))
 
     def v2_column(self, position: int, tensor: Any, binary: bytearray) -> Tuple[str, List[Any]]:
         """One input tensor's elements, checked against the field it names (binary data consumed)."""

@@ -28,7 +28,7 @@ def prepared_batches(service: PredictionService, records: list[dict[str, Any]],
                      batch: int) -> list[tuple[list[list[str]], torch.Tensor]]:
     batches = []
     for start in range(0, len(records) - batch + 1, batch):
-        categorical, numeric = service.model_inputs(records[start:start + batch])
+        categorical, numeric = service.model_inputs(service.rows(records[start:start + batch]))
         batches.append((categorical, torch.tensor(numeric, dtype=torch.float32).reshape(batch, -1)))
     if not batches:
         raise ValueError(f"{len(records)} records do not fill one batch of {batch}")

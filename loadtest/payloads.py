@@ -117,7 +117,8 @@ def late_probabilities(model: torch.jit.ScriptModule, schema: dict[str, Any], re
                        gradient: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, numeric input) for request records, encoded exactly as the handler encodes them;
     with gradient=True the numeric input requires grad."""
-    categorical, numeric = PredictionService(schema, _no_predict).model_inputs(records)
+    service = PredictionService(schema, _no_predict)
+    categorical, numeric = service.model_inputs(service.rows(records))
     values = torch.tensor(numeric, dtype=torch.float32).reshape(len(records), len(schema["x-model"]["numeric"]))
     values.requires_grad_(gradient)
     with torch.set_grad_enabled(gradient):
