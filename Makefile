@@ -52,7 +52,7 @@ simple-pipeline: setup ## the pipeline in its simplest form: data creation -> pr
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --doc docs/load-and-capacity.md $(if $(URL),--url $(URL))
 
-bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 7 minutes; installs Debian's wrk when missing)
+bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 9 minutes; installs Debian's wrk when missing)
 	@tests/system-tools.sh wrk
 	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md --capacity-doc README.md
 

@@ -67,9 +67,10 @@ class BenchPlan:
     configurations: tuple[str, ...] = tuple(CONFIGURATIONS)
     wrk_threads: int = 1  # the client shares the cores with the server: as few threads as keep up
     forward_batches: tuple[int, ...] = (1, 32)
-    # Bodies of this many records each (a client scoring many flights per call), at these connections
+    # Bodies of this many records each (a client scoring many flights per call), at these connections:
+    # a few clients, and enough of them that the server's cores are busy (its capacity in records/s)
     records_per_request: tuple[int, ...] = (10, 100, 1000)
-    multi_record_concurrency: tuple[int, ...] = (4,)
+    multi_record_concurrency: tuple[int, ...] = (4, 16)
     # The server with no traffic, after its load: CPU it spends on its own (timers, metrics, GC)
     idle_seconds: int = 10
 

@@ -188,7 +188,7 @@ def targets(results: dict[str, Any]) -> list[str]:
     rows = [(f"tuned p99 at {top['concurrency']} connections <= {MAX_TUNED_P99_MS:.0f} ms",
              f"{top['latency_ms']['p99']:.1f} ms", top["latency_ms"]["p99"] <= MAX_TUNED_P99_MS),
             (f"tuned service memory under load (PSS) <= {MAX_SERVICE_MB:.0f} MB",
-             f"{tuned['pss_peak_mb']:.0f} MB (RSS sum {tuned['rss_peak_mb']:.0f} MB)",
+             f"{tuned['pss_peak_mb']:.0f} MB (RSS sum {tuned['rss_peak_mb']:.0f} MB) {peak_load(tuned)}",
              tuned["pss_peak_mb"] <= MAX_SERVICE_MB)]
     for name, floor in (("fastapi", MIN_TUNED_OVER_FASTAPI), ("defaults", MIN_TUNED_OVER_DEFAULTS)):
         if f"tuned/{name}" in ratios:
@@ -198,13 +198,23 @@ def targets(results: dict[str, Any]) -> list[str]:
     multi = [p for p in tuned.get("multi_record_points", []) if p["records_per_request"] == MULTI_RECORD_SIZE]
     forward = forward_records_per_s(results)
     if multi and forward:
-        best = max(point["records_per_s"] for point in multi)
+        best = max(multi, key=lambda point: point["records_per_s"])  # the capacity: the busiest level measured
         rows.append((f"tuned {MULTI_RECORD_SIZE}-record requests >= {MIN_MULTI_RECORD_SHARE:.0%} of the forward's "
-                     "records/s at batch 32", f"{best:,.0f} of {forward:,.0f} ({best / forward:.0%})",
-                     best >= MIN_MULTI_RECORD_SHARE * forward))
+                     "records/s at batch 32",
+                     f"{best['records_per_s']:,.0f} of {forward:,.0f} ({best['records_per_s'] / forward:.0%}) "
+                     f"at {best['concurrency']} connections",
+                     best["records_per_s"] >= MIN_MULTI_RECORD_SHARE * forward))
     return ["| target | measured | met |", "| --- | ---: | --- |",
             *[f"| {target} | {measured} | {'yes' if met else 'no'} |" for target, measured, met in rows],
             "", MEMORY_NOTE]
+
+
+def peak_load(measured: dict[str, Any]) -> str:
+    """The load at which a configuration's memory peaked, in words."""
+    peak = max(measured["points"] + measured.get("multi_record_points", []), key=lambda point: point["pss_peak_mb"])
+    records = peak.get("records_per_request", 1)
+    bodies = f", {records:,} records per request" if records > 1 else ""
+    return f"at {peak['concurrency']} connections{bodies}"
 
 
 def low_load_targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
