@@ -168,7 +168,7 @@ def s3_server(tmp_path):
                 try:
                     requests.get(endpoint, timeout=2)
                     break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError((tmp_path / "moto.log").read_text()) from None
                     time.sleep(0.2)
