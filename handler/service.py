@@ -8,6 +8,7 @@ answered on its own and never fails the other requests TorchServe batched with i
 Python 3.9 compatible: it runs in the serving image's worker.
 """
 
+import itertools
 import json
 import math
 import struct
@@ -373,7 +374,7 @@ class PredictionService:
         """The model's two inputs from rows (see parse): a column of strings per categorical field
         ("" for missing) and a row of numbers per record (NaN for missing)."""
         first = len(self.categorical)
-        columns = list(zip(*rows))[:first]
+        columns = itertools.islice(zip(*rows), first)  # the categorical columns only: zip is lazy
         categorical = [[value or "" for value in column] for column in columns]
         numeric = [[math.nan if value is None or value is ABSENT else float(value) for value in row[first:]]
                    for row in rows]
@@ -508,8 +509,6 @@ class PredictionService:
         answer["outputs"] = [{"name": name, "datatype": self.v2_outputs[name], "shape": [len(probabilities)],
                               "data": values[name]} for name in reply_to.outputs]
         return json.dumps(answer)
-
-
 
 
 def shaped(answers: List[Dict[str, Any]], as_list: Any) -> Any:

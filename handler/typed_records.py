@@ -20,10 +20,12 @@ from typing import Annotated, Any, Dict, List, Optional, Tuple, Union
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+from msgspec.structs import astuple
 
 # A field the request left out (a field the schema does not require): falsy, as None is.
 ABSENT = UNSET
 INSTANCES = "instances"  # KServe's v1 body: {"instances": [record, ...]}
+PEEK = 64  # characters read to tell a list from an object
 
 
 def field_type(field: Dict[str, Any]) -> Any:
@@ -56,7 +58,6 @@ class TypedRecords:
         self.many = msgspec.json.Decoder(List[record])
         instances = msgspec.defstruct("Instances", [(INSTANCES, List[record])], forbid_unknown_fields=True)
         self.instances = msgspec.json.Decoder(instances)
-        self.astuple = msgspec.structs.astuple
 
     def read(self, body: Any) -> Optional[Tuple[List[tuple], Any]]:
         """The rows of a body of valid records and the shape of its answer (False: one object,
@@ -64,7 +65,9 @@ class TypedRecords:
         if not isinstance(body, (bytes, bytearray, str)):
             return None
         try:
-            if body.lstrip()[:1] in (b"[", "["):
+            # The first character tells a list from an object without copying the body; leading
+            # whitespace longer than the peek only costs the strict reading.
+            if body[:PEEK].lstrip()[:1] in (b"[", "["):
                 records, as_list = self.many.decode(body), True
             else:
                 try:
@@ -75,7 +78,7 @@ class TypedRecords:
             return None
         if not records or len(records) > self.max_records:
             return None  # the strict reader words the refusal
-        rows = [self.astuple(record) for record in records]
+        rows = [astuple(record) for record in records]
         members = len(self.names) * len(rows) - sum(row.count(ABSENT) for row in rows) + (as_list == INSTANCES)
         colons = body.count(":") if isinstance(body, str) else body.count(b":")
         return (rows, as_list) if colons == members else None

@@ -238,6 +238,7 @@ def strict_readings(monkeypatch):
     b'[{"a": {"b": 1, "b": 2}}]',
     body({**SAMPLE, "carrier": "A:B"}),  # a colon inside a string
     b"\xef\xbb\xbf" + body(SAMPLE),  # a byte order mark
+    b" " * 100 + body([SAMPLE]),  # more leading whitespace than the fast reading peeks at
     with_field(SAMPLE, b'"x": NaN'), with_field(SAMPLE, b'"x": 1e999'),
     body(SAMPLE).replace(b'"%s"' % SAMPLE["carrier"].encode(), b'"\\ud800"'),
     body(SAMPLE).replace(SAMPLE["carrier"].encode(), b"\xff"), b"",
