@@ -155,10 +155,8 @@ public class AdaptiveBatching extends ModelServerEndpoint {
         }
         int share = share(pending, workers, configured.batchSize);
         int size = model.getBatchSize();
-        if (share >= size) {
-            SMALLER.put(model, 0);
-            size = share;
-        } else if (SMALLER.merge(model, 1, Integer::sum) >= QUIET_PERIODS) {
+        // up at once; down only after QUIET_PERIODS looks in a row at a smaller share
+        if (share >= size || SMALLER.merge(model, 1, Integer::sum) >= QUIET_PERIODS) {
             SMALLER.put(model, 0);
             size = share;
         }
