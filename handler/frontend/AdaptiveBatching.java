@@ -122,6 +122,9 @@ public class AdaptiveBatching extends ModelServerEndpoint {
     static void adjustAll() {
         try {
             ModelManager models = ModelManager.getInstance();
+            if (models == null) {
+                return; // plugins load before TorchServe creates its model manager: nothing to look at yet
+            }
             for (Map.Entry<String, ModelVersionedRefs> named : models.getAllModels()) {
                 for (Map.Entry<String, Model> version : named.getValue().getAllVersions()) {
                     Model model = version.getValue();

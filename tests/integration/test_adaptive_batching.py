@@ -138,3 +138,9 @@ def test_off_the_delay_and_batch_size_stay_as_configured(archive, plugins, tmp_p
         assert delay(server) == CONFIGURED
         statuses, seen = burst(server, clients=8, seconds=2, records=100, setting="batchSize")
         assert set(statuses) == {200} and seen == {CONFIGURED_BATCH}
+
+
+def test_the_plugin_reports_no_error_from_start_to_now(adaptive):
+    """Its timer starts before TorchServe has a model manager: that is no error to report."""
+    reported = [line for line in adaptive.log.read_text().splitlines() if "adaptive batching:" in line]
+    assert reported and not [line for line in reported if "Exception" in line]
