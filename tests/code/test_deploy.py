@@ -346,6 +346,8 @@ def image_tag(root: Path) -> str:
 
 
 def kustomize(k8s: Path) -> subprocess.CompletedProcess:
+    """`kubectl kustomize`, the kustomize built into kubectl (v4 or later: components)."""
+    assert shutil.which("kubectl"), "kubectl is needed to render deploy/k8s (docs/docker-and-kubernetes.md)"
     return subprocess.run(["kubectl", "kustomize", str(k8s)], capture_output=True, text=True, timeout=60)
 
 
