@@ -75,6 +75,13 @@ build() {  # dockerfile tag base-arg base
 }
 
 build "$here/Dockerfile" "$serve_tag" TORCHSERVE_IMAGE "$torchserve_base"
+# Also the release tag Kubernetes runs, never `latest`: model version + commit (deploy/k8s/image-tag.sh;
+# docs/docker-and-kubernetes.md, "Releasing a new version").
+if release_tag="$(deploy/k8s/image-tag.sh)"; then
+    case "${serve_tag##*/}" in *:*) repository="${serve_tag%:*}" ;; *) repository="$serve_tag" ;; esac
+    "$builder" tag "$serve_tag" "$repository:$release_tag" >&2
+    echo "release: $repository:$release_tag"
+fi
 build "$here/Dockerfile.offline" "$offline_tag" PYTHON_IMAGE "$python_base"
 
 size() {
