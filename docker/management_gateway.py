@@ -439,7 +439,7 @@ def text(value: object) -> str:
     return json.dumps(shown) if not shown or re.search(r'[\s"=\x00-\x1f\x7f-\x9f]', shown) else shown
 
 
-def main() -> None:
+def options() -> argparse.ArgumentParser:
     defaults = Limits()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--listen", default="http://0.0.0.0:8081")
@@ -450,7 +450,11 @@ def main() -> None:
     parser.add_argument("--body-seconds", type=float, default=defaults.body_seconds)
     parser.add_argument("--reply-seconds", type=float, default=defaults.reply_seconds)
     parser.add_argument("--upstream-seconds", type=float, default=defaults.upstream_seconds)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = options().parse_args()
     if not args.token_file.is_file() or not args.token_file.read_bytes().strip():
         sys.exit(f"MANAGEMENT_TOKEN_FILE {args.token_file} must be a file holding the token")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

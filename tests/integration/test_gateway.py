@@ -27,6 +27,7 @@ from model.config import ROOT
 from model.lifecycle.torchserve import free_ports
 
 GATEWAY = ROOT / "docker" / "management_gateway.py"
+DOC = (ROOT / "docs" / "docker-and-kubernetes.md").read_text()
 # A token with non-ASCII characters: the file holds UTF-8, a client sends the same bytes.
 TOKEN = "s3cret-tökén-for-the-tests"
 AUTHORISED = b"Bearer " + TOKEN.encode()
@@ -60,14 +61,15 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def started(upstream: str, workdir: Path, env: dict[str, str] | None = None) -> Iterator[Gateway]:
+def started(upstream: str, workdir: Path, env: dict[str, str] | None = None, *options: str) -> Iterator[Gateway]:
+    workdir.mkdir(parents=True, exist_ok=True)
     token = workdir / "token"
     token.write_bytes(TOKEN.encode() + b"\n")
     (port,) = free_ports(1)
     log = workdir / "gateway.log"
     command = [sys.executable, str(GATEWAY), "--listen", f"http://127.0.0.1:{port}", "--upstream", upstream,
                "--token-file", str(token), "--max-connections", str(CONNECTIONS),
-               "--header-seconds", str(HEADER_SECONDS), "--body-seconds", str(BODY_SECONDS)]
+               "--header-seconds", str(HEADER_SECONDS), "--body-seconds", str(BODY_SECONDS), *options]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
@@ -381,6 +383,14 @@ def entries(gateway: Gateway, json_lines: bool) -> list[dict]:
     return [entry for entry in found if "method" in entry]
 
 
+def logged(gateway: Gateway, json_lines: bool, count: int) -> list[dict]:
+    """The call lines, once `count` of them are written (a line follows its reply by a moment)."""
+    deadline = time.monotonic() + 10
+    while len(found := entries(gateway, json_lines)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_every_mutating_call_and_every_refusal_is_one_line_with_a_fingerprint_never_the_token(
         server, tmp_path, log_format):
@@ -395,13 +405,45 @@ def test_every_mutating_call_and_every_refusal_is_one_line_with_a_fingerprint_ne
                  ("GET", "/models", {})]
         statuses = [requests.request(method, gateway.url + path, headers=headers, timeout=30).status_code
                     for method, path, headers in calls]
-        logged = entries(gateway, log_format == "json")
-    assert [(entry["method"], entry["path"], int(entry["status"])) for entry in logged] == [
+        lines = logged(gateway, log_format == "json", len(calls))
+    assert [(entry["method"], entry["path"], int(entry["status"])) for entry in lines] == [
         (method, path, status) for (method, path, _), status in zip(calls, statuses)]
     ours = hashlib.sha256(TOKEN.encode()).hexdigest()[:12]
-    assert [entry["token"] for entry in logged] == [ours] * 3 + [hashlib.sha256(b"wrong").hexdigest()[:12],
-                                                                 None if log_format == "json" else "-"]
-    assert {entry["client"] for entry in logged} == {"127.0.0.1"}
-    assert [entry.get("type") for entry in logged][-2:] == ["unauthorized", "unauthorized"]
+    assert [entry["token"] for entry in lines] == [ours] * 3 + [hashlib.sha256(b"wrong").hexdigest()[:12],
+                                                                None if log_format == "json" else "-"]
+    assert {entry["client"] for entry in lines} == {"127.0.0.1"}
+    assert [entry.get("type") for entry in lines][-2:] == ["unauthorized", "unauthorized"]
     text = gateway.log.read_bytes()
     assert TOKEN.encode() not in text and b"wrong" not in text
+
+
+def test_the_fingerprint_command_in_the_docs_gives_the_logged_fingerprint(server, tmp_path):
+    command = next(line.split("#")[0].strip() for line in DOC.splitlines() if "sha256sum" in line)
+    with started(server.management_url, tmp_path) as gateway:
+        requests.put(f"{gateway.url}/models/mymodel", headers={"Authorization": AUTHORISED}, timeout=30,
+                     params={"min_worker": 99, "max_worker": 1})  # refused by TorchServe: a change tried
+        (line,) = logged(gateway, False, 1)
+    (tmp_path / "management-token").write_bytes(TOKEN.encode() + b"\n")
+    shown = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, timeout=30, check=True)
+    assert shown.stdout.decode().strip() == line["token"]
+
+
+def test_the_documented_bounds_are_the_gateways_defaults():
+    defaults = vars(gateway_module.options().parse_args(["--token-file", "token"]))
+    documented = re.findall(r"(\d+)(?: s)? \(`--([a-z-]+)`\)", DOC)
+    assert {flag for _, flag in documented} == {"max-connections", "header-seconds", "body-seconds",
+                                                "reply-seconds", "upstream-seconds"}
+    for value, flag in documented:
+        assert defaults[flag.replace("-", "_")] == float(value), flag
+
+
+def test_a_management_api_that_is_down_or_silent_gets_502_or_504(tmp_path):
+    (closed,) = free_ports(1)
+    with started(f"http://127.0.0.1:{closed}", tmp_path / "down") as gateway:
+        assert_refused(exchange(gateway.port, request_bytes()), 502, "bad_gateway")
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        port = silent.getsockname()[1]
+        with started(f"http://127.0.0.1:{port}", tmp_path / "silent", None, "--upstream-seconds", "1") as gateway:
+            reply = exchange(gateway.port, request_bytes())
+    assert_refused(reply, 504, "timeout")
+    assert 1 <= reply.seconds < 1 + SLACK
