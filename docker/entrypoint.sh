@@ -7,7 +7,7 @@
 #                      being served for TS_DRAIN_SECONDS (default 0), then every child is asked
 #                      to stop; what still runs TS_STOP_SECONDS later (default 10) is killed.
 #                      Exit 0 when all stopped in time (in seconds, not the stop's grace
-#                      period), 1 when something had to be killed
+#                      period), 1 when something had to be killed. Both are whole seconds
 #   a child ends       TorchServe or the management gateway (any process started with `start`
 #                      below) ending on its own ends the container: it says which and with what
 #                      status, stops the others the same way, and exits 1
@@ -115,6 +115,15 @@ terminate() {
     esac
 }
 
+# The stop's timings, checked before anything starts: a bad value found only at the stop would
+# end this script there and leave its children running.
+for setting in "TS_DRAIN_SECONDS=${TS_DRAIN_SECONDS:-0}" "TS_STOP_SECONDS=${TS_STOP_SECONDS:-10}"; do
+    case ${setting#*=} in
+        '' | *[!0-9]*)
+            say error "${setting%%=*} must be a whole number of seconds, not '${setting#*=}'"
+            exit 1 ;;
+    esac
+done
 # The model store: config.properties' model_store unless TS_MODEL_STORE overrides it,
 # as TorchServe itself resolves it (its launcher checks the directory before the JVM starts).
 store="${TS_MODEL_STORE:-$(sed -n 's/^model_store=//p' config.properties)}"

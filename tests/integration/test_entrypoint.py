@@ -14,6 +14,7 @@ import sys
 import time
 
 import psutil
+import pytest
 import requests
 
 from model.config import ROOT
@@ -164,3 +165,12 @@ def test_a_frontend_that_ignores_the_stop_is_killed_after_ts_stop_seconds(archiv
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("setting", ["TS_STOP_SECONDS", "TS_DRAIN_SECONDS"])
+def test_a_stop_timing_that_is_not_whole_seconds_is_refused_before_anything_starts(archive, tmp_path, setting):
+    result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh")], capture_output=True, text=True, timeout=60,
+                            env={"PATH": os.environ["PATH"], "TS_MODEL_STORE": str(archive.parent), setting: "2.5s"})
+    assert result.returncode == 1
+    assert f"{setting} must be a whole number of seconds, not '2.5s'" in result.stderr
+    assert "torchserve" not in result.stdout.lower()  # nothing was started
