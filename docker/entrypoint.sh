@@ -4,12 +4,18 @@
 # image), and stay its parent until it ends. Extra arguments go to torchserve.
 #
 #   SIGTERM / SIGINT   drain and stop: the healthcheck turns not-ready at once, requests keep
-#                      being served for TS_DRAIN_SECONDS (default 0), then TorchServe stops and
-#                      this script exits 0 (in seconds, not the stop's grace period)
+#                      being served for TS_DRAIN_SECONDS (default 0), then every child is asked
+#                      to stop; what still runs TS_STOP_SECONDS later (default 10) is killed.
+#                      Exit 0 when all stopped in time (in seconds, not the stop's grace
+#                      period), 1 when something had to be killed. Both are whole seconds
+#   a child ends       TorchServe or the management gateway (any process started with `start`
+#                      below) ending on its own ends the container: it says which and with what
+#                      status, stops the others the same way, and exits 1
 #   model not loaded   when the frontend is up but the model is not (an unreadable archive,
 #                      an unwritable TEMP), it says so and exits 1 instead of serving nothing
 #   LOG_FORMAT=json    every log line one JSON object: TorchServe's (docker/log4j2-json.xml), the
-#                      handler's request log (handler/request_log.py) and this script's
+#                      handler's request log (handler/request_log.py), the management
+#                      gateway's and this script's
 #   ACCESS_LOG_LEVEL=info  a line per request: TorchServe's access log and the request log
 #   MANAGEMENT_TOKEN_FILE  publish the management API on 0.0.0.0:8081 through
 #                      docker/management_gateway.py: every caller needs
@@ -27,6 +33,97 @@ say() {
         echo "$2" >&2
     fi
 }
+# --- the children: every process the container needs; any one ending ends the container ---------
+
+children=""   # NAME=PID of each child, in the order they started
+stopping=""   # why the container stops: signal (SIGTERM, SIGINT), model (not loaded), child (one ended)
+# Installed before any child starts, so that no stop signal is missed; the traps only take note,
+# the supervising loop at the end does the work.
+trap '[ -n "$stopping" ] || stopping=signal' TERM INT
+# The startup watcher's SIGUSR1: the frontend is up without its model (the watcher says why).
+trap '[ -n "$stopping" ] || stopping=model' USR1
+
+# start NAME COMMAND...: run a child in the background and supervise it (not once stopping).
+start() {
+    name=$1
+    shift
+    [ -z "$stopping" ] || return 0
+    "$@" &
+    children="$children $name=$!"
+}
+
+# ended: the first child that no longer runs, as NAME=PID (nothing while all run). The shell reaps
+# a child that exits while it waits (see poll), so kill -0 fails for it from then on.
+ended() {
+    for child in $children; do
+        kill -0 "${child#*=}" 2>/dev/null || { echo "$child"; return 0; }
+    done
+}
+
+# running: the children that still run, as NAME=PID.
+running() {
+    for child in $children; do
+        if kill -0 "${child#*=}" 2>/dev/null; then echo "$child"; fi
+    done
+}
+
+# poll: half a second, or less when a signal arrives (the wait returns at once to run its trap).
+poll() {
+    sleep 0.5 &
+    wait $! || true
+}
+
+# signal_processes SIGNAL children|tree PID: send SIGNAL to the processes PID started, or to PID
+# and every process under it, then wait (5 s at most) until those are gone (with psutil, which
+# TorchServe itself needs).
+signal_processes() {
+    python - "$@" 2>/dev/null <<'EOF' || true
+import signal, sys, time, psutil
+number, which, pid = getattr(signal, "SIG" + sys.argv[1]), sys.argv[2], int(sys.argv[3])
+try:
+    root = psutil.Process(pid)
+    found = root.children(recursive=which == "tree") + ([root] if which == "tree" else [])
+except psutil.Error:
+    found = []
+for process in found:
+    try:
+        process.send_signal(number)
+    except psutil.Error:
+        pass
+
+
+def running(process):
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE  # a zombie is gone but for its parent's records
+    except psutil.Error:
+        return False
+
+
+deadline = time.monotonic() + 5
+while which == "tree" and any(running(process) for process in found) and time.monotonic() < deadline:
+    time.sleep(0.05)
+EOF
+}
+
+# terminate NAME=PID: ask a child to stop. TorchServe's launcher only waits for the frontend (a
+# JVM) it started, and would leave it running if it were stopped itself: the JVM is asked, as soon
+# as it exists. Any other child is asked itself.
+terminate() {
+    case $1 in
+        torchserve=*) signal_processes TERM children "${1#*=}" ;;
+        *) kill -TERM "${1#*=}" 2>/dev/null || true ;;
+    esac
+}
+
+# The stop's timings, checked before anything starts: a bad value found only at the stop would
+# end this script there and leave its children running.
+for setting in "TS_DRAIN_SECONDS=${TS_DRAIN_SECONDS:-0}" "TS_STOP_SECONDS=${TS_STOP_SECONDS:-10}"; do
+    case ${setting#*=} in
+        '' | *[!0-9]*)
+            say error "${setting%%=*} must be a whole number of seconds, not '${setting#*=}'"
+            exit 1 ;;
+    esac
+done
 # The model store: config.properties' model_store unless TS_MODEL_STORE overrides it,
 # as TorchServe itself resolves it (its launcher checks the directory before the JVM starts).
 store="${TS_MODEL_STORE:-$(sed -n 's/^model_store=//p' config.properties)}"
@@ -47,7 +144,6 @@ draining="$tmp/.mymodel.draining"
 rm -f "$draining"
 
 management="${TS_MANAGEMENT_ADDRESS:-$(sed -n 's/^management_address=//p' config.properties)}"
-gateway=""
 rm -f "$tmp/.mymodel.management"
 if [ -n "${MANAGEMENT_TOKEN_FILE:-}" ]; then
     # TorchServe's management moves to another loopback port; the gateway takes 8081 on all
@@ -56,9 +152,8 @@ if [ -n "${MANAGEMENT_TOKEN_FILE:-}" ]; then
     management="${MANAGEMENT_UPSTREAM_ADDRESS:-http://127.0.0.1:8091}"
     export TS_MANAGEMENT_ADDRESS="$management"
     ( echo "$management" > "$tmp/.mymodel.management" ) 2>/dev/null || true
-    python docker/management_gateway.py --listen "$published" --upstream "$management" \
-        --token-file "$MANAGEMENT_TOKEN_FILE" &
-    gateway=$!
+    start management-gateway python docker/management_gateway.py --listen "$published" \
+        --upstream "$management" --token-file "$MANAGEMENT_TOKEN_FILE"
 fi
 
 # LOG_FORMAT=json: every log line one JSON object (docker/log4j2-json.xml; the handler's
@@ -66,46 +161,58 @@ fi
 logging=docker/log4j2.xml
 [ "${LOG_FORMAT:-text}" = json ] && logging=docker/log4j2-json.xml
 
-torchserve --foreground --ncs \
+start torchserve torchserve --foreground --ncs \
     --ts-config config.properties \
     --model-store "$store" \
     --log-config "$logging" \
-    "$@" &
-launcher=$!
-
-stopping=0
-stop() {
-    [ "$stopping" = 1 ] && return
-    stopping=1
-    # (a subshell: a failed redirection of the special builtin ':' would end this shell)
-    ( : > "$draining" ) 2>/dev/null || true
-    say info "stopping: not ready from now on, draining for ${TS_DRAIN_SECONDS:-0} s"
-    sleep "${TS_DRAIN_SECONDS:-0}"
-    # The frontend (the JVM the launcher started) stops its listeners and workers and exits;
-    # the launcher then returns. The launcher itself ignores SIGTERM when it is PID 1.
-    python -c 'import sys, psutil; [child.terminate() for child in psutil.Process(int(sys.argv[1])).children()]' \
-        "$launcher" 2>/dev/null || kill -TERM "$launcher" 2>/dev/null || true
-}
-trap stop TERM INT
+    "$@"
 
 # A frontend that is up without its model is a failed start, not a degraded one: the watcher
-# says why and sends SIGUSR1.
-failed=0
-trap 'failed=1; stop' USR1
+# says why and sends SIGUSR1. It ends once the model is loaded, so it is not a supervised child.
 watcher=""
-if [ -n "$models" ]; then
+if [ -n "$models" ] && [ -z "$stopping" ]; then
     python docker/healthcheck.py --management-url "$management" --wait-loaded \
         --timeout "${TS_STARTUP_SECONDS:-300}" --notify-pid $$ &
     watcher=$!
 fi
 
-status=0
-while kill -0 "$launcher" 2>/dev/null; do
-    wait "$launcher" || status=$?
+# --- supervise until a stop signal, a failed start or a child's end ------------------------------
+
+dead=""
+while [ -z "$stopping" ]; do
+    dead=$(ended)
+    if [ -n "$dead" ]; then stopping=child; else poll; fi
 done
-for helper in $watcher $gateway; do kill -TERM "$helper" 2>/dev/null || true; done
+
+# --- stop: not ready at once, drain, ask every child to stop, a bounded wait, then KILL ----------
+
+# (a subshell: a failed redirection of the special builtin ':' would end this shell)
+( : > "$draining" ) 2>/dev/null || true
+case $stopping in
+    signal)
+        say info "stopping: not ready from now on, draining for ${TS_DRAIN_SECONDS:-0} s"
+        sleep "${TS_DRAIN_SECONDS:-0}" ;;
+    child)
+        status=0
+        wait "${dead#*=}" || status=$?
+        say error "${dead%%=*} stopped unexpectedly (status $status): stopping the container" ;;
+esac
+[ -z "$watcher" ] || kill -TERM "$watcher" 2>/dev/null || true
+
+deadline=$(( $(date +%s) + ${TS_STOP_SECONDS:-10} ))
+left=$(running)
+while [ -n "$left" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    for child in $left; do terminate "$child"; done
+    poll
+    left=$(running)
+done
+killed=0
+for child in $left; do
+    say error "${child%%=*} still ran ${TS_STOP_SECONDS:-10} s after it was asked to stop (TS_STOP_SECONDS): killed"
+    signal_processes KILL tree "${child#*=}"
+    killed=1
+done
+for child in $children; do wait "${child#*=}" 2>/dev/null || true; done
 rm -f "$draining"
-[ "$failed" = 1 ] && exit 1
-[ "$stopping" = 1 ] && exit 0
-say error "TorchServe stopped unexpectedly (status $status)"
+[ "$stopping" = signal ] && [ "$killed" = 0 ] && exit 0
 exit 1
