@@ -75,18 +75,18 @@ mlflow-ui: setup ## MLflow's UI over the tracked runs (artifacts/mlflow) on http
 	$(PYTHON) -m model.training.tracking --config params.yaml --ui --port $(or $(PORT),5000)
 
 registry: setup ## the model registry: every version with its status and metrics
-	$(PYTHON) -m model.lifecycle.registry --config params.yaml list
+	$(PYTHON) -m model.lifecycle.release --config params.yaml list
 
 register: archive ## register the pipeline's current model as a candidate version (model-store/mymodel-v<N>.mar)
-	$(PYTHON) -m model.lifecycle.registry --config params.yaml register
+	$(PYTHON) -m model.lifecycle.release --config params.yaml register
 
 MANAGEMENT ?= http://127.0.0.1:8081
 INFERENCE ?= http://127.0.0.1:8080
-promote: setup ## make VERSION=<n> production, in the registry and the running server (MANAGEMENT=...)
-	$(PYTHON) -m model.lifecycle.registry --config params.yaml promote $(VERSION) --management $(MANAGEMENT)
+promote: setup ## make VERSION=<n> production, in the registry and the running server (MANAGEMENT=...); needs a passed canary, or FORCE="reason"
+	$(PYTHON) -m model.lifecycle.release --config params.yaml promote $(VERSION) --management $(MANAGEMENT) $(if $(FORCE),--force '$(FORCE)')
 
 rollback: setup ## back to the previous production version, in the registry and the running server
-	$(PYTHON) -m model.lifecycle.registry --config params.yaml rollback --management $(MANAGEMENT)
+	$(PYTHON) -m model.lifecycle.release --config params.yaml rollback --management $(MANAGEMENT)
 
 canary: setup ## canary VERSION=<n> against production through the router; promoted or rolled back
 	$(PYTHON) -m model.lifecycle.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)

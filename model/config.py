@@ -269,6 +269,7 @@ class StreamSettings(Strict):
     retrain: RetrainRule
     warm_start: WarmStart
     promote_tolerance: float = Field(ge=-1, le=1)  # promoted when held-out ROC AUC >= production's - this
+    baseline_margin: float = Field(ge=-1, le=1)    # ... and >= the first production version's - this (the floor)
 
     @model_validator(mode="before")
     @classmethod

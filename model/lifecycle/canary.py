@@ -45,17 +45,11 @@ from model.data.sources import TARGET
 from model.data.split import split_rows
 from model.lifecycle.canary_router import Router, routing
 from model.lifecycle.canary_verdict import Verdict, judge
-from model.lifecycle.registry import ensure_loaded, promote
+from model.lifecycle.registry import CANARY, CANDIDATE, Registry, RegistryError
+from model.lifecycle.release import ensure_loaded, promote
 from model.lifecycle.torchserve_versions import TorchServeVersions
-from model.lifecycle.versions import Registry, RegistryError
 
 log = logging.getLogger(__name__)
-
-
-
-
-
-
 
 
 def recent_labelled(settings: Settings) -> pd.DataFrame:
@@ -77,10 +71,6 @@ def score(inference_url: str, name: str, version: str, records: list[dict[str, A
         key = key or next(k for k in answers[0] if k.endswith("_probability"))
         probabilities.extend(answer[key] for answer in answers)
     return np.asarray(probabilities)
-
-
-
-
 
 
 def replay(router_url: str, name: str, records: list[dict[str, Any]], count: int, concurrency: int) -> None:
@@ -105,9 +95,12 @@ def run_canary(settings: Settings, registry: Registry, candidate: int, inference
     if production is None:
         raise RegistryError(f"{registry.name} has no production version to compare with")
     chosen = registry.get(candidate)
-    ensure_loaded(served, production, 2)
+    if chosen.status != CANDIDATE:
+        raise RegistryError(f"{registry.name} version {chosen.version} is {chosen.status}: only a candidate goes "
+                            "through a canary (register the model again for a new one)")
+    ensure_loaded(registry, served, production, 2)
     served.set_default(production.torchserve_version)
-    ensure_loaded(served, chosen, 1)
+    ensure_loaded(registry, served, chosen, 1)
 
     labelled = recent_labelled(settings) if labelled is None else labelled
     records = request_records(labelled, settings.features)
@@ -121,8 +114,9 @@ def run_canary(settings: Settings, registry: Registry, candidate: int, inference
     roc_auc = {version: float(roc_auc_score(labels, score(inference_url, registry.name, version, records)))
                for version in (production.torchserve_version, chosen.torchserve_version)}
     passed, reasons = judge(settings, traffic, roc_auc)
-    detail = {"traffic": traffic, "roc_auc": roc_auc, "reasons": reasons, "labelled_rows": len(records)}
-    registry.record(chosen.version, "canary", detail)
+    detail = {"passed": passed, "against": production.version, "traffic": traffic, "roc_auc": roc_auc,
+              "reasons": reasons, "labelled_rows": len(records)}
+    registry.record(chosen.version, CANARY, detail)  # the gate the registry asks of a promotion
     if passed:
         promote(registry, chosen.version, served, {"canary": reasons})
     else:

@@ -39,10 +39,12 @@ class VersionTraffic:
     def summary(self) -> dict[str, Any]:
         total = sum(self.statuses.values())
         errors = sum(count for status, count in self.statuses.items() if status >= 500)
-        latencies = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
+        # None, not NaN, before any answer: the summary is JSON (GET /canary), which has no NaN.
+        p50, p95 = (float(p) for p in np.percentile(self.latencies_ms, [50, 95])) if self.latencies_ms \
+            else (None, None)
         return {"requests": total,
                 "errors": errors, "error_share": errors / total if total else 0.0,
-                "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
+                "p50_ms": p50, "p95_ms": p95,
                 "statuses": {str(status): count for status, count in sorted(self.statuses.items())}}
 
 

@@ -35,10 +35,13 @@ def judge(settings: Settings, traffic: dict[str, Any], roc_auc: dict[str, float]
         passed = False
         reasons.append("the candidate received no canary traffic")
     else:
-        ceiling = seen[production]["p95_ms"] * rules.latency_ratio + rules.latency_slack_ms
-        ok = seen[candidate]["p95_ms"] <= ceiling
+        # No p95 (None) when a version had no answer below 500: nothing is within a ceiling then.
+        p95 = {version: float("nan") if seen[version]["p95_ms"] is None else seen[version]["p95_ms"]
+               for version in (production, candidate)}
+        ceiling = p95[production] * rules.latency_ratio + rules.latency_slack_ms
+        ok = p95[candidate] <= ceiling
         passed &= ok
-        reasons.append(f"p95 {seen[candidate]['p95_ms']:.1f} ms vs production {seen[production]['p95_ms']:.1f} ms "
+        reasons.append(f"p95 {p95[candidate]:.1f} ms vs production {p95[production]:.1f} ms "
                        f"(ceiling {ceiling:.1f} ms): {'ok' if ok else 'slower'}")
         ok = seen[candidate]["error_share"] <= seen[production]["error_share"]
         passed &= ok

@@ -28,8 +28,17 @@
    arrival order), which names the data as the pipeline's DVC hash does without a file per
    version. Both trainings are also recorded in the MLflow store of the pipeline's runs
    (paths.tracking, kind "stream warm_start" / "stream scratch"), their run ids in the record.
-5. Promote the candidate when its held-out ROC AUC is at least production's minus
-   `stream.promote_tolerance` (a negative tolerance demands an improvement), else reject it.
+5. Promote the candidate when its held-out ROC AUC passes two rules, else reject it. The step:
+   at least production's minus `stream.promote_tolerance` (a negative tolerance demands an
+   improvement). The floor: at least the baseline's minus `stream.baseline_margin`, the
+   baseline being the replay's first production version scored on the same held-out batch.
+   The step alone lets a small loss through at every update, and those losses add up; the
+   floor is a fixed model, so however many steps are taken, production never falls more than
+   the margin below it. The baseline is scored on the held-out batch rather than remembered as
+   a number, because weeks differ in how hard they are: a number from one week would block
+   every candidate in a hard week and let a poor one through in an easy one. The check is the
+   registry's gate (model/lifecycle/registry.py: the held-out check event, against the
+   production it beat); the bootstrap, with nothing to beat, is promoted by a recorded override.
    The answer to "was a new model promoted" is what update returns (run.py prints it).
 
 Scoring a file with the production version (python run.py --mode inference) lives in
@@ -46,32 +55,18 @@ from typing import Any
 
 import pandas as pd
 
-from model.artifact.export import export_model
-from model.config import Settings
+from model.config import Settings, StreamSettings
 from model.data.fingerprint import rows_hash
 from model.data.quality import BATCH
 from model.data.sources import load_source
 from model.data.split import SPLIT, split_rows
 from model.lifecycle.batch_store import Production, Store, ingest, model_metrics
-from model.lifecycle.versions import ModelVersion, Registry
+from model.lifecycle.registry import HELD_OUT, ModelVersion, Registry, replay_registry, version_export
 from model.training.train import fine_tune, train
 
 log = logging.getLogger(__name__)
 
 WARM, SCRATCH, BOOTSTRAP = "warm_start", "scratch", "bootstrap"
-
-
-def replay_registry(settings: Settings) -> Registry:
-    """The replay's own registry and model store (see step 1 of the module docstring)."""
-    return Registry(settings.stream.dir / "registry", settings.stream.dir / "model-store", settings.model.name)
-
-
-def version_export(settings: Settings, registry: Registry, version: int) -> Path:
-    """model.pt + schema.json of a registered version, exported once from its weights into a cache."""
-    target = settings.stream.dir / "exports" / str(version)
-    if not (target / "model.pt").exists():
-        export_model(registry.weights_dir(version), target)
-    return target
 
 
 def training_batches(record: ModelVersion) -> list[str]:
@@ -133,6 +128,22 @@ def decide(settings: Settings, store: Store, production: ModelVersion, batches: 
         f"{'unknown' if metrics is None else format(metrics['roc_auc'], '.4f')} (validation {validated:.4f}), "
         f"{len(since)} of {rule.max_batches} batches since training"]
     return decision
+
+
+def promotion_check(stream: StreamSettings, candidate: float, production: tuple[int, float],
+                    baseline: tuple[int, float]) -> tuple[bool, list[str]]:
+    """Continuous training's promotion rule on the held-out batch (module docstring, step 5): the
+    step against production and the floor against the fixed baseline, each with its sentence.
+    `production` and `baseline` are (version, held-out ROC AUC)."""
+    step = production[1] - stream.promote_tolerance
+    floor = baseline[1] - stream.baseline_margin
+    above_step, above_floor = candidate >= step, candidate >= floor
+    return above_step and above_floor, [
+        f"held-out ROC AUC {candidate:.4f} vs production (version {production[0]}) {production[1]:.4f} - "
+        f"stream.promote_tolerance {stream.promote_tolerance:g} = {step:.4f}: {'ok' if above_step else 'worse'}",
+        f"held-out ROC AUC {candidate:.4f} vs the baseline (version {baseline[0]}, the first production) "
+        f"{baseline[1]:.4f} - stream.baseline_margin {stream.baseline_margin:g} = {floor:.4f}: "
+        f"{'ok' if above_floor else 'below the floor'}"]
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -220,7 +231,7 @@ def bootstrap(settings: Settings, store: Store, registry: Registry, source: pd.D
     record = register(registry, settings, work.paths.model_dir, BOOTSTRAP, window, table,
                       {**_summary(metrics), "trained": BOOTSTRAP}, tracked,
                       note=f"bootstrap: from scratch on {window.train[0]}..{window.valid[-1]}")
-    registry.promote(record.version, {"reason": "bootstrap: no production version yet"})
+    registry.promote(record.version, force="bootstrap: the replay's first model, no production version to beat")
     store.add_decision(batches[0], batches[-1], None, True, ["bootstrap: no production version yet"],
                        record.version, True, {"holdout": window.holdout, "candidate": metrics["test"]})
     log.info("bootstrap: version %d is production (held-out ROC AUC %.4f on %s)", record.version,
@@ -257,19 +268,23 @@ def retrain(settings: Settings, store: Store, registry: Registry, production: Mo
     candidate = register(registry, settings, model_dir, best, window, table, metrics, tracked,
                          note=f"{best.replace('_', ' ')} on {window.train[0]}..{window.valid[-1]}, "
                               f"held out {window.holdout}")
-    floor = holdout["roc_auc"] - settings.stream.promote_tolerance
-    detail = {"holdout": window.holdout, "candidate_roc_auc": aucs[best], "production_roc_auc": holdout["roc_auc"],
+    baseline = registry.first_production()
+    baseline_metrics = holdout if baseline.version == production.version else model_metrics(
+        version_export(settings, registry, baseline.version), split_rows(table, "test"))
+    promoted, checks = promotion_check(settings.stream, aucs[best], (production.version, holdout["roc_auc"]),
+                                       (baseline.version, baseline_metrics["roc_auc"]))
+    detail = {"passed": promoted, "against": production.version, "holdout": window.holdout,
+              "candidate_roc_auc": aucs[best], "production_roc_auc": holdout["roc_auc"],
               "production": production.version, "tolerance": settings.stream.promote_tolerance,
-              "reasons": decision.reasons}
-    promoted = aucs[best] >= floor
+              "baseline": baseline.version, "baseline_roc_auc": baseline_metrics["roc_auc"],
+              "baseline_margin": settings.stream.baseline_margin, "checks": checks, "reasons": list(decision.reasons)}
+    registry.record(candidate.version, HELD_OUT, detail)  # the gate the replay's registry asks of a promotion
     if promoted:
-        registry.promote(candidate.version, detail)
-        log.info("version %d promoted: held-out ROC AUC %.4f >= %.4f (production %.4f - tolerance %g)",
-                 candidate.version, aucs[best], floor, holdout["roc_auc"], settings.stream.promote_tolerance)
+        registry.promote(candidate.version, {"checks": checks})
     else:
-        registry.reject(candidate.version, detail)
-        log.info("version %d rejected: held-out ROC AUC %.4f < %.4f (production %.4f - tolerance %g)",
-                 candidate.version, aucs[best], floor, holdout["roc_auc"], settings.stream.promote_tolerance)
+        registry.reject(candidate.version, {"checks": checks})
+    log.info("version %d %s: %s", candidate.version, "promoted" if promoted else "rejected", "; ".join(checks))
+    decision.reasons.extend(checks)
     return candidate, promoted, {**detail, "trained": best, "contenders": aucs}
 
 

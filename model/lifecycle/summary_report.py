@@ -19,9 +19,8 @@ from model.analysis.layout import Section, render, save_figure
 from model.config import Settings
 from model.data.sqlite_store import now
 from model.lifecycle.batch_store import Store
-from model.lifecycle.continuous_training import replay_registry
+from model.lifecycle.registry import Registry, replay_registry
 from model.lifecycle.runs import runs
-from model.lifecycle.versions import Registry
 
 log = logging.getLogger(__name__)
 

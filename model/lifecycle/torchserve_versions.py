@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from model.lifecycle.versions import RegistryError
+from model.lifecycle.registry import RegistryError
 
 
 class TorchServeVersions:

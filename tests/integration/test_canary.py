@@ -1,25 +1,28 @@
 """Canary releases against a real TorchServe: the router's split, promotion of a candidate that is
-not worse, automatic rollback of one that is."""
+not worse (the canary is the gate the registry asks of a promotion), automatic rollback of one
+that is, and the documented commands."""
 
 import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
 import yaml
 from safetensors.torch import load_file, save_file
 
-from model.config import DEFAULT_CONFIG
+from model.config import DEFAULT_CONFIG, ROOT
 from model.data.split import split_rows
 from model.lifecycle.canary import run_canary
 from model.lifecycle.canary_router import Router, routing
 from model.lifecycle.canary_verdict import judge
-from model.lifecycle.torchserve import torchserve
-from model.lifecycle.torchserve_versions import TorchServeVersions
-from model.lifecycle.versions import ARCHIVED, PRODUCTION, Registry
+from model.lifecycle.registry import ARCHIVED, CANARY, PRODUCTION, Registry, RegistryError
+from model.lifecycle.release import ensure_loaded
+from model.lifecycle.torchserve import free_ports
 from model.training.weights import CONFIG, WEIGHTS
+from tests.make_commands import run_make_target
 
 SAMPLE = json.loads((DEFAULT_CONFIG.parent / "sample_input.json").read_text())
 
@@ -48,17 +51,10 @@ def registry(settings, metrics, tmp_path_factory):
     registry = Registry(work / "registry", work / "model-store", settings.model.name)
     record = {"data_hash": "0" * 32, "params": {}, "metrics": {}}
     registry.register(settings.paths.model_dir, note="production", **record)
-    registry.promote(1)
+    registry.promote(1, force="the first production version: there is nothing to canary it against")
     registry.register(settings.paths.model_dir, note="the same weights again", **record)
     registry.register(inverted_model(settings.paths.model_dir, work / "inverted"), note="inverted", **record)
     return registry
-
-
-@pytest.fixture(scope="module")
-def served(registry, tmp_path_factory):
-    with torchserve(registry.model_store, tmp_path_factory.mktemp("canary-torchserve"),
-                    extra_env={"TS_LOAD_MODELS": registry.get(1).archive}) as server:
-        yield server, TorchServeVersions(server.management_url, registry.name)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +93,9 @@ def test_a_candidate_no_worse_than_production_is_promoted(canary_settings, regis
     assert registry.get(2).status == PRODUCTION and registry.get(1).status == ARCHIVED
     assert versions.default() == "2"
     assert [e.event for e in registry.events(2)][-2:] == ["canary", "promoted"]
+    canary = registry.events(2)[-2].detail
+    assert canary["passed"] is True and canary["against"] == 1 and canary["reasons"] == verdict.reasons
+    assert "override" not in registry.events(2)[-1].detail  # the canary was the gate: no override needed
 
 
 def test_a_worse_candidate_is_rolled_back_automatically(canary_settings, registry, served, labelled):
@@ -110,6 +109,12 @@ def test_a_worse_candidate_is_rolled_back_automatically(canary_settings, registr
     assert [e.event for e in registry.events(3)][-2:] == ["canary", "rejected"]
     reply = requests.post(f"{server.inference_url}/predictions/mymodel", json=SAMPLE, timeout=30)
     assert reply.status_code == 200 and reply.json()["model_version"] == "2"
+    assert registry.events(3)[-2].detail["passed"] is False
+    # A rejected version is neither canaried again nor promoted without an override.
+    with pytest.raises(RegistryError, match=r"version 3 is archived: only a candidate goes through a canary"):
+        run_canary(canary_settings, registry, 3, server.inference_url, versions, labelled)
+    with pytest.raises(RegistryError, match=r"version 3 is archived \(rejected\), not a candidate.*--force"):
+        registry.promote(3)
 
 
 def test_latency_and_errors_count_as_much_as_the_metric(canary_settings):
@@ -123,22 +128,61 @@ def test_latency_and_errors_count_as_much_as_the_metric(canary_settings):
     assert not passed and any("more errors" in reason for reason in reasons)
     traffic["versions"]["2"].update(error_share=0.0)
     assert judge(canary_settings, traffic, {"1": 0.7, "2": 0.696})[0]  # within the tolerance
+    traffic["versions"]["2"].update(p95_ms=None)  # every answer it gave was a 5xx: no latency to compare
+    passed, reasons = judge(canary_settings, traffic, {"1": 0.7, "2": 0.71})
+    assert not passed and any("slower" in reason for reason in reasons)
 
 
-def test_the_command_line_runs_a_canary(registry, served, labelled, tmp_path):
+def canary_params(registry, labelled, folder):
+    """A params file for the canary commands: this registry, a short replay, `labelled` as the pipeline's
+    most recent labelled data."""
+    processed = folder / "recent.parquet"
+    labelled.to_parquet(processed)
+    params = folder / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "canary": {"requests": 200, "share": 0.3},
+                                      "paths": {"registry": str(registry.root), "processed": str(processed),
+                                                "model_store": str(registry.model_store)}}))
+    return params
+
+
+def test_make_canary_runs_a_canary(registry, served, labelled, tmp_path):
     server, _ = served
     registry.register(registry.weights_dir(2), data_hash="2" * 32, params={}, metrics={}, note="retrained")
-    data = tmp_path / "recent.parquet"
-    labelled.to_parquet(data)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "canary": {"requests": 200, "share": 0.3},
-                                      "paths": {"registry": str(registry.root),
-                                                "model_store": str(registry.model_store)}}))
-    done = subprocess.run([sys.executable, "-m", "model.lifecycle.canary", "--config", str(params), "run",
-                           "--candidate", "4",
-                           "--inference", server.inference_url, "--management", server.management_url,
-                           "--data", str(data)], capture_output=True, text=True, timeout=300)
+    done = run_make_target("canary", canary_params(registry, labelled, tmp_path), VERSION="4",
+                           INFERENCE=server.inference_url, MANAGEMENT=server.management_url)
     assert done.returncode == 0, done.stderr[-2000:]
     verdict = json.loads(done.stdout)
     assert verdict["candidate"] == "4" and verdict["promoted"] is True
     assert registry.get(4).status == PRODUCTION
+    assert [e.event for e in registry.events(4)] == ["registered", CANARY, "promoted"]
+
+
+def test_the_router_alone_serves_live_clients(registry, served, labelled, tmp_path):
+    """docs/lifecycle.md's `python -m model.lifecycle.canary route --candidate N --port P`."""
+    server, versions = served
+    candidate = registry.register(registry.weights_dir(2), data_hash="2" * 32, params={}, metrics={}, note="again")
+    ensure_loaded(registry, versions, candidate, 1)
+    (port,) = free_ports(1)
+    router = subprocess.Popen([sys.executable, "-m", "model.lifecycle.canary", "--config",
+                               str(canary_params(registry, labelled, tmp_path)), "route", "--candidate",
+                               str(candidate.version), "--inference", server.inference_url, "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert router.poll() is None, router.communicate()[1][-2000:]
+            try:
+                summary = requests.get(f"http://127.0.0.1:{port}/canary", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the router never answered"
+                time.sleep(0.2)
+        assert summary.status_code == 200
+        replies = [requests.post(f"http://127.0.0.1:{port}/predictions/mymodel", json=SAMPLE, timeout=30)
+                   for _ in range(60)]
+    finally:
+        router.terminate()
+        router.communicate(timeout=60)
+    assert {reply.status_code for reply in replies} == {200}
+    assert {reply.headers["X-Model-Version"] for reply in replies} == {"4", str(candidate.version)}
+    assert all(reply.headers["X-Model-Version"] == reply.json()["model_version"] for reply in replies)

@@ -12,7 +12,8 @@ import pandas as pd
 from model.config import Settings
 from model.data.sources import TARGET, TIME
 from model.lifecycle.batch_store import Store, batch_ids, ingest, ingest_batch, pending_batches
-from model.lifecycle.continuous_training import current_production, replay_registry
+from model.lifecycle.continuous_training import current_production
+from model.lifecycle.registry import replay_registry
 
 Replay = Callable[..., Settings]  # the fixtures of tests/model/conftest.py
 

@@ -18,24 +18,25 @@ import yaml
 
 from model.config import ROOT, Settings
 from model.data.sources import TIME
-from model.lifecycle.batch_store import Store, batch_ids, ingest
+from model.lifecycle.batch_store import Store, batch_ids, ingest, model_metrics
 from model.lifecycle.continuous_training import (
     SCRATCH,
     WARM,
     current_production,
     decide,
-    replay_registry,
+    promotion_check,
     training_window,
     update,
     work_settings,
 )
+from model.lifecycle.registry import ARCHIVED, CANDIDATE, HELD_OUT, PRODUCTION, replay_registry, version_export
 from model.lifecycle.scoring import ISSUES, PREDICT, score_file
 from model.lifecycle.summary_report import build_summary
-from model.lifecycle.versions import ARCHIVED, CANDIDATE, PRODUCTION
 from model.training.tracking import runs as tracking_runs
 from model.training.train import fine_tune, train
 from model.training.weights import CONFIG
 from tests.browser import visit_file
+from tests.make_commands import run_make_target
 
 Replay = Callable[..., Settings]  # the fixtures of tests/model/conftest.py
 
@@ -56,6 +57,9 @@ def test_the_bootstrap_trains_registers_and_promotes_the_first_model(replay: Rep
     assert registry.archive_path(version.version).exists()
     (decision,) = store.decisions().to_dict("records")
     assert decision["promoted"] and decision["candidate_version"] == version.version
+    # Nothing to beat yet: promoted by an override the registry keeps, never by the held-out check.
+    assert [e.event for e in registry.events(version.version)] == ["registered", "promoted"]
+    assert registry.events(version.version)[-1].detail["override"]["reason"].startswith("bootstrap")
 
 
 def next_week(store: Store, settings: Settings, rows: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
@@ -117,10 +121,10 @@ def test_the_warm_start_starts_from_the_production_weights(replay: Replay) -> No
 @pytest.fixture(scope="module")
 def promoted(bootstrapped: Path, replay_settings: Replay, source: pd.DataFrame,
              tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """One update after the bootstrap that must retrain (max_batches 1) and must promote (tolerance 1)."""
+    """One update after the bootstrap that must retrain (max_batches 1) and must promote (tolerance and margin 1)."""
     folder = tmp_path_factory.mktemp("promoted") / "stream"
     shutil.copytree(bootstrapped, folder)
-    settings = replay_settings(folder, retrain={"max_batches": 1}, promote_tolerance=1.0)
+    settings = replay_settings(folder, retrain={"max_batches": 1}, promote_tolerance=1.0, baseline_margin=1.0)
     assert update(settings, source) is True
     return settings
 
@@ -138,7 +142,10 @@ def test_a_retraining_registers_the_better_candidate_and_promotes_it(promoted: S
     stream = second.params["stream"]
     assert stream["holdout_batch"] == store.batch_ids(passed_only=True)[-1]
     assert stream["holdout_batch"] not in stream["train_batches"] + stream["valid_batches"]
-    assert [e.event for e in registry.events(second.version)] == ["registered", "promoted"]
+    assert [e.event for e in registry.events(second.version)] == ["registered", HELD_OUT, "promoted"]
+    check = registry.events(second.version)[1].detail
+    assert check["passed"] and check["against"] == first.version and check["baseline"] == first.version
+    assert check["candidate_roc_auc"] == contenders[best]["test"]["roc_auc"]
     # Both trainings are in the MLflow store beside the pipeline's runs, linked from the record.
     tracked = tracking_runs(promoted)
     for name, run in second.params["stream"]["mlflow_runs"].items():
@@ -155,8 +162,55 @@ def test_a_candidate_worse_than_the_tolerance_allows_is_rejected(replay: Replay,
     registry = replay_registry(settings)
     first, second = registry.versions()
     assert (first.status, second.status) == (PRODUCTION, ARCHIVED)
-    assert [e.event for e in registry.events(second.version)] == ["registered", "rejected"]
+    assert [e.event for e in registry.events(second.version)] == ["registered", HELD_OUT, "rejected"]
     assert CANDIDATE not in {v.status for v in registry.versions()}
+    assert any(reason.endswith(": worse") for reason in Store(settings).decisions().iloc[-1]["reasons"])
+
+
+def test_losses_the_step_allows_cannot_add_up_below_the_floor(settings: Settings) -> None:
+    """A chain of candidates each as much worse than production as stream.promote_tolerance allows:
+    the step alone promotes every one, the floor stops the chain within stream.baseline_margin."""
+    stream = settings.stream  # the configured rule (params.yaml)
+    assert stream.promote_tolerance > 0 and stream.baseline_margin > 0
+    baseline = production = 0.75
+    step_only, promoted = production, []
+    for _ in range(50):
+        candidate = production - stream.promote_tolerance
+        passed, reasons = promotion_check(stream, candidate, (len(promoted) + 1, production), (1, baseline))
+        step_only -= stream.promote_tolerance
+        if not passed:
+            assert reasons[0].endswith(": ok") and reasons[1].endswith(": below the floor")
+            break
+        promoted.append(candidate)
+        production = candidate
+    assert promoted, "the step rule lets the first loss through"
+    assert min(promoted) >= baseline - stream.baseline_margin
+    assert len(promoted) <= stream.baseline_margin / stream.promote_tolerance + 1
+    assert step_only < baseline - stream.baseline_margin  # what the step alone would have come to
+
+
+def test_the_floor_rejects_what_the_step_lets_through(promoted: Settings, source: pd.DataFrame,
+                                                      tmp_path: Path) -> None:
+    """After a promotion the baseline (the first production) and production differ: a candidate the
+    step accepts (tolerance 1) but the floor does not (it must beat the baseline by 1) is rejected."""
+    folder = tmp_path / "stream"
+    shutil.copytree(promoted.stream.dir, folder)
+    settings = promoted.with_overrides({"stream": {"dir": str(folder), "promote_tolerance": 1.0,
+                                                   "baseline_margin": -1.0}})
+    assert update(settings, source) is False
+    registry, store = replay_registry(settings), Store(settings)
+    first, second, third = registry.versions()
+    assert (first.status, second.status, third.status) == (ARCHIVED, PRODUCTION, ARCHIVED)
+    check = registry.events(third.version)[1].detail
+    assert registry.events(third.version)[1].event == HELD_OUT and not check["passed"]
+    assert (check["against"], check["baseline"]) == (second.version, first.version)
+    assert check["checks"][0].endswith(": ok") and check["checks"][1].endswith(": below the floor")
+    # The baseline is the first production version scored on the same held-out batch, from its checked archive.
+    holdout = store.clean_rows([third.params["stream"]["holdout_batch"]])
+    assert check["baseline_roc_auc"] == model_metrics(version_export(settings, registry, first.version),
+                                                      holdout)["roc_auc"]
+    decision = store.decisions().iloc[-1]
+    assert decision["retrain"] and not decision["promoted"] and decision["reasons"][-2:] == check["checks"]
 
 
 def test_an_update_without_a_reason_keeps_production(replay: Replay, source: pd.DataFrame) -> None:
@@ -222,21 +276,24 @@ def run_cli(settings: Settings, folder: Path, *arguments: str) -> subprocess.Com
 
 
 def test_run_py_prints_only_its_answer_in_every_mode(replay: Replay, tmp_path: Path) -> None:
+    """Through the documented make targets (update, score, summary), which run run.py in each mode."""
     settings = replay()
     registry = replay_registry(settings)
+    config = tmp_path / "params.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
 
-    updated = run_cli(settings, tmp_path, "--mode", "update")
+    updated = run_make_target("update", config, WEEKS="1")
     assert updated.returncode == 0, updated.stderr
     assert updated.stdout.splitlines() == [str(registry.production().version != 1)]
 
     path = tmp_path / "requests.csv"
     path.write_text(ANOMALOUS)
-    inferred = run_cli(settings, tmp_path, "--mode", "inference", "--file", str(path))
+    inferred = run_make_target("score", config, FILE=str(path))
     assert inferred.returncode == 0, inferred.stderr
     (printed,) = inferred.stdout.splitlines()
     assert len(pd.read_csv(printed)) == 5
 
-    summarized = run_cli(settings, tmp_path, "--mode", "summary")
+    summarized = run_make_target("summary", config)
     assert summarized.returncode == 0, summarized.stderr
     (page,) = summarized.stdout.splitlines()
     assert Path(page).suffix == ".html" and Path(page).exists()
