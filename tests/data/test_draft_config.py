@@ -144,3 +144,10 @@ def test_too_few_rows_per_batch_for_the_quality_checks_is_refused(tmp_path, caps
     error = capsys.readouterr().err
     assert "400 rows with a time in when: too few for the quality checks" in error
     assert "quality.min_rows = 100" in error
+
+
+def test_a_positive_label_the_target_column_lacks_is_refused_by_the_source(drafted, tmp_path):
+    settings = load_settings(drafted[1])
+    wrong = settings.with_overrides({"data": {"csv": {"positive": "Defaulted"}}})
+    with pytest.raises(ValueError, match="target column 'loan_status' must hold two values, one of them 'Defaulted'"):
+        load_source(wrong)
