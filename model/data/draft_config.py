@@ -392,6 +392,17 @@ def model_name(name: str) -> str:
     return cleaned
 
 
+def output_name(name: str) -> str:
+    """The model's name, which also names its output folders: never one of the default pipeline's."""
+    cleaned = model_name(name)
+    taken = {part for path in load_settings(DEFAULT_CONFIG).paths.model_dump().values()
+             for part in Path(os.path.relpath(path, ROOT)).parts}
+    if cleaned in taken:
+        raise DraftError(f"name {cleaned!r} is also a folder of the default pipeline's outputs, which the model's "
+                         "would then overlap: choose another, e.g. with --name")
+    return cleaned
+
+
 def render(result: Draft, name: str, out: Path, config: Path = DEFAULT_CONFIG) -> str:
     """The commented params file."""
     out_dir = Path(os.path.abspath(out)).parent
@@ -466,7 +477,7 @@ def write_draft(csv: Path, out: Path, name: str | None = None, time_column: str 
     out = Path(out)
     if out.exists() and not force:
         raise DraftError(f"{out} exists: edit it, or pass --force to draft it again over your edits")
-    name = model_name(name or out.stem)
+    name = output_name(name or out.stem)
     result = draft(Path(csv), time_column, target_column, positive)
     text = render(result, name, out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,15 @@ def is_default(config: Path) -> bool:
 
 
 def shared_paths(config: Path) -> list[str]:
-    """The params file's paths that are also the default pipeline's."""
+    """The params file's paths that are, hold or sit inside one of the default pipeline's."""
     own, default = load_settings(config).paths, load_settings(DEFAULT_CONFIG).paths
-    return [name for name in type(own).model_fields if getattr(own, name) == getattr(default, name)]
+    theirs = [getattr(default, name) for name in type(default).model_fields]
+    return [name for name in type(own).model_fields
+            if any(_overlap(getattr(own, name), path) for path in theirs)]
+
+
+def _overlap(one: Path, other: Path) -> bool:
+    return one == other or one in other.parents or other in one.parents
 
 
 def pipeline_stages(resolved: str) -> dict[str, Any]:
@@ -66,7 +72,8 @@ def write_pipeline(config: Path) -> Path:
     shared = shared_paths(config)
     if shared:
         raise PipelineError(
-            f"{config}: paths {', '.join(shared)} are the default pipeline's (params.yaml): give the params file "
+            f"{config}: paths {', '.join(shared)} are (or overlap) the default pipeline's (params.yaml): give the "
+            f"params file "
             f"paths of its own, as configs/synthetic.yaml does, so its outputs never overwrite the default model")
     folder = PIPELINES / config.stem
     folder.mkdir(parents=True, exist_ok=True)

@@ -151,3 +151,8 @@ def test_a_positive_label_the_target_column_lacks_is_refused_by_the_source(draft
     wrong = settings.with_overrides({"data": {"csv": {"positive": "Defaulted"}}})
     with pytest.raises(ValueError, match="target column 'loan_status' must hold two values, one of them 'Defaulted'"):
         load_source(wrong)
+
+
+def test_a_name_that_would_mix_its_outputs_with_the_default_ones_is_refused(tmp_path, capsys):
+    refused(tmp_path, small(), "--name", "model")
+    assert "name 'model' is also a folder of the default pipeline's outputs" in capsys.readouterr().err
