@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve_command
+from model.lifecycle.torchserve import stop, torchserve_command
 
 PAGE = (ROOT / "docs" / "troubleshooting.md").read_text()
 FENCED = re.compile(r"```text\n(.*?)```", re.S)
@@ -102,9 +102,7 @@ def test_workers_that_never_load_and_meanwhile_a_large_body_and_a_full_queue(bro
         full = answers[0] if answers else None
         out, err = server.communicate(timeout=startup + 120)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        stop(server)  # the whole process group: the entrypoint, TorchServe and its workers
     assert server.returncode == 1
     log = defaults(out + err, ports, broken_store).replace(f"after {startup} s", "after 300 s")
     assert_shown(blocks("The model did not load")[1], log)
