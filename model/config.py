@@ -65,6 +65,9 @@ class CsvSource(Strict):
     path: Path | None = None
     time_column: str = "time"
     target_column: str = "target"
+    # The target column's value that counts as 1 when it holds two other values than 0/1 or
+    # true/false (e.g. "Charged Off" beside "Fully Paid"); unset, it must hold 0/1.
+    positive: str | None = None
 
 
 class DataSettings(Strict):

@@ -68,8 +68,10 @@ def flights_table(tables: dict[str, pd.DataFrame], settings: Settings) -> pd.Dat
     return table
 
 
-def csv_table(path: Path, settings: Settings, time_column: str, target_column: str) -> pd.DataFrame:
-    """A CSV whose time and target columns become `time` and `target`."""
+def csv_table(path: Path, settings: Settings, time_column: str, target_column: str,
+              positive: str | None = None) -> pd.DataFrame:
+    """A CSV whose time and target columns become `time` and `target` (1 where the target column
+    holds `positive`, when given)."""
     table = pd.read_csv(path)
     wanted = [time_column, target_column, *settings.features.names]
     missing = [name for name in wanted if name not in table.columns]
@@ -79,6 +81,13 @@ def csv_table(path: Path, settings: Settings, time_column: str, target_column: s
     table = table.rename(columns={time_column: TIME, target_column: TARGET})
     table[TIME] = pd.to_datetime(table[TIME])
     target = table[TARGET]
+    if positive is not None:
+        values = set(target.dropna().astype(str))
+        if positive not in values or len(values) != 2 or target.isna().any():
+            raise SourceError(f"{path}: target column '{target_column}' must hold two values, one of them "
+                              f"'{positive}' (data.csv.positive), in every row; it holds "
+                              f"{', '.join(sorted(values)[:5]) or 'nothing'}")
+        target = (target.astype(str) == positive).astype("int8")
     if target.isna().any() or not target.isin([0, 1, True, False]).all():
         raise SourceError(f"{path}: target column '{target_column}' must hold only 0/1 (or true/false)")
     table[TARGET] = target.astype("int8")
@@ -105,7 +114,7 @@ def load_source(settings: Settings, flight_tables: dict[str, pd.DataFrame] | Non
         if settings.data.csv.path is None:
             raise SourceError("data.source is csv but data.csv.path is not set")
         csv = settings.data.csv
-        table = csv_table(csv.path, settings, csv.time_column, csv.target_column)
+        table = csv_table(csv.path, settings, csv.time_column, csv.target_column, csv.positive)
     window = (table[TIME] >= settings.data.window.start) & (table[TIME] < settings.data.window.end)
     columns = [TIME, *settings.features.names, TARGET]
     return table.loc[window, columns].sort_values(TIME, kind="stable").reset_index(drop=True)

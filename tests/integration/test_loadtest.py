@@ -64,3 +64,17 @@ def test_the_command_exits_non_zero_when_an_slo_is_broken(settings, archive, tmp
     config = tmp_path / "params.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     assert main(["--config", str(config), "--slo", str(impossible), "--short", "--out-dir", str(tmp_path / "out")]) == 1
+
+
+def test_a_running_server_is_load_tested_with_no_model_at_hand(settings, server, tmp_path):
+    """`make loadtest URL=...` before any training here: the payloads come from the data and the
+    params file's feature contract, and the anomalous cases still get the answers they are owed."""
+    untrained = settings.with_overrides({"paths": {"export_dir": tmp_path / "no-export",
+                                                   "model_dir": tmp_path / "no-model"}})
+    (outcome,) = run_load_tests(untrained, names=["anomalous"], out_dir=tmp_path / "report",
+                                url=server.inference_url, short=True)
+    assert outcome.stats["requests"] > 0 and outcome.broken == [], outcome.broken
+    payloads = tmp_path / "report" / "payloads"
+    assert json.loads((payloads / "adversarial.json").read_text()) == []  # FGSM needs the model
+    kinds = {case["kind"] for case in json.loads((payloads / "anomalous.json").read_text())}
+    assert kinds == {"noisy", "out_of_range", "unknown_category", "missing_optional", "missing_required"}
