@@ -1,10 +1,11 @@
 """TorchServe handler for a tabular model: JSON records in, <target>_probability out (the
 model's name, target and fields come from its schema.json).
 
-TorchServe loads the one class defined here. It moves bytes between TorchServe
-and PredictionService (service.py), which holds the request logic, and adds
-what needs torch: the forward pass, integrated gradients for /explanations, and
-the handler's Prometheus metrics. Python 3.9 compatible: it runs in the image.
+It moves bytes between TorchServe and PredictionService (service.py), which holds
+the request logic, and adds what needs torch: the forward pass, integrated
+gradients for /explanations, and the handler's Prometheus metrics. TorchServe
+loads it through the archive's entry module (entry.py). Python 3.9 compatible:
+it runs in the image.
 """
 
 import importlib
@@ -19,8 +20,9 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from request_log import REQUEST_ID_HEADER, RequestLog, client_request_id
-from service import V2_INFER, Batch, PredictionService, Request, route_of
+
+from .request_log import REQUEST_ID_HEADER, RequestLog, client_request_id
+from .service import V2_INFER, Batch, PredictionService, Request, route_of
 
 log = logging.getLogger(__name__)
 # The handler's metric lines (TorchServe's own metrics log under "ts.metrics").
@@ -42,9 +44,10 @@ PROBABILITY_BINS = tuple(f"{index * PROBABILITY_BIN_WIDTH:.2f}" for index in ran
 
 
 class PredictionHandler:
+    service: PredictionService  # built by initialize(), from the archive's schema.json
+
     def __init__(self) -> None:
         self.initialized = False
-        self.service: PredictionService = None  # type: ignore[assignment]
         self.model: Any = None
         self.columns: Dict[str, List[int]] = {}
         self.reference: Any = None
@@ -82,8 +85,11 @@ class PredictionHandler:
 
     @torch.inference_mode()
     def predict(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[float]:
-        values = torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
-        return self.model(categorical, values).tolist()
+        return self.model(categorical, self.numeric_tensor(numeric)).tolist()
+
+    def numeric_tensor(self, numeric: List[List[float]]) -> torch.Tensor:
+        """The numeric rows as the model's float tensor, [records, numeric fields] even for none."""
+        return torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
 
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[str]:
         started = time.perf_counter()
@@ -104,18 +110,8 @@ class PredictionHandler:
         if self.metrics:
             self.record(batch)
         if self.requests_log:
-            self.log_requests(requests, ids, batch, (time.perf_counter() - started) * 1000)
+            log_requests(self.requests_log, requests, ids, batch, (time.perf_counter() - started) * 1000)
         return [reply.body for reply in batch.replies]
-
-    def log_requests(self, requests: List[Request], ids: List[Tuple[str, str]], batch: Batch,
-                     milliseconds: float) -> None:
-        log_of = self.requests_log
-        for request, (identifier, client_id), reply in zip(requests, ids, batch.replies):
-            if log_of is None or not log_of.enabled_for(reply.status):
-                continue
-            error = json.loads(reply.body).get("error") if reply.status >= 400 else None
-            log_of.write(identifier, request.route, reply.status, milliseconds, len(reply.scored), reply.fields,
-                         error, client_request_id(client_id))
 
     def record(self, batch: Batch) -> None:
         """The batch's outcomes, refusals, probabilities and times as the declared metrics, in one
@@ -168,8 +164,7 @@ class PredictionHandler:
         return self.explain
 
     def tensors(self, categorical: List[List[str]], numeric: List[List[float]]) -> Any:
-        values = torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
-        return self.model.category_indices(categorical, len(numeric)), values
+        return self.model.category_indices(categorical, len(numeric)), self.numeric_tensor(numeric)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The logit of the target's probability, from the first layer's input."""
@@ -193,6 +188,17 @@ class PredictionHandler:
                  "baseline_probability": _sigmoid(reference_logit), "baseline_logit": reference_logit,
                  "attributions": {name: column[row] for name, column in per_field.items()}}
                 for row, logit in enumerate(logits.tolist())]
+
+
+def log_requests(log_of: RequestLog, requests: List[Request], ids: List[Tuple[str, str]], batch: Batch,
+                 milliseconds: float) -> None:
+    """A request-log line per request the log's level takes."""
+    for request, (identifier, client_id), reply in zip(requests, ids, batch.replies):
+        if not log_of.enabled_for(reply.status):
+            continue
+        error = json.loads(reply.body).get("error") if reply.status >= 400 else None
+        log_of.write(identifier, request.route, reply.status, milliseconds, len(reply.scored), reply.fields,
+                     error, client_request_id(client_id))
 
 
 def probability_bin(probability: float) -> int:

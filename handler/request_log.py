@@ -29,7 +29,7 @@ REQUEST_ID_HEADER = "x-request-id"
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")
 LOGGER = "model.requests"
 LEVELS = {"off": logging.CRITICAL + 10, "error": logging.ERROR, "warn": logging.WARNING,
-          "warning": logging.WARNING, "info": logging.INFO, "debug": logging.INFO}
+          "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 
 
 def client_request_id(value: Optional[str]) -> Optional[str]:

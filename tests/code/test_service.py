@@ -6,17 +6,9 @@ import struct
 
 import pytest
 
-from handler.service import (
-    EXPLAIN,
-    PREDICT,
-    V2_INFER,
-    V2_METADATA,
-    PredictionService,
-    Request,
-    RequestError,
-    parse_json,
-    route_of,
-)
+from handler.errors import RequestError
+from handler.native import parse_json
+from handler.service import EXPLAIN, PREDICT, V2_INFER, V2_METADATA, PredictionService, Request, route_of
 from handler.typed_records import TypedRecords
 from model.artifact.export import input_schema
 from model.config import ROOT
@@ -213,7 +205,7 @@ def test_parse_json_keeps_big_but_finite_numbers():
 
 def strict_reading(service, raw):
     """What the strict reader alone makes of a body: its rows and the shape of its answer."""
-    records, as_list = service.records_of(parse_json(raw))
+    records, as_list = service.native.records_of(parse_json(raw))
     return [service.typed.row(record) for record in records], as_list
 
 
@@ -225,7 +217,7 @@ def with_field(record, text):
 @pytest.fixture
 def strict_readings(monkeypatch):
     """The bodies PredictionService.parse hands to the strict reader."""
-    from handler import service as module
+    from handler import native as module
 
     read, strict = [], module.parse_json
     monkeypatch.setattr(module, "parse_json", lambda raw: read.append(raw) or strict(raw))
@@ -245,7 +237,7 @@ def strict_readings(monkeypatch):
 ])
 def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service, strict_readings, raw):
     try:
-        records, _ = service.parse(raw, "application/json")
+        records, _ = service.native.parse(raw, "application/json")
     except RequestError as error:
         assert error.status == 400
     else:
@@ -256,7 +248,7 @@ def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service,
 @pytest.mark.parametrize("raw", [body(SAMPLE), body([SAMPLE, SAMPLE]), body({"instances": [SAMPLE]}),
                                  body(SAMPLE).decode(), bytearray(body(SAMPLE))])
 def test_the_fast_reading_reads_ordinary_bodies_as_the_strict_reader_does(service, strict_readings, raw):
-    assert service.parse(raw, "application/json") == strict_reading(service, raw)
+    assert service.native.parse(raw, "application/json") == strict_reading(service, raw)
     assert strict_readings == []
 
 
