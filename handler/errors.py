@@ -39,7 +39,9 @@ class RequestError(Exception):
 
     def summary(self, v2: bool = False) -> str:
         first = self.problems[0]
-        if v2:
+        if first.kind == "header":
+            where = f"header '{first.field}'"
+        elif v2:
             where = f"input '{first.field}'" if first.field != "body" else "body"
             where += "" if first.record is None else f", element {first.record}"
         else:

@@ -10,10 +10,11 @@ Python 3.9 compatible: it runs in the serving image's worker.
 """
 
 import json
+import logging
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .errors import Reply, RequestError, server_error
+from .errors import Reply, RequestError, body_error, server_error
 from .native import Body, NativeJson
 from .records import ModelSchema, Row
 from .v2 import OpenInference
@@ -30,13 +31,21 @@ PREDICT = "predict"
 EXPLAIN = "explain"
 V2_INFER = "v2_infer"
 V2_METADATA = "v2_metadata"
+UNREADABLE = "unreadable"  # a request the handler could not take apart: answered 500, alone
+# Records per /explanations request unless the handler's config says otherwise: an explained
+# record costs explain_steps forward and backward passes, so a full batch of such requests must
+# stay well within TorchServe's responseTimeout and its 1 MiB response limit.
+MAX_EXPLAINED_RECORDS = 100
+
+log = logging.getLogger(__name__)
 
 
 class Request(NamedTuple):
     body: Body
     content_type: Optional[str] = None
     route: str = PREDICT
-    json_length: Optional[int] = None  # Inference-Header-Content-Length: v2 binary data follows the JSON
+    # Inference-Header-Content-Length as sent (or its value): v2 binary data follows the JSON
+    json_length: Union[int, str, None] = None
 
 
 class Batch(NamedTuple):
@@ -66,10 +75,12 @@ def route_of(url_path: Optional[str], explain: Optional[str]) -> str:
 class PredictionService(ModelSchema):
     """Turns batched request bodies into replies, one per request, for the schema's model."""
 
-    def __init__(self, schema: Dict[str, Any], predict: Predict, explain: Optional[Explain] = None):
+    def __init__(self, schema: Dict[str, Any], predict: Predict, explain: Optional[Explain] = None,
+                 max_explained_records: int = MAX_EXPLAINED_RECORDS):
         super().__init__(schema)
         self.predict = predict
         self.explain = explain
+        self.max_explained_records = max_explained_records
         self.native = NativeJson(self)
         self.v2 = OpenInference(self)
 
@@ -84,10 +95,15 @@ class PredictionService(ModelSchema):
         explained: List[Accepted] = []
         for index, request in enumerate(requests):
             request = request if isinstance(request, Request) else Request(*request)
+            v2 = request.route in (V2_INFER, V2_METADATA)
             try:
                 accepted = self.accept(index, request)
             except RequestError as error:
-                replies[index] = error.reply(v2=request.route in (V2_INFER, V2_METADATA))
+                replies[index] = error.reply(v2=v2)
+                continue
+            except Exception:  # noqa: BLE001 - a fault reading one request is that request's alone
+                log.exception("request %d of a batch of %d could not be read", index, len(requests))
+                replies[index] = server_error(500, "the server failed to read this request", v2=v2)
                 continue
             if isinstance(accepted, Reply):
                 replies[index] = accepted
@@ -101,6 +117,7 @@ class PredictionService(ModelSchema):
                 answered = answer(accepted)
             except Exception:  # noqa: BLE001 - whatever the model raised, neighbours must not share it
                 # One request the model cannot take must not fail the others: retry them one by one.
+                log.exception("a batch of %d requests failed in the model: answering them one by one", len(accepted))
                 alone = [self.answer_alone(answer, request) for request in accepted]
                 answered = Batch([one.replies[0] for one in alone], sum(one.preprocess_seconds for one in alone),
                                  sum(one.inference_seconds for one in alone))
@@ -122,8 +139,14 @@ class PredictionService(ModelSchema):
             return Accepted(index, rows, lambda probabilities: self.v2.answer(probabilities, reply_to), v2=True)
         if request.route in (PREDICT, EXPLAIN):
             rows, shape = self.native.parse(request.body, request.content_type)
+            if request.route == EXPLAIN and len(rows) > self.max_explained_records:
+                raise body_error(f"{len(rows)} records in one explanation request; at most "
+                                 f"{self.max_explained_records} are explained at once", status=413,
+                                 kind="too_many_records")
             write = self.native.explained if request.route == EXPLAIN else self.native.answer
             return Accepted(index, rows, lambda results: write(results, shape))
+        if request.route == UNREADABLE:
+            return server_error(500, "the server failed to read this request")
         return server_error(404, f"unknown route {request.route!r}", v2=True)
 
     def answer_requests(self, accepted: List[Accepted]) -> Batch:
@@ -158,5 +181,6 @@ class PredictionService(ModelSchema):
         try:
             return answer([request])
         except Exception as error:  # noqa: BLE001 - reported to this request only
+            log.exception("request %d failed in the model", request.index)
             reason = f"the model could not score this request ({type(error).__name__})"
             return Batch([server_error(500, reason, v2=request.v2)], 0.0, 0.0)

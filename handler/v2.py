@@ -7,8 +7,9 @@ requests here through TorchServe's queue. Pure Python, Python 3.9 compatible.
 
 import json
 import math
+import re
 import struct
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .errors import Problem, RequestError, body_error, json_name, short
 from .native import Body, check_media_type, parse_json
@@ -21,6 +22,10 @@ BINARY_FORMATS = {"INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q", "UINT8"
 INTEGERS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
 NUMBERS = ("FP64", "FP32") + INTEGERS
 REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
+# The binary-data extension's header: the JSON's length in bytes. A body is at most a few MiB, so
+# ten ASCII digits are plenty; str.isdigit would take "²" and int() would take " 7" or "+7".
+JSON_LENGTH_HEADER = "Inference-Header-Content-Length"
+JSON_LENGTH = re.compile(r"[0-9]{1,10}")
 
 
 class V2Reply(NamedTuple):
@@ -47,8 +52,10 @@ class OpenInference:
                 "outputs": [{"name": name, "datatype": datatype, "shape": [-1]}
                             for name, datatype in self.outputs.items()]}
 
-    def parse(self, body: Body, content_type: Optional[str], json_length: Optional[int]) -> Tuple[List[Row], V2Reply]:
-        """A v2 inference request -> rows (one per element of the input tensors)."""
+    def parse(self, body: Body, content_type: Optional[str],
+              json_length: Union[int, str, None]) -> Tuple[List[Row], V2Reply]:
+        """A v2 inference request -> rows (one per element of the input tensors). json_length: the
+        Inference-Header-Content-Length header as sent (or its value), None or "" when absent."""
         check_media_type(content_type)
         header, binary = split_binary(body, json_length)
         payload = parse_json(header)
@@ -174,14 +181,22 @@ def check_elements(name: str, datatype: str, data: List[Any]) -> None:
             raise RequestError(400, [Problem(index, name, f"{short(value)} is not a {datatype} value", "wrong_type")])
 
 
-def split_binary(body: Body, json_length: Optional[int]) -> Tuple[Body, bytearray]:
+def split_binary(body: Body, json_length: Union[int, str, None]) -> Tuple[Body, bytearray]:
     """The binary-data extension: the JSON header's bytes, then the tensors' raw bytes."""
-    if json_length is None:
+    if json_length is None or json_length == "":
         return body, bytearray()
-    if not isinstance(body, (bytes, bytearray)) or not 0 < json_length <= len(body):
-        raise body_error(f"Inference-Header-Content-Length {json_length} does not fit a body of "
-                         f"{len(body) if isinstance(body, (bytes, bytearray)) else 0} bytes")
+    if isinstance(json_length, str):
+        if not JSON_LENGTH.fullmatch(json_length):
+            raise header_error(f"{short(json_length)} is not a length in bytes (1 to 10 digits 0-9)")
+        json_length = int(json_length)
+    size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+    if not 0 < json_length <= size:
+        raise header_error(f"{json_length} does not fit a body of {size} bytes")
     return bytes(body[:json_length]), bytearray(body[json_length:])
+
+
+def header_error(reason: str) -> RequestError:
+    return RequestError(400, [Problem(None, JSON_LENGTH_HEADER, reason, "header")])
 
 
 def binary_elements(name: str, datatype: str, count: int, size: Any, binary: bytearray) -> List[Any]:

@@ -29,7 +29,7 @@ HANDLER_DIR = Path(__file__).resolve().parents[2] / "handler"
 HANDLER = "torchserve_entry.py"
 HANDLER_PACKAGE = "handler"
 HANDLER_MODULES = ("__init__.py", "handler.py", "service.py", "errors.py", "records.py", "native.py", "v2.py",
-                   "typed_records.py", "request_log.py")
+                   "typed_records.py", "request_log.py", "metrics.py")
 
 
 def archiver_command() -> str:

@@ -484,3 +484,99 @@ def test_v2_body_level_mistakes_are_refused(service, schema):
     assert reply.status == 400 and set(json.loads(reply.body)) == {"error"}
     bad_length = Request(body({"inputs": inputs}), None, V2_INFER, 10_000)
     assert service.handle([bad_length])[0].status == 400
+
+
+# -- one request's fault stays its own ------------------------------------------------------------
+
+@pytest.mark.parametrize("length", ["²", "9" * 5000, "-5", "+5", " 5", "0x10", "5.0", "1e3", "0", "99999"])
+def test_a_crafted_binary_header_fails_its_own_request_with_a_400_naming_the_header(service, schema, length):
+    good = v2_request(schema, [SAMPLE])
+    crafted = Request(good.body, "application/octet-stream", V2_INFER, length)
+    replies = service.handle([good, crafted, (body(SAMPLE), None)])
+    assert [reply.status for reply in replies] == [200, 400, 200]
+    error = json.loads(replies[1].body)["error"]
+    assert error.startswith("header 'Inference-Header-Content-Length': ") and len(error) < 300, error
+
+
+def test_an_absent_or_empty_binary_header_means_json_only(service, schema):
+    for length in (None, ""):
+        assert service.handle([v2_request(schema, [SAMPLE])._replace(json_length=length)])[0].status == 200
+
+
+def test_a_fault_reading_one_request_fails_that_request_alone(service, monkeypatch):
+    parse = service.native.parse
+
+    def fragile(raw, content_type):
+        if raw == b"boom":
+            raise KeyError("a bug")
+        return parse(raw, content_type)
+
+    monkeypatch.setattr(service.native, "parse", fragile)
+    replies = service.handle([(body(SAMPLE), None), (b"boom", None), (body([SAMPLE, SAMPLE]), None)])
+    assert [reply.status for reply in replies] == [200, 500, 200]
+    assert json.loads(replies[1].body)["code"] == 500
+
+
+def test_explanations_have_their_own_record_cap(schema, model):
+    service = PredictionService(schema, model, fake_explain, max_explained_records=3)
+    replies = service.handle([Request(body([SAMPLE] * 3), None, EXPLAIN), Request(body([SAMPLE] * 4), None, EXPLAIN),
+                              Request(body([SAMPLE] * 4), None, PREDICT)])
+    assert [reply.status for reply in replies] == [200, 413, 200]
+    assert replies[1].refused == ("too_many_records",)
+    assert "at most 3" in json.loads(replies[1].body)["error"]
+
+
+class BatchContext:
+    """TorchServe's context for a batch, as the handler uses it: headers per request (None: a
+    request whose headers cannot be read), and the statuses the handler sets."""
+
+    def __init__(self, headers):
+        self.headers = headers
+        self.statuses = {}
+
+    def get_all_request_header(self, index):
+        if self.headers[index] is None:
+            raise KeyError(index)
+        return self.headers[index]
+
+    def get_request_id(self, index):
+        return f"id-{index}"
+
+    def set_response_status(self, status, phrase, index):
+        self.statuses[index] = status
+
+    def set_response_content_type(self, index, content_type):
+        assert content_type == "application/json"
+
+
+@pytest.fixture
+def served(service):
+    from handler.handler import PredictionHandler
+
+    handler = PredictionHandler()
+    handler.service = service
+    return handler
+
+
+def test_the_handler_answers_a_request_it_cannot_read_alone(served):
+    context = BatchContext([{"content-type": "application/json"}, None, {}])
+    replies = served.handle([{"body": body(SAMPLE)}, {"body": body(SAMPLE)}, {"body": body([SAMPLE])}], context)
+    assert context.statuses == {0: 200, 1: 500, 2: 200}
+    assert json.loads(replies[1])["code"] == 500 and len(json.loads(replies[2])) == 1
+
+
+def test_the_handler_passes_the_binary_header_as_sent(served, schema):
+    good = v2_request(schema, [SAMPLE])
+    headers = {"url_path": "v2/models/mymodel/infer", "Inference-Header-Content-Length": "²"}
+    context = BatchContext([headers, {"url_path": "v2/models/mymodel/infer"}])
+    replies = served.handle([{"body": good.body}, {"body": good.body}], context)
+    assert context.statuses == {0: 400, 1: 200}
+    assert "Inference-Header-Content-Length" in json.loads(replies[0])["error"]
+
+
+def test_a_fault_of_the_service_itself_gets_each_request_a_500_not_an_exception(served, monkeypatch):
+    monkeypatch.setattr(served.service, "handle_batch", lambda requests: 1 / 0)
+    context = BatchContext([{}, {}])
+    replies = served.handle([{"body": body(SAMPLE)}, {"body": body(SAMPLE)}], context)
+    assert context.statuses == {0: 500, 1: 500}
+    assert all(json.loads(reply)["code"] == 500 for reply in replies)

@@ -248,7 +248,7 @@ def test_a_batch_writes_a_line_per_probability_bin_not_per_record(served_handler
     handler, cache = served_handler
     served = handler.PredictionHandler()
     served.service = type("Service", (), {"name": "mymodel", "target": "late", "threshold": 0.5})()
-    served.metrics = handler._declared_metrics(cache)
+    served.metrics = handler.declared_metrics(cache)
     probabilities = [index / 999 for index in range(1000)]
     batch = Batch([Reply(200, "[]", tuple(probabilities[:400])), Reply(200, "[]", tuple(probabilities[400:])),
                    Reply(400, "{}", refused=("out_of_range",))], 0.004, 0.002)

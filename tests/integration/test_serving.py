@@ -144,6 +144,19 @@ def test_prometheus_metrics_are_served(server):
     assert "ts_inference_requests_total" in text
 
 
+def test_each_worker_logs_and_exposes_the_model_version_it_serves(server, metrics):
+    """One line per worker start (event=model_loaded) and the model_info gauge, labelled with the
+    version, on the metrics port."""
+    version = metrics["model_version"]
+    loaded = [line for line in server.log.read_text().splitlines() if "event=model_loaded" in line]
+    assert len(loaded) >= len(workers(server))
+    assert all(line.endswith(f"event=model_loaded model=mymodel model_version={version}") for line in loaded), loaded
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    info = [line for line in text.splitlines() if line.startswith("model_info{")]
+    assert info and all(f'model_version="{version}"' in line and float(line.rsplit(" ", 1)[1]) == 1
+                        for line in info), info
+
+
 def test_the_images_build_time_selfcheck_passes_on_the_archive(archive):
     command = [sys.executable, str(ROOT / "docker" / "selfcheck.py"), "--archive", str(archive),
                "--sample", str(ROOT / "sample_input.json")]
