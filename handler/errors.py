@@ -1,5 +1,12 @@
-"""Replies and the one error shape: a refused request names each problem (record, field,
-reason), and every error the handler answers is the same JSON object.
+"""Replies and the one error shape. Every error the handler answers, on every route, is
+
+    {"code": <HTTP status>, "type": "<stable snake_case>", "error": "<one sentence>",
+     "errors": [{"record": ..., "field": ..., "reason": ...}, ...], "errors_omitted": <n>}
+
+`error` is the first problem, with "(and N more problems)" when there are more; `errors` lists
+each problem (empty where the error is no field's), at most MAX_REPORTED_PROBLEMS of them, and
+`errors_omitted` (only then) counts the rest. On the v2 routes `record` is the element's index
+and `field` the input's name.
 
 Pure Python, Python 3.9 compatible: it runs in the serving image's worker.
 """
@@ -10,6 +17,11 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 # An error reply lists at most this many problems: TorchServe kills the worker whose reply is over
 # max_response_size (1 MiB), and a 1,000-record request can hold 16,000 problems.
 MAX_REPORTED_PROBLEMS = 50
+# The stable `type` of each refusal, by the kind of its first problem (else invalid_request).
+TYPES_BY_KIND = {"media_type": "unsupported_media_type", "too_many_records": "too_many_records",
+                 "header": "bad_header"}
+# The `type` of the errors that are no request's fault, or no field's.
+TYPES_BY_STATUS = {404: "not_found", 500: "internal_error", 501: "not_implemented"}
 JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
               float: "a number", type(None): "null"}
 
@@ -59,27 +71,32 @@ class RequestError(Exception):
     def fields(self) -> Tuple[str, ...]:
         return tuple(dict.fromkeys(problem.field for problem in self.problems))
 
+    def type(self) -> str:
+        return TYPES_BY_KIND.get(self.problems[0].kind, "invalid_request")
+
     def reply(self, v2: bool = False) -> Reply:
-        if v2:  # the protocol's error object is {"error": message}
-            return Reply(self.status, json.dumps({"error": self.summary(v2=True)}), refused=self.refused(),
-                         fields=self.fields())
+        """The error reply; v2: worded for the Open Inference Protocol (inputs and elements), which
+        reads the message from `error`."""
         shown = self.problems[:MAX_REPORTED_PROBLEMS]
-        errors = [{"record": p.record, "field": p.field, "reason": p.reason} for p in shown]
-        reply: Dict[str, Any] = {"code": self.status, "error": self.summary(), "errors": errors}
+        body = error_body(self.status, self.type(), self.summary(v2=v2),
+                          [{"record": p.record, "field": p.field, "reason": p.reason} for p in shown])
         if len(self.problems) > len(shown):
-            reply["errors_omitted"] = len(self.problems) - len(shown)
-        return Reply(self.status, json.dumps(reply), refused=self.refused(), fields=self.fields())
+            body["errors_omitted"] = len(self.problems) - len(shown)
+        return Reply(self.status, json.dumps(body), refused=self.refused(), fields=self.fields())
+
+
+def error_body(status: int, type_: str, error: str, errors: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"code": status, "type": type_, "error": error, "errors": errors}
 
 
 def body_error(reason: str, status: int = 400, kind: str = "body") -> RequestError:
     return RequestError(status, [Problem(None, "body", reason, kind)])
 
 
-def server_error(status: int, error: str, v2: bool = False) -> Reply:
-    """An error that is no request's fault (or no field's): no problems to list."""
-    if v2:
-        return Reply(status, json.dumps({"error": error}))
-    return Reply(status, json.dumps({"code": status, "error": error, "errors": []}))
+def server_error(status: int, error: str) -> Reply:
+    """An error that is no field's (a server fault, a route or feature that is not there): no
+    problems to list."""
+    return Reply(status, json.dumps(error_body(status, TYPES_BY_STATUS[status], error, [])))
 
 
 def json_name(value: Any) -> str:

@@ -60,7 +60,6 @@ class Accepted(NamedTuple):
     index: int  # its place in the batch
     rows: List[Row]
     reply_body: Callable[[List[Any]], str]  # its records' results (probabilities or explanations) -> its reply
-    v2: bool = False
 
 
 def route_of(url_path: Optional[str], explain: Optional[str]) -> str:
@@ -103,7 +102,7 @@ class PredictionService(ModelSchema):
                 continue
             except Exception:  # noqa: BLE001 - a fault reading one request is that request's alone
                 log.exception("request %d of a batch of %d could not be read", index, len(requests))
-                replies[index] = server_error(500, "the server failed to read this request", v2=v2)
+                replies[index] = server_error(500, "the server failed to read this request")
                 continue
             if isinstance(accepted, Reply):
                 replies[index] = accepted
@@ -136,7 +135,7 @@ class PredictionService(ModelSchema):
             return Reply(200, json.dumps(self.v2.metadata()))
         if request.route == V2_INFER:
             rows, reply_to = self.v2.parse(request.body, request.content_type, request.json_length)
-            return Accepted(index, rows, lambda probabilities: self.v2.answer(probabilities, reply_to), v2=True)
+            return Accepted(index, rows, lambda probabilities: self.v2.answer(probabilities, reply_to))
         if request.route in (PREDICT, EXPLAIN):
             rows, shape = self.native.parse(request.body, request.content_type)
             if request.route == EXPLAIN and len(rows) > self.max_explained_records:
@@ -147,7 +146,7 @@ class PredictionService(ModelSchema):
             return Accepted(index, rows, lambda results: write(results, shape))
         if request.route == UNREADABLE:
             return server_error(500, "the server failed to read this request")
-        return server_error(404, f"unknown route {request.route!r}", v2=True)
+        return server_error(404, f"unknown route {request.route!r}")
 
     def answer_requests(self, accepted: List[Accepted]) -> Batch:
         """One forward pass for every record of every accepted request; one reply per request."""
@@ -183,4 +182,4 @@ class PredictionService(ModelSchema):
         except Exception as error:  # noqa: BLE001 - reported to this request only
             log.exception("request %d failed in the model", request.index)
             reason = f"the model could not score this request ({type(error).__name__})"
-            return Batch([server_error(500, reason, v2=request.v2)], 0.0, 0.0)
+            return Batch([server_error(500, reason)], 0.0, 0.0)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import struct
 
 import pytest
@@ -62,6 +63,16 @@ def reply_json(reply):
 
 def with_distance(distance, **changes):
     return {**SAMPLE, "distance": distance, **changes}
+
+
+def one_error_shape(reply) -> dict:
+    """The one error shape: code (the status), a stable type, one sentence, the problems listed."""
+    error = json.loads(reply.body)
+    assert set(error) - {"errors_omitted"} == {"code", "type", "error", "errors"}, error
+    assert error["code"] == reply.status >= 400 and re.fullmatch(r"[a-z]+(_[a-z]+)*", error["type"]), error
+    assert isinstance(error["error"], str) and error["error"] and "\n" not in error["error"]
+    assert all(set(problem) == {"record", "field", "reason"} for problem in error["errors"]), error
+    return error
 
 
 def test_one_record_in_one_answer_out(service):
@@ -395,8 +406,8 @@ def v2_request(schema, records, **extra):
 
 def v2_error(service, payload):
     reply = service.handle([Request(body(payload), "application/json", V2_INFER)])[0]
-    assert set(json.loads(reply.body)) == {"error"}, reply.body
-    return reply.status, json.loads(reply.body)["error"]
+    error = one_error_shape(reply)
+    return reply.status, error["error"]
 
 
 def test_v2_metadata_has_one_input_per_request_field_from_the_schema(service, schema):
@@ -481,7 +492,7 @@ def test_v2_body_level_mistakes_are_refused(service, schema):
     too_many = v2_inputs(schema, [SAMPLE] * (schema["x-model"]["max_records"] + 1))
     assert v2_error(service, {"inputs": too_many})[0] == 413
     reply = service.handle([Request(b"{", "application/json", V2_INFER)])[0]
-    assert reply.status == 400 and set(json.loads(reply.body)) == {"error"}
+    assert reply.status == 400 and one_error_shape(reply)["type"] == "invalid_request"
     bad_length = Request(body({"inputs": inputs}), None, V2_INFER, 10_000)
     assert service.handle([bad_length])[0].status == 400
 
@@ -580,3 +591,43 @@ def test_a_fault_of_the_service_itself_gets_each_request_a_500_not_an_exception(
     replies = served.handle([{"body": body(SAMPLE)}, {"body": body(SAMPLE)}], context)
     assert context.statuses == {0: 500, 1: 500}
     assert all(json.loads(reply)["code"] == 500 for reply in replies)
+
+
+
+# -- the one error shape -----------------------------------------------------------------------
+
+def test_every_error_the_service_answers_has_the_one_shape_and_a_stable_type(schema, model):
+    def explode(categorical, numeric):
+        raise RuntimeError("broken")
+
+    service = PredictionService(schema, model)
+    broken = PredictionService(schema, explode)
+    many = [SAMPLE] * (schema["x-model"]["max_records"] + 1)
+    v2_good = v2_request(schema, [SAMPLE])
+    cases = [
+        (service, (b"{", None), 400, "invalid_request"),
+        (service, (body({**SAMPLE, "month": 13}), None), 400, "invalid_request"),
+        (service, (body(many), None), 413, "too_many_records"),
+        (service, (body(SAMPLE), "text/csv"), 415, "unsupported_media_type"),
+        (service, Request(body(SAMPLE), None, EXPLAIN), 501, "not_implemented"),
+        (service, Request(body(SAMPLE), None, "nowhere"), 404, "not_found"),
+        (broken, (body(SAMPLE), None), 500, "internal_error"),
+        (service, Request(b"{", None, V2_INFER), 400, "invalid_request"),
+        (service, Request(body({"inputs": v2_inputs(schema, many)}), None, V2_INFER), 413, "too_many_records"),
+        (service, Request(v2_good.body, "text/csv", V2_INFER), 415, "unsupported_media_type"),
+        (service, v2_good._replace(json_length="\u00b2"), 400, "bad_header"),
+        (broken, v2_good, 500, "internal_error"),
+    ]
+    for server, request, status, kind in cases:
+        reply = server.handle([request])[0]
+        assert reply.status == status, (request, reply.body)
+        assert one_error_shape(reply)["type"] == kind, reply.body
+
+
+def test_the_error_sentence_is_the_first_problem_and_how_many_more(service):
+    record = {**SAMPLE, "month": 13, "hour": 30, "distance": -1}
+    error = one_error_shape(service.handle([(body(record), None)])[0])
+    first = error["errors"][0]
+    assert error["error"] == f"field '{first['field']}': {first['reason']} (and 2 more problems)"
+    error = one_error_shape(service.handle([(body([SAMPLE, {**SAMPLE, "month": 13}]), None)])[0])
+    assert error["error"] == f"record 1, field 'month': {error['errors'][0]['reason']}" and len(error["errors"]) == 1

@@ -165,7 +165,9 @@ def test_bad_tensors_get_a_400_json_error_naming_the_input(client, oip, change, 
     before = workers(oip[0])
     reply = post_v2(oip, {"id": "bad", "inputs": change(sample_inputs(client, records))})
     assert reply.status_code == 400, reply.text
-    assert set(reply.json()) == {"error"} and named in reply.json()["error"], reply.json()
+    error = reply.json()
+    assert {"code", "type", "error", "errors"} <= set(error) and error["code"] == 400, error
+    assert named in error["error"] and error["type"] == "invalid_request" and error["errors"], error
     assert workers(oip[0]) == before
 
 
@@ -226,6 +228,7 @@ def test_crafted_binary_header_lengths_fail_only_their_own_requests(client, oip)
                 reply = future.result()
                 assert reply.status_code == 400, (length[:20], reply.text[:300])
                 assert "Inference-Header-Content-Length" in reply.json()["error"], reply.text[:300]
+                assert reply.json()["type"] == "bad_header", reply.text[:300]
     assert workers(server) == before
 
 
