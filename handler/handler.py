@@ -1,10 +1,11 @@
 """TorchServe handler for a tabular model: JSON records in, <target>_probability out (the
 model's name, target and fields come from its schema.json).
 
-TorchServe loads the one class defined here. It moves bytes between TorchServe
-and PredictionService (service.py), which holds the request logic, and adds
-what needs torch: the forward pass, integrated gradients for /explanations, and
-the handler's Prometheus metrics. Python 3.9 compatible: it runs in the image.
+It moves bytes between TorchServe and PredictionService (service.py), which holds
+the request logic, and adds what needs torch: the forward pass, integrated
+gradients for /explanations, and the handler's Prometheus metrics. TorchServe
+loads it through the archive's entry module (entry.py). Python 3.9 compatible:
+it runs in the image.
 """
 
 import importlib
@@ -19,32 +20,31 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from request_log import REQUEST_ID_HEADER, RequestLog, client_request_id
-from service import V2_INFER, Batch, PredictionService, Request, route_of
+
+from .errors import server_error
+from .metrics import (
+    INFERENCE_MS,
+    INVALID_RECORDS,
+    METRICS_LOG,
+    MODEL_INFO,
+    PREDICTIONS,
+    PREPROCESS_MS,
+    PROBABILITY_BINS,
+    PROBABILITY_RECORDS,
+    PROBABILITY_SUM,
+    declared_metrics,
+    metric_format,
+    probability_bin,
+)
+from .request_log import REQUEST_ID_HEADER, RequestLog, client_request_id, log_serving
+from .service import MAX_EXPLAINED_RECORDS, UNREADABLE, V2_INFER, Batch, PredictionService, Request, route_of
 
 log = logging.getLogger(__name__)
-# The handler's metric lines (TorchServe's own metrics log under "ts.metrics").
-METRICS_LOG = logging.getLogger("ts.metrics.handler")
-
-# Declared in handler/metrics.yaml (metrics_config): with metrics_mode=prometheus, TorchServe
-# serves only declared metrics.
-PREDICTIONS = "model_predictions_total"
-INVALID_RECORDS = "model_invalid_records_total"
-PROBABILITY_RECORDS = "model_probability_records_total"
-PROBABILITY_SUM = "model_probability_sum_total"
-PREPROCESS_MS = "model_preprocess_milliseconds"
-INFERENCE_MS = "model_inference_milliseconds"
-# The probability's distribution as counts of records per bin of this width, labelled by the
-# bin's lower edge ("0.00", "0.05", ..., "0.95"; the last bin holds 1.0 too): a batch adds one
-# line per bin its records fall in, not one per record.
-PROBABILITY_BIN_WIDTH = 0.05
-PROBABILITY_BINS = tuple(f"{index * PROBABILITY_BIN_WIDTH:.2f}" for index in range(round(1 / PROBABILITY_BIN_WIDTH)))
-
-
 class PredictionHandler:
+    service: PredictionService  # built by initialize(), from the archive's schema.json
+
     def __init__(self) -> None:
         self.initialized = False
-        self.service: PredictionService = None  # type: ignore[assignment]
         self.model: Any = None
         self.columns: Dict[str, List[int]] = {}
         self.reference: Any = None
@@ -63,14 +63,15 @@ class PredictionHandler:
         with open(os.path.join(model_dir, "schema.json")) as handle:
             schema = json.load(handle)
         self.steps = int(options.get("explain_steps", 64))
-        self.service = PredictionService(schema, self.predict)
+        self.service = PredictionService(schema, self.predict, max_explained_records=int(
+            options.get("max_explained_records", MAX_EXPLAINED_RECORDS)))
         self.service.explain = self.explanations_or_none()
         # TorchScript optimizes a graph on its first calls: pay that before the first request.
         example = json.dumps(self.service.example())
         for _ in range(3):
             self.service.handle([(example, "application/json")])
         # handler.metrics false: none of the handler's own metrics (TorchServe's stay)
-        self.metrics = _declared_metrics(getattr(context, "metrics", None)) if options.get("metrics", True) else None
+        self.metrics = declared_metrics(getattr(context, "metrics", None)) if options.get("metrics", True) else None
         # The worker logs a line per request at INFO; warnings and errors still get through (and
         # TorchServe's own per-batch PredictionTime stays off). The handler's metric lines are log
         # records too, which TorchServe reads from the worker's output: they stay on.
@@ -78,44 +79,39 @@ class PredictionHandler:
         METRICS_LOG.setLevel(logging.INFO)
         self.requests_log = RequestLog(self.service.name, self.service.version)
         self.initialized = True
-        log.info("loaded %s version %s", schema["x-model"]["name"], self.service.version)
+        log_serving(self.service.name, self.service.version)
+        if self.metrics:
+            self.observe([(MODEL_INFO, 1, (self.service.name, self.service.version))])
 
     @torch.inference_mode()
     def predict(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[float]:
-        values = torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
-        return self.model(categorical, values).tolist()
+        return self.model(categorical, self.numeric_tensor(numeric)).tolist()
+
+    def numeric_tensor(self, numeric: List[List[float]]) -> torch.Tensor:
+        """The numeric rows as the model's float tensor, [records, numeric fields] even for none."""
+        return torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
 
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[str]:
+        """One reply per request, whatever fails: an exception escaping here would make TorchServe
+        answer 503 to every request of the batch, other clients' included."""
         started = time.perf_counter()
-        requests, ids = [], []
-        for index, parameters in enumerate(data):
-            headers = context.get_all_request_header(index)
-            # the id the client gets back in X-Request-ID (set by TorchServe's frontend or the v2 plugin)
-            ids.append((context.get_request_id(index) or "", _header(headers, REQUEST_ID_HEADER)))
-            # TorchServe's frontend sets url_path and explain (the v2 plugin sets url_path "v2/...").
-            route = route_of(headers.get("url_path"), headers.get("explain"))
-            length = _header(headers, "inference-header-content-length") if route == V2_INFER else ""
-            requests.append(Request(parameters.get("body", parameters.get("data")), _header(headers, "content-type"),
-                                    route, int(length) if length.isdigit() else None))
-        batch = self.service.handle_batch(requests)
+        requests = [request_of(index, parameters, context) for index, parameters in enumerate(data)]
+        try:
+            batch = self.service.handle_batch([request for request, _ in requests])
+        except Exception:  # noqa: BLE001 - a fault of the service itself: each request gets a 500
+            log.exception("a batch of %d requests failed", len(requests))
+            batch = Batch([server_error(500, "the server failed to answer this request") for _ in requests], 0, 0)
         for index, reply in enumerate(batch.replies):
             context.set_response_status(reply.status, "", index)
             context.set_response_content_type(index, "application/json")
-        if self.metrics:
-            self.record(batch)
-        if self.requests_log:
-            self.log_requests(requests, ids, batch, (time.perf_counter() - started) * 1000)
+        try:  # the replies are made: metrics and log lines must not undo them
+            if self.metrics:
+                self.record(batch)
+            if self.requests_log:
+                log_requests(self.requests_log, requests, batch, (time.perf_counter() - started) * 1000)
+        except Exception:  # noqa: BLE001
+            log.exception("the metrics or request log of a batch could not be written")
         return [reply.body for reply in batch.replies]
-
-    def log_requests(self, requests: List[Request], ids: List[Tuple[str, str]], batch: Batch,
-                     milliseconds: float) -> None:
-        log_of = self.requests_log
-        for request, (identifier, client_id), reply in zip(requests, ids, batch.replies):
-            if log_of is None or not log_of.enabled_for(reply.status):
-                continue
-            error = json.loads(reply.body).get("error") if reply.status >= 400 else None
-            log_of.write(identifier, request.route, reply.status, milliseconds, len(reply.scored), reply.fields,
-                         error, client_request_id(client_id))
 
     def record(self, batch: Batch) -> None:
         """The batch's outcomes, refusals, probabilities and times as the declared metrics, in one
@@ -138,6 +134,10 @@ class PredictionHandler:
         observations.append((PREPROCESS_MS, batch.preprocess_seconds * 1000, (name,)))
         if batch.inference_seconds:  # a batch of refusals and metadata only runs no model
             observations.append((INFERENCE_MS, batch.inference_seconds * 1000, (name,)))
+        self.observe(observations)
+
+    def observe(self, observations: List[Tuple[str, float, Tuple[str, ...]]]) -> None:
+        """(metric, value, label values) as metric lines in one log record."""
         stamp = f"{self.hostname},{int(time.time())}"
         METRICS_LOG.info("\n".join(self.line_format(metric, dimensions) % (value, stamp)
                                    for metric, value, dimensions in observations))
@@ -168,8 +168,7 @@ class PredictionHandler:
         return self.explain
 
     def tensors(self, categorical: List[List[str]], numeric: List[List[float]]) -> Any:
-        values = torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
-        return self.model.category_indices(categorical, len(numeric)), values
+        return self.model.category_indices(categorical, len(numeric)), self.numeric_tensor(numeric)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The logit of the target's probability, from the first layer's input."""
@@ -195,33 +194,31 @@ class PredictionHandler:
                 for row, logit in enumerate(logits.tolist())]
 
 
-def probability_bin(probability: float) -> int:
-    """The index in PROBABILITY_BINS of a probability's bin."""
-    return min(int(probability * len(PROBABILITY_BINS)), len(PROBABILITY_BINS) - 1)
-
-
-def metric_format(metric: Any, dimensions: Tuple[str, ...]) -> str:
-    """The %-format (value, "host,time") of one observation of a declared metric as TorchServe's
-    worker writes it (ts/metrics/caching_metric.py, emit_metrics)."""
-    named = ",".join(f"{dimension}:{label}" for dimension, label in zip(metric.dimension_names, dimensions))
-    return f"[METRICS]{metric.metric_name}.{metric.unit}:%s|#{named}|#type:{metric.metric_type.name}|#hostname:%s"
-
-
-def _declared_metrics(metrics: Any) -> Optional[Dict[str, Any]]:
-    """The handler's metrics from TorchServe's metrics cache, or None where they are not declared
-    (a server started with another metrics_config, or no TorchServe at all)."""
-    if metrics is None:
-        return None
-    from ts.metrics.metric_type_enum import MetricTypes
-
-    wanted = {PREDICTIONS: MetricTypes.COUNTER, INVALID_RECORDS: MetricTypes.COUNTER,
-              PROBABILITY_RECORDS: MetricTypes.COUNTER, PROBABILITY_SUM: MetricTypes.COUNTER,
-              PREPROCESS_MS: MetricTypes.HISTOGRAM, INFERENCE_MS: MetricTypes.HISTOGRAM}
+def request_of(index: int, parameters: Any, context: Any) -> Tuple[Request, Tuple[str, str]]:
+    """One request of a batch, and its ids: the one the client gets back in X-Request-ID (set by
+    TorchServe's frontend or the v2 plugin) and the client's own."""
     try:
-        return {name: metrics.get_metric(name, kind) for name, kind in wanted.items()}
-    except Exception as error:  # noqa: BLE001 - TorchServe's MetricsCacheKeyError: serve without them
-        log.warning("handler metrics are off: %s", error)
-        return None
+        headers = context.get_all_request_header(index) or {}
+        ids = (context.get_request_id(index) or "", _header(headers, REQUEST_ID_HEADER))
+        # TorchServe's frontend sets url_path and explain (the v2 plugin sets url_path "v2/...").
+        route = route_of(headers.get("url_path"), headers.get("explain"))
+        length = _header(headers, "inference-header-content-length") if route == V2_INFER else ""
+        body = parameters.get("body", parameters.get("data"))
+        return Request(body, _header(headers, "content-type"), route, length or None), ids
+    except Exception:  # noqa: BLE001 - answered 500 by the service, alone
+        log.exception("request %d of a batch could not be read", index)
+        return Request(None, None, UNREADABLE), ("", "")
+
+
+def log_requests(log_of: RequestLog, requests: List[Tuple[Request, Tuple[str, str]]], batch: Batch,
+                 milliseconds: float) -> None:
+    """A request-log line per request the log's level takes."""
+    for (request, (identifier, client_id)), reply in zip(requests, batch.replies):
+        if not log_of.enabled_for(reply.status):
+            continue
+        error = json.loads(reply.body).get("error") if reply.status >= 400 else None
+        log_of.write(identifier, request.route, reply.status, milliseconds, len(reply.scored), reply.fields,
+                     error, client_request_id(client_id))
 
 
 def _header(headers: Dict[str, Any], name: str) -> str:

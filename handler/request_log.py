@@ -28,8 +28,10 @@ REQUEST_ID_HEADER = "x-request-id"
 # (handler/frontend/OpenInferenceProtocol.java applies the same rule to the v2 routes.)
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")
 LOGGER = "model.requests"
+# One line when a worker has loaded the model, whatever ACCESS_LOG_LEVEL says: which version it serves.
+SERVING_LOGGER = "model.serving"
 LEVELS = {"off": logging.CRITICAL + 10, "error": logging.ERROR, "warn": logging.WARNING,
-          "warning": logging.WARNING, "info": logging.INFO, "debug": logging.INFO}
+          "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 
 
 def client_request_id(value: Optional[str]) -> Optional[str]:
@@ -74,14 +76,28 @@ class RequestLog:
             entry["fields"] = list(fields)
         if error:
             entry["error"] = error
-        if self.json_lines:
-            stamp = time.time()
-            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}Z"
-            line = json.dumps({"time": when, "level": logging.getLevelName(level).lower(), "logger": LOGGER,
-                               **entry})
-        else:
-            line = " ".join(f"{key}={_text(value)}" for key, value in entry.items())
-        self.logger.log(level, line)
+        self.logger.log(level, log_line(entry, level, LOGGER, self.json_lines))
+
+
+def log_serving(model: str, version: str, environ: Mapping[str, str] = os.environ,
+                logger: Optional[logging.Logger] = None) -> str:
+    """Log, at INFO whatever the worker's level, the model and version a worker now serves."""
+    logger = logger or logging.getLogger(SERVING_LOGGER)
+    logger.setLevel(logging.INFO)
+    json_lines = environ.get("LOG_FORMAT", "text").strip().lower() == "json"
+    line = log_line({"event": "model_loaded", "model": model, "model_version": version}, logging.INFO,
+                    SERVING_LOGGER, json_lines)
+    logger.info(line)
+    return line
+
+
+def log_line(entry: Dict[str, Any], level: int, logger: str, json_lines: bool) -> str:
+    """One log line: a JSON object with time, level and logger first, or key=value text."""
+    if json_lines:
+        stamp = time.time()
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}Z"
+        return json.dumps({"time": when, "level": logging.getLevelName(level).lower(), "logger": logger, **entry})
+    return " ".join(f"{key}={_text(value)}" for key, value in entry.items())
 
 
 def _text(value: Any) -> str:

@@ -16,6 +16,7 @@ written 3.0, a byte order mark, a colon inside a string), never less:
 from __future__ import annotations
 
 import math
+from enum import Enum
 from typing import Annotated, Any, Dict, List, Optional, Tuple, Union
 
 import msgspec
@@ -26,6 +27,15 @@ from msgspec.structs import astuple
 ABSENT = UNSET
 INSTANCES = "instances"  # KServe's v1 body: {"instances": [record, ...]}
 PEEK = 64  # characters read to tell a list from an object
+
+
+class Shape(Enum):
+    """A native body's shape, which its answer takes: one record gets one answer, a list a list,
+    and KServe's v1 body {"instances": [...]} gets {"predictions": [...]}."""
+
+    RECORD = "record"
+    LIST = "list"
+    INSTANCES = INSTANCES
 
 
 def field_type(field: Dict[str, Any]) -> Any:
@@ -59,29 +69,29 @@ class TypedRecords:
         instances = msgspec.defstruct("Instances", [(INSTANCES, List[record])], forbid_unknown_fields=True)
         self.instances = msgspec.json.Decoder(instances)
 
-    def read(self, body: Any) -> Optional[Tuple[List[tuple], Any]]:
-        """The rows of a body of valid records and the shape of its answer (False: one object,
-        True: a list, INSTANCES), or None where only the strict reader can decide."""
+    def read(self, body: Any) -> Optional[Tuple[List[tuple], Shape]]:
+        """The rows of a body of valid records and its shape, or None where only the strict
+        reader can decide."""
         if not isinstance(body, (bytes, bytearray, str)):
             return None
         try:
             # The first character tells a list from an object without copying the body; leading
             # whitespace longer than the peek only costs the strict reading.
             if body[:PEEK].lstrip()[:1] in (b"[", "["):
-                records, as_list = self.many.decode(body), True
+                records, shape = self.many.decode(body), Shape.LIST
             else:
                 try:
-                    records, as_list = [self.one.decode(body)], False
+                    records, shape = [self.one.decode(body)], Shape.RECORD
                 except msgspec.ValidationError:
-                    records, as_list = self.instances.decode(body).instances, INSTANCES
+                    records, shape = self.instances.decode(body).instances, Shape.INSTANCES
         except (msgspec.DecodeError, ValueError):  # not JSON, not valid, or not UTF-8 in a string
             return None
         if not records or len(records) > self.max_records:
             return None  # the strict reader words the refusal
         rows = [astuple(record) for record in records]
-        members = len(self.names) * len(rows) - sum(row.count(ABSENT) for row in rows) + (as_list == INSTANCES)
+        members = len(self.names) * len(rows) - sum(row.count(ABSENT) for row in rows) + (shape is Shape.INSTANCES)
         colons = body.count(":") if isinstance(body, str) else body.count(b":")
-        return (rows, as_list) if colons == members else None
+        return (rows, shape) if colons == members else None
 
     def is_valid(self, record: Any) -> bool:
         """Whether a decoded record (a dict) is one the schema takes; False may still be valid

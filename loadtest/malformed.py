@@ -22,6 +22,8 @@ from model.config import DEFAULT_CONFIG, ROOT, load_settings
 SAMPLE_PATH = ROOT / "sample_input.json"
 SERVER_CONFIG = ROOT / "config.properties"
 JSON_HEADERS = {"Content-Type": "application/json"}
+# The stable error type the service answers each refusal status with.
+ERROR_TYPES = {400: "invalid_request", 413: "too_many_records", 415: "unsupported_media_type"}
 DEEP = 100_000  # far beyond Python's recursion limit, still well under 1 MiB
 WIDE = 20_000  # unknown fields in one record: each is reported, so the error reply outgrows 1 MiB
 
@@ -36,6 +38,11 @@ class HostileRequest:
     status: int = 400
     # TorchServe's frontend refuses oversized bodies itself, before any worker, with an empty body.
     refused_by_frontend: bool = False
+
+    @property
+    def error_type(self) -> str:
+        """The `type` of the service's JSON error for this request's status."""
+        return ERROR_TYPES[self.status]
 
 
 def sample_record() -> dict[str, Any]:

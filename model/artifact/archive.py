@@ -1,7 +1,8 @@
 """Pack the served model: export model.pt with the torch at hand, then torch-model-archiver.
 
-The archive holds model.pt, schema.json, the handler and its modules (HANDLER_MODULES) and
-model-config.yaml, named after the model with the version from its config.
+The archive holds model.pt, schema.json, model-config.yaml, the handler package as the folder
+handler/ (HANDLER_MODULES) and, beside it, the entry module TorchServe imports (HANDLER); it is
+named after the model with the version from its config.
 Python 3.9 compatible: the serving image builds its archive with this module.
 """
 
@@ -23,9 +24,12 @@ from model.training.weights import CONFIG
 log = logging.getLogger(__name__)
 
 HANDLER_DIR = Path(__file__).resolve().parents[2] / "handler"
-# The handler (TorchServe's entry point) and the modules it imports, packed beside it.
-HANDLER = "handler.py"
-HANDLER_MODULES = ("service.py", "typed_records.py", "request_log.py")
+# TorchServe's entry module, packed at the archive's top, and the handler package's modules,
+# packed in the folder handler/ beside it (they import one another relatively).
+HANDLER = "torchserve_entry.py"
+HANDLER_PACKAGE = "handler"
+HANDLER_MODULES = ("__init__.py", "handler.py", "service.py", "errors.py", "records.py", "native.py", "v2.py",
+                   "typed_records.py", "request_log.py", "metrics.py")
 
 
 def archiver_command() -> str:
@@ -54,14 +58,18 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
                     export_dir, exported, model_dir, config["version"]))
             for name in (TORCHSCRIPT, SCHEMA):
                 shutil.copyfile(Path(export_dir) / name, Path(build) / name)
+        # A folder given to --extra-files has its contents packed at the archive's top.
+        package = Path(build) / "package" / HANDLER_PACKAGE
+        package.mkdir(parents=True)
+        for name in HANDLER_MODULES:
+            shutil.copyfile(Path(handler_dir) / name, package / name)
         subprocess.run([
             archiver_command(),
             "--model-name", config["name"],
             "--version", config["version"],
             "--serialized-file", str(Path(build) / TORCHSCRIPT),
             "--handler", str(handler_dir / HANDLER),
-            "--extra-files", ",".join([str(Path(build) / SCHEMA),
-                                       *(str(handler_dir / name) for name in HANDLER_MODULES)]),
+            "--extra-files", ",".join([str(Path(build) / SCHEMA), str(package.parent)]),
             "--config-file", str(handler_dir / "model-config.yaml"),
             "--export-path", str(model_store),
             "--force",

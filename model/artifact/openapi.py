@@ -12,8 +12,11 @@ features in params.yaml, not on the data a model was trained on.
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+import yaml
+
+from model.artifact.archive import HANDLER_DIR
 from model.artifact.export import SCHEMA
 
 OPENAPI = "3.1.0"
@@ -26,20 +29,37 @@ def record_schema(schema: Dict[str, Any]) -> Dict[str, Any]:
             "additionalProperties": False, "description": schema["title"]}
 
 
+def max_explained_records(model_config: Path = HANDLER_DIR / "model-config.yaml") -> int:
+    """The records one /explanations request may hold (the handler's max_explained_records)."""
+    return int(yaml.safe_load(model_config.read_text())["handler"]["max_explained_records"])
+
+
 def error_schema() -> Dict[str, Any]:
+    """The one error shape of every error the project's own code answers (handler and v2 plugin)."""
     return {
         "type": "object",
-        "required": ["code", "error", "errors"],
+        "required": ["code", "type", "error"],
         "properties": {
-            "code": {"type": "integer", "minimum": 400, "maximum": 599},
-            "error": {"type": "string", "description": "every problem, in one sentence each"},
-            "errors": {"type": "array", "items": {
-                "type": "object", "required": ["record", "field", "reason"],
-                "properties": {
-                    "record": {"type": ["integer", "null"], "minimum": 0,
-                               "description": "the record's position in a list; null for a single record"},
-                    "field": {"type": "string", "description": "the field, or body / record"},
-                    "reason": {"type": "string"}}}}},
+            "code": {"type": "integer", "minimum": 400, "maximum": 599, "description": "the HTTP status"},
+            "type": {"type": "string", "pattern": "^[a-z]+(_[a-z]+)*$",
+                     "description": "stable and machine-readable: invalid_request, bad_header, too_many_records, "
+                                    "unsupported_media_type, not_found, internal_error, not_implemented, ..."},
+            "error": {"type": "string", "description": "one sentence: the first problem, followed by "
+                                                       "\"(and N more problems)\" when there are more"},
+            "errors": {"type": "array", "maxItems": 50,
+                       "description": "every problem, at most 50 (always present in the handler's replies, "
+                                      "empty where the error is no field's)",
+                       "items": {
+                           "type": "object", "required": ["record", "field", "reason"],
+                           "properties": {
+                               "record": {"type": ["integer", "null"], "minimum": 0,
+                                          "description": "the record's position in a list (v2: the element's); "
+                                                         "null for a single record or the body"},
+                               "field": {"type": "string",
+                                         "description": "the field (v2: the input), or body, record or a header"},
+                               "reason": {"type": "string"}}}},
+            "errors_omitted": {"type": "integer", "minimum": 1,
+                               "description": "how many problems `errors` leaves out (only when it does)"}},
     }
 
 
@@ -57,11 +77,6 @@ def answer_schema(facts: Dict[str, Any]) -> Dict[str, Any]:
                            target: {"type": "boolean",
                                     "description": f"{target}_probability at or above the model's threshold"},
                            "model_version": {"type": "string"}}}
-
-
-def v2_error_schema() -> Dict[str, Any]:
-    """The Open Inference Protocol's error object."""
-    return {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
 def v2_tensor_schema(schema: Dict[str, Any]) -> Dict[str, Any]:
@@ -104,9 +119,11 @@ def with_request_id(paths: Dict[str, Any]) -> Dict[str, Any]:
     return paths
 
 
-def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
+def openapi_document(schema: Dict[str, Any], explained: Optional[int] = None) -> Dict[str, Any]:
+    """explained: the records one /explanations request may hold (default: the handler's setting)."""
     facts = schema["x-model"]
     name, most = facts["name"], facts["max_records"]
+    explained = max_explained_records() if explained is None else explained
     model = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "enum": [name]}}
     records = {"oneOf": [
         {"$ref": "#/components/schemas/Record"},
@@ -120,9 +137,15 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
         {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}},
         {"type": "object", "required": ["predictions"], "additionalProperties": False,
          "properties": {"predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}}}}]}
+    over_limit = ("; a body over max_request_size gets TorchServe's own 413 with an empty body, "
+                  "before the handler sees it")
+    media = ("a Content-Type other than JSON (accepted: application/json, any +json type, text/json, text/plain, "
+             "application/octet-stream, or none)")
     bad_request = {"400": "a malformed body or a record with problems: each named by record and field",
-                   "413": f"more than {most} records, or a body over the size limit",
-                   "415": "a Content-Type other than JSON"}
+                   "413": f"more than {most} records (too_many_records){over_limit}",
+                   "415": media, "500": "the model failed on this request (internal_error): this request alone"}
+    bad_explanation = {**bad_request, "413": f"more than {explained} records (too_many_records){over_limit}",
+                       "501": "explanations are not available (not_implemented)"}
     unavailable = {"404": {"description": "no model of that name (TorchServe's own answer)",
                            **json_body("#/components/schemas/TorchServeError")},
                    "503": {"description": "no worker can take the request (TorchServe's own answer)",
@@ -153,7 +176,7 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
                 "responses": {"200": {"description": "per record: the answer, the reference record's, and "
                                                      "integrated-gradient attributions per field",
                                       "content": {"application/json": {"schema": {}}}},
-                              **refusals({**bad_request, "501": "explanations are not available"}),
+                              **refusals(bad_explanation),
                               **unavailable}}},
             "/v2/health/live": {"get": {"operationId": "v2_live", "servers": v2,
                                         "responses": {"200": {"description": "the server is up"}}}},
@@ -165,13 +188,13 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
                 "operationId": "v2_metadata", "servers": v2, "parameters": [model], "responses": {
                     "200": {"description": "inputs and outputs",
                             "content": {"application/json": {"schema": {"type": "object"}}}},
-                    **refusals(v2_unknown, "V2Error")}}},
+                    **refusals(v2_unknown)}}},
             "/v2/models/{model_name}/ready": {"get": {
                 "operationId": "v2_model_ready", "servers": v2, "parameters": [model], "responses": {
                     "200": {"description": "the model is ready", **json_body("#/components/schemas/V2Ready")},
                     "400": {"description": "not every worker of the model is READY",
                             **json_body("#/components/schemas/V2Ready")},
-                    **refusals(v2_unknown, "V2Error")}}},
+                    **refusals(v2_unknown)}}},
             "/v2/models/{model_name}/infer": {"post": {
                 "operationId": "v2_infer", "servers": v2, "parameters": [model],
                 "description": "One tensor per field, all of shape [n] (n records): the metadata route lists "
@@ -190,14 +213,16 @@ def openapi_document(schema: Dict[str, Any]) -> Dict[str, Any]:
                                                                         facts["target"]]}}}}}}}}},
                 "responses": {"200": {"description": "one output tensor per requested output",
                                       "content": {"application/json": {"schema": {"type": "object"}}}},
-                              **refusals({"400": "a malformed request or tensor, named",
-                                          "413": f"a body over the size limit, or more than {most} records",
-                                          "415": "a Content-Type other than JSON", **v2_unknown,
-                                          "503": "no worker can take the request"}, "V2Error")}}},
+                              **refusals({"400": "a malformed request, tensor or Inference-Header-Content-Length, "
+                                                 "named", "413": f"a body over the size limit, or more than {most} "
+                                                                 "records (too_many_records)",
+                                          "415": media, **v2_unknown,
+                                          "500": "the model failed on this request (internal_error)",
+                                          "503": "no worker can take the request"})}}},
         }),
         "components": {"schemas": {"Record": record_schema(schema), "Answer": answer_schema(facts),
                                    "Error": error_schema(), "TorchServeError": torchserve_error_schema(),
-                                   "V2Error": v2_error_schema(), "V2Tensor": v2_tensor_schema(schema),
+                                   "V2Tensor": v2_tensor_schema(schema),
                                    "V2Ready": {"type": "object", "required": ["ready"],
                                                "properties": {"ready": {"type": "boolean"},
                                                               "name": {"type": "string"}}}},

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from handler.request_log import CLIENT_ID, RequestLog, client_request_id
+from handler.request_log import CLIENT_ID, RequestLog, client_request_id, log_serving
 from model.config import ROOT
 
 
@@ -66,3 +66,21 @@ def test_access_log_level_chooses_which_requests_are_written(level, written):
         assert log.enabled_for(status) == (status in written)
         log.write("id", "predict", status, 1.0, 1)
     assert [json.loads(r.getMessage())["status"] for r in records] == written
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_worker_logs_the_version_it_serves_once_whatever_the_access_log_level(log_format):
+    _, records = request_log("off", log_format, f"serving-{log_format}")
+    logger = logging.getLogger(f"test.requests.serving-{log_format}")
+    logger.setLevel(logging.CRITICAL)  # as quiet as a worker gets
+    line = log_serving("mymodel", "1.0-abc", {"LOG_FORMAT": log_format}, logger)
+    assert [record.getMessage() for record in records] == [line]
+    if log_format == "json":
+        assert json.loads(line)["model_version"] == "1.0-abc" and json.loads(line)["event"] == "model_loaded"
+    else:
+        assert line == "event=model_loaded model=mymodel model_version=1.0-abc"
+
+
+def test_debug_is_the_most_verbose_level():
+    log, _ = request_log("debug", "text", "debug")
+    assert log.logger.level == logging.DEBUG and log.enabled_for(200)

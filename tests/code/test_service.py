@@ -2,21 +2,14 @@
 
 import json
 import math
+import re
 import struct
 
 import pytest
 
-from handler.service import (
-    EXPLAIN,
-    PREDICT,
-    V2_INFER,
-    V2_METADATA,
-    PredictionService,
-    Request,
-    RequestError,
-    parse_json,
-    route_of,
-)
+from handler.errors import RequestError
+from handler.native import parse_json
+from handler.service import EXPLAIN, PREDICT, V2_INFER, V2_METADATA, PredictionService, Request, route_of
 from handler.typed_records import TypedRecords
 from model.artifact.export import input_schema
 from model.config import ROOT
@@ -70,6 +63,16 @@ def reply_json(reply):
 
 def with_distance(distance, **changes):
     return {**SAMPLE, "distance": distance, **changes}
+
+
+def one_error_shape(reply) -> dict:
+    """The one error shape: code (the status), a stable type, one sentence, the problems listed."""
+    error = json.loads(reply.body)
+    assert set(error) - {"errors_omitted"} == {"code", "type", "error", "errors"}, error
+    assert error["code"] == reply.status >= 400 and re.fullmatch(r"[a-z]+(_[a-z]+)*", error["type"]), error
+    assert isinstance(error["error"], str) and error["error"] and "\n" not in error["error"]
+    assert all(set(problem) == {"record", "field", "reason"} for problem in error["errors"]), error
+    return error
 
 
 def test_one_record_in_one_answer_out(service):
@@ -213,7 +216,7 @@ def test_parse_json_keeps_big_but_finite_numbers():
 
 def strict_reading(service, raw):
     """What the strict reader alone makes of a body: its rows and the shape of its answer."""
-    records, as_list = service.records_of(parse_json(raw))
+    records, as_list = service.native.records_of(parse_json(raw))
     return [service.typed.row(record) for record in records], as_list
 
 
@@ -225,7 +228,7 @@ def with_field(record, text):
 @pytest.fixture
 def strict_readings(monkeypatch):
     """The bodies PredictionService.parse hands to the strict reader."""
-    from handler import service as module
+    from handler import native as module
 
     read, strict = [], module.parse_json
     monkeypatch.setattr(module, "parse_json", lambda raw: read.append(raw) or strict(raw))
@@ -245,7 +248,7 @@ def strict_readings(monkeypatch):
 ])
 def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service, strict_readings, raw):
     try:
-        records, _ = service.parse(raw, "application/json")
+        records, _ = service.native.parse(raw, "application/json")
     except RequestError as error:
         assert error.status == 400
     else:
@@ -256,7 +259,7 @@ def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service,
 @pytest.mark.parametrize("raw", [body(SAMPLE), body([SAMPLE, SAMPLE]), body({"instances": [SAMPLE]}),
                                  body(SAMPLE).decode(), bytearray(body(SAMPLE))])
 def test_the_fast_reading_reads_ordinary_bodies_as_the_strict_reader_does(service, strict_readings, raw):
-    assert service.parse(raw, "application/json") == strict_reading(service, raw)
+    assert service.native.parse(raw, "application/json") == strict_reading(service, raw)
     assert strict_readings == []
 
 
@@ -403,8 +406,8 @@ def v2_request(schema, records, **extra):
 
 def v2_error(service, payload):
     reply = service.handle([Request(body(payload), "application/json", V2_INFER)])[0]
-    assert set(json.loads(reply.body)) == {"error"}, reply.body
-    return reply.status, json.loads(reply.body)["error"]
+    error = one_error_shape(reply)
+    return reply.status, error["error"]
 
 
 def test_v2_metadata_has_one_input_per_request_field_from_the_schema(service, schema):
@@ -489,6 +492,142 @@ def test_v2_body_level_mistakes_are_refused(service, schema):
     too_many = v2_inputs(schema, [SAMPLE] * (schema["x-model"]["max_records"] + 1))
     assert v2_error(service, {"inputs": too_many})[0] == 413
     reply = service.handle([Request(b"{", "application/json", V2_INFER)])[0]
-    assert reply.status == 400 and set(json.loads(reply.body)) == {"error"}
+    assert reply.status == 400 and one_error_shape(reply)["type"] == "invalid_request"
     bad_length = Request(body({"inputs": inputs}), None, V2_INFER, 10_000)
     assert service.handle([bad_length])[0].status == 400
+
+
+# -- one request's fault stays its own ------------------------------------------------------------
+
+@pytest.mark.parametrize("length", ["²", "9" * 5000, "-5", "+5", " 5", "0x10", "5.0", "1e3", "0", "99999"])
+def test_a_crafted_binary_header_fails_its_own_request_with_a_400_naming_the_header(service, schema, length):
+    good = v2_request(schema, [SAMPLE])
+    crafted = Request(good.body, "application/octet-stream", V2_INFER, length)
+    replies = service.handle([good, crafted, (body(SAMPLE), None)])
+    assert [reply.status for reply in replies] == [200, 400, 200]
+    error = json.loads(replies[1].body)["error"]
+    assert error.startswith("header 'Inference-Header-Content-Length': ") and len(error) < 300, error
+
+
+def test_an_absent_or_empty_binary_header_means_json_only(service, schema):
+    for length in (None, ""):
+        assert service.handle([v2_request(schema, [SAMPLE])._replace(json_length=length)])[0].status == 200
+
+
+def test_a_fault_reading_one_request_fails_that_request_alone(service, monkeypatch):
+    parse = service.native.parse
+
+    def fragile(raw, content_type):
+        if raw == b"boom":
+            raise KeyError("a bug")
+        return parse(raw, content_type)
+
+    monkeypatch.setattr(service.native, "parse", fragile)
+    replies = service.handle([(body(SAMPLE), None), (b"boom", None), (body([SAMPLE, SAMPLE]), None)])
+    assert [reply.status for reply in replies] == [200, 500, 200]
+    assert json.loads(replies[1].body)["code"] == 500
+
+
+def test_explanations_have_their_own_record_cap(schema, model):
+    service = PredictionService(schema, model, fake_explain, max_explained_records=3)
+    replies = service.handle([Request(body([SAMPLE] * 3), None, EXPLAIN), Request(body([SAMPLE] * 4), None, EXPLAIN),
+                              Request(body([SAMPLE] * 4), None, PREDICT)])
+    assert [reply.status for reply in replies] == [200, 413, 200]
+    assert replies[1].refused == ("too_many_records",)
+    assert "at most 3" in json.loads(replies[1].body)["error"]
+
+
+class BatchContext:
+    """TorchServe's context for a batch, as the handler uses it: headers per request (None: a
+    request whose headers cannot be read), and the statuses the handler sets."""
+
+    def __init__(self, headers):
+        self.headers = headers
+        self.statuses = {}
+
+    def get_all_request_header(self, index):
+        if self.headers[index] is None:
+            raise KeyError(index)
+        return self.headers[index]
+
+    def get_request_id(self, index):
+        return f"id-{index}"
+
+    def set_response_status(self, status, phrase, index):
+        self.statuses[index] = status
+
+    def set_response_content_type(self, index, content_type):
+        assert content_type == "application/json"
+
+
+@pytest.fixture
+def served(service):
+    from handler.handler import PredictionHandler
+
+    handler = PredictionHandler()
+    handler.service = service
+    return handler
+
+
+def test_the_handler_answers_a_request_it_cannot_read_alone(served):
+    context = BatchContext([{"content-type": "application/json"}, None, {}])
+    replies = served.handle([{"body": body(SAMPLE)}, {"body": body(SAMPLE)}, {"body": body([SAMPLE])}], context)
+    assert context.statuses == {0: 200, 1: 500, 2: 200}
+    assert json.loads(replies[1])["code"] == 500 and len(json.loads(replies[2])) == 1
+
+
+def test_the_handler_passes_the_binary_header_as_sent(served, schema):
+    good = v2_request(schema, [SAMPLE])
+    headers = {"url_path": "v2/models/mymodel/infer", "Inference-Header-Content-Length": "²"}
+    context = BatchContext([headers, {"url_path": "v2/models/mymodel/infer"}])
+    replies = served.handle([{"body": good.body}, {"body": good.body}], context)
+    assert context.statuses == {0: 400, 1: 200}
+    assert "Inference-Header-Content-Length" in json.loads(replies[0])["error"]
+
+
+def test_a_fault_of_the_service_itself_gets_each_request_a_500_not_an_exception(served, monkeypatch):
+    monkeypatch.setattr(served.service, "handle_batch", lambda requests: 1 / 0)
+    context = BatchContext([{}, {}])
+    replies = served.handle([{"body": body(SAMPLE)}, {"body": body(SAMPLE)}], context)
+    assert context.statuses == {0: 500, 1: 500}
+    assert all(json.loads(reply)["code"] == 500 for reply in replies)
+
+
+
+# -- the one error shape -----------------------------------------------------------------------
+
+def test_every_error_the_service_answers_has_the_one_shape_and_a_stable_type(schema, model):
+    def explode(categorical, numeric):
+        raise RuntimeError("broken")
+
+    service = PredictionService(schema, model)
+    broken = PredictionService(schema, explode)
+    many = [SAMPLE] * (schema["x-model"]["max_records"] + 1)
+    v2_good = v2_request(schema, [SAMPLE])
+    cases = [
+        (service, (b"{", None), 400, "invalid_request"),
+        (service, (body({**SAMPLE, "month": 13}), None), 400, "invalid_request"),
+        (service, (body(many), None), 413, "too_many_records"),
+        (service, (body(SAMPLE), "text/csv"), 415, "unsupported_media_type"),
+        (service, Request(body(SAMPLE), None, EXPLAIN), 501, "not_implemented"),
+        (service, Request(body(SAMPLE), None, "nowhere"), 404, "not_found"),
+        (broken, (body(SAMPLE), None), 500, "internal_error"),
+        (service, Request(b"{", None, V2_INFER), 400, "invalid_request"),
+        (service, Request(body({"inputs": v2_inputs(schema, many)}), None, V2_INFER), 413, "too_many_records"),
+        (service, Request(v2_good.body, "text/csv", V2_INFER), 415, "unsupported_media_type"),
+        (service, v2_good._replace(json_length="\u00b2"), 400, "bad_header"),
+        (broken, v2_good, 500, "internal_error"),
+    ]
+    for server, request, status, kind in cases:
+        reply = server.handle([request])[0]
+        assert reply.status == status, (request, reply.body)
+        assert one_error_shape(reply)["type"] == kind, reply.body
+
+
+def test_the_error_sentence_is_the_first_problem_and_how_many_more(service):
+    record = {**SAMPLE, "month": 13, "hour": 30, "distance": -1}
+    error = one_error_shape(service.handle([(body(record), None)])[0])
+    first = error["errors"][0]
+    assert error["error"] == f"field '{first['field']}': {first['reason']} (and 2 more problems)"
+    error = one_error_shape(service.handle([(body([SAMPLE, {**SAMPLE, "month": 13}]), None)])[0])
+    assert error["error"] == f"record 1, field 'month': {error['errors'][0]['reason']}" and len(error["errors"]) == 1

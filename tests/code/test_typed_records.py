@@ -7,7 +7,7 @@ import json
 import msgspec
 import pytest
 
-from handler.typed_records import ABSENT, INSTANCES, TypedRecords, field_type
+from handler.typed_records import ABSENT, INSTANCES, Shape, TypedRecords, field_type
 from model.config import ROOT
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -30,16 +30,16 @@ def test_integer_bounds_that_are_not_whole_numbers_are_rounded_inward():
 def test_a_field_left_out_is_absent_and_a_null_is_none(typed, schema):
     optional = next(name for name in typed.names if name not in schema["required"])
     left_out = {key: value for key, value in SAMPLE.items() if key != optional}
-    (row,), as_list = typed.read(json.dumps(left_out).encode())
-    assert row[typed.names.index(optional)] is ABSENT and as_list is False
+    (row,), shape = typed.read(json.dumps(left_out).encode())
+    assert row[typed.names.index(optional)] is ABSENT and shape is Shape.RECORD
     (row,), _ = typed.read(json.dumps({**SAMPLE, optional: None}).encode())
     assert row[typed.names.index(optional)] is None
 
 
 def test_the_three_shapes_read_as_the_same_rows(typed):
     one, _ = typed.read(json.dumps(SAMPLE))
-    assert typed.read(json.dumps([SAMPLE, SAMPLE])) == (one * 2, True)
-    assert typed.read(json.dumps({INSTANCES: [SAMPLE]})) == (one, INSTANCES)
+    assert typed.read(json.dumps([SAMPLE, SAMPLE])) == (one * 2, Shape.LIST)
+    assert typed.read(json.dumps({INSTANCES: [SAMPLE]})) == (one, Shape.INSTANCES)
     assert one == [typed.row(SAMPLE)]
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+import yaml
 
 from loadtest.malformed import malformed_requests
 from model.config import ROOT
@@ -18,6 +20,7 @@ from model.data.split import split_rows
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
+MODEL_CONFIG = yaml.safe_load((ROOT / "handler" / "model-config.yaml").read_text())
 
 
 def post(server, route: str, body, headers=JSON) -> requests.Response:
@@ -108,3 +111,28 @@ def test_explanations_batched_with_predictions_keep_their_own_answers(server, fl
         assert reply.status_code == 200, reply.text
         assert reply.json()["late_probability"] == pytest.approx(solo[i]["late_probability"], abs=1e-6)
         assert ("attributions" in reply.json()) == (route == "explanations")
+
+
+def workers(server) -> dict[int, str]:
+    described = requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
+    return {worker["pid"]: worker["status"] for worker in described["workers"]}
+
+
+def test_a_full_batch_of_the_largest_explanation_bodies_is_answered_without_a_worker_restart(server, flights):
+    """batchSize concurrent bodies of max_explained_records records each (what one worker may
+    be handed at once): all answered within responseTimeout, by the same worker processes; one
+    record more is refused as too many."""
+    cap, batch = MODEL_CONFIG["handler"]["max_explained_records"], MODEL_CONFIG["batchSize"]
+    largest = [flights[i % len(flights)] for i in range(cap)]
+    before = workers(server)
+    started = time.monotonic()
+    with ThreadPoolExecutor(batch) as pool:
+        replies = list(pool.map(lambda _: post(server, "explanations", largest), range(batch)))
+    elapsed = time.monotonic() - started
+    assert [reply.status_code for reply in replies] == [200] * batch, replies[0].text[:300]
+    assert all(len(reply.json()) == cap for reply in replies)
+    assert elapsed < MODEL_CONFIG["responseTimeout"]
+    assert workers(server) == before and set(before.values()) == {"READY"}
+    refused = post(server, "explanations", largest + largest[:1])
+    assert refused.status_code == 413 and f"at most {cap}" in refused.json()["error"], refused.text
+    assert post(server, "predictions", largest + largest[:1]).status_code == 200  # the cap is the explanations'

@@ -53,7 +53,7 @@ def test_each_malformed_request_gets_its_4xx_with_a_json_error(corpus_run, reque
     if request_.refused_by_frontend:
         return
     error = reply.json()
-    assert error["code"] == request_.status
+    assert error["code"] == request_.status and error["type"] == request_.error_type
     assert isinstance(error["error"], str) and error["error"]
     assert error["errors"], error
 

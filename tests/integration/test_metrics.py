@@ -6,7 +6,6 @@ with data and evaluates every alert rule of deploy/prometheus/alerts.yml."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -212,15 +211,12 @@ def test_torchserve_counts_the_same_requests(scraped, traffic):
 
 
 @pytest.fixture
-def served_handler(monkeypatch):
-    """handler/handler.py as TorchServe's worker imports it, and TorchServe's metrics cache read
-    from handler/metrics.yaml."""
+def served_handler():
+    """handler/handler.py, and TorchServe's metrics cache read from handler/metrics.yaml."""
     from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-    monkeypatch.syspath_prepend(str(ROOT / "handler"))
-    spec = importlib.util.spec_from_file_location("served_handler", ROOT / "handler" / "handler.py")
-    handler = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(handler)
+    from handler import handler
+
     cache = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
     cache.initialize_cache()
     return handler, cache
@@ -247,12 +243,12 @@ FRONTEND_METRIC_LINE = re.compile(r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|
 def test_a_batch_writes_a_line_per_probability_bin_not_per_record(served_handler, caplog):
     """A batch of 1,000 predicted records writes a few dozen metric lines at most, each one the
     frontend can read, and their counts add up to the batch."""
-    from service import Batch, Reply
+    from handler.service import Batch, Reply
 
     handler, cache = served_handler
     served = handler.PredictionHandler()
     served.service = type("Service", (), {"name": "mymodel", "target": "late", "threshold": 0.5})()
-    served.metrics = handler._declared_metrics(cache)
+    served.metrics = handler.declared_metrics(cache)
     probabilities = [index / 999 for index in range(1000)]
     batch = Batch([Reply(200, "[]", tuple(probabilities[:400])), Reply(200, "[]", tuple(probabilities[400:])),
                    Reply(400, "{}", refused=("out_of_range",))], 0.004, 0.002)

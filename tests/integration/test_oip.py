@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -163,7 +165,9 @@ def test_bad_tensors_get_a_400_json_error_naming_the_input(client, oip, change, 
     before = workers(oip[0])
     reply = post_v2(oip, {"id": "bad", "inputs": change(sample_inputs(client, records))})
     assert reply.status_code == 400, reply.text
-    assert set(reply.json()) == {"error"} and named in reply.json()["error"], reply.json()
+    error = reply.json()
+    assert {"code", "type", "error", "errors"} <= set(error) and error["code"] == 400, error
+    assert named in error["error"] and error["type"] == "invalid_request" and error["errors"], error
     assert workers(oip[0]) == before
 
 
@@ -189,6 +193,43 @@ def test_malformed_bodies_unknown_models_and_routes_get_json_errors(oip):
     ]
     assert [reply.status_code for reply in cases] == [400, 413, 404, 404, 404, 404, 404]
     assert all(isinstance(reply.json()["error"], str) for reply in cases)
+
+
+def test_crafted_binary_header_lengths_fail_only_their_own_requests(client, oip):
+    """Rounds of v2 requests with a crafted Inference-Header-Content-Length released together with
+    other clients' /predictions, so TorchServe batches them together: the crafted ones get a 400
+    naming the header, the others their own answer, and no worker restarts."""
+    server = oip[0]
+    body = json.dumps({"inputs": sample_inputs(client, [SAMPLE])}).encode()
+    crafted = ["\u00b2", "9" * 5000, "-5", str(len(body) + 1)]
+    victims = 8
+    solo = predictions(server, [SAMPLE])[0]
+    before = workers(server)
+
+    def victim(barrier: threading.Barrier) -> requests.Response:
+        barrier.wait(timeout=30)
+        return requests.post(f"{server.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE), headers=JSON,
+                             timeout=30)
+
+    def attacker(barrier: threading.Barrier, length: str) -> requests.Response:
+        barrier.wait(timeout=30)
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": length}
+        return requests.post(f"http://{oip[1]}/v2/models/mymodel/infer", data=body, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(victims + len(crafted)) as pool:
+        for _ in range(5):
+            barrier = threading.Barrier(victims + len(crafted))
+            attacks = [pool.submit(attacker, barrier, length) for length in crafted]
+            answers = [pool.submit(victim, barrier) for _ in range(victims)]
+            for future in answers:
+                assert future.result().status_code == 200, future.result().text[:300]
+                assert future.result().json()["late_probability"] == pytest.approx(solo, abs=1e-6)
+            for length, future in zip(crafted, attacks):
+                reply = future.result()
+                assert reply.status_code == 400, (length[:20], reply.text[:300])
+                assert "Inference-Header-Content-Length" in reply.json()["error"], reply.text[:300]
+                assert reply.json()["type"] == "bad_header", reply.text[:300]
+    assert workers(server) == before
 
 
 def readiness(server: Server, oip: str) -> tuple[bool, int, int, int | None]:

@@ -128,6 +128,29 @@ def test_bad_input_gets_a_4xx_and_never_a_dead_worker(server, body, headers, sta
     assert predict(server, SAMPLE).status_code == 200
 
 
+def test_torchserves_own_routes_on_the_inference_port_are_what_docs_api_says(server):
+    """TorchServe 0.12 sends these paths to the model whatever its settings, as aliases of
+    /predictions and /explanations: they take the native body, not v2 tensors (the v2 protocol is
+    on the plugin's port). Its own /v2 health and metadata routes are off
+    (ts_open_inference_protocol is unset): 404 in TorchServe's shape, as for any unknown path."""
+    url = server.inference_url
+    solo = predict(server, SAMPLE).json()
+    for path in ("/v2/models/mymodel/infer", "/v1/models/mymodel:predict", "/invocations?model_name=mymodel",
+                 "/models/mymodel/invoke"):
+        assert requests.post(url + path, data=SAMPLE, headers=JSON, timeout=30).json() == solo, path
+    for path in ("/v2/models/mymodel/explain", "/v1/models/mymodel:explain"):
+        assert requests.post(url + path, data=SAMPLE, headers=JSON, timeout=60).json()["attributions"], path
+    tensors = requests.post(url + "/v2/models/mymodel/infer", data=json.dumps({"inputs": []}), headers=JSON,
+                            timeout=30)
+    assert tensors.status_code == 400 and tensors.json()["type"] == "invalid_request"
+    assert "'inputs'" in tensors.json()["error"]
+    for path in ("/v2/health/ready", "/v2/models/mymodel", "/v2/models/AAA", "/nothing"):
+        reply = requests.get(url + path, timeout=30)
+        assert reply.status_code == 404 and reply.json()["type"] == "ResourceNotFoundException", (path, reply.text)
+    unknown = requests.post(url + "/predictions/nomodel", data=SAMPLE, headers=JSON, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException"
+
+
 @pytest.mark.parametrize("url", ["https://example.com/x.mar", "http://127.0.0.1:1/x.mar", "file:///etc/passwd",
                                  "FILE:///tmp/x.mar", "../mymodel.mar", "s3://bucket/x.mar", "missing.mar"])
 def test_models_are_registered_only_from_the_model_store(server, url):
@@ -142,6 +165,19 @@ def test_prometheus_metrics_are_served(server):
     predict(server, SAMPLE)
     text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
     assert "ts_inference_requests_total" in text
+
+
+def test_each_worker_logs_and_exposes_the_model_version_it_serves(server, metrics):
+    """One line per worker start (event=model_loaded) and the model_info gauge, labelled with the
+    version, on the metrics port."""
+    version = metrics["model_version"]
+    loaded = [line for line in server.log.read_text().splitlines() if "event=model_loaded" in line]
+    assert len(loaded) >= len(workers(server))
+    assert all(line.endswith(f"event=model_loaded model=mymodel model_version={version}") for line in loaded), loaded
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    info = [line for line in text.splitlines() if line.startswith("model_info{")]
+    assert info and all(f'model_version="{version}"' in line and float(line.rsplit(" ", 1)[1]) == 1
+                        for line in info), info
 
 
 def test_the_images_build_time_selfcheck_passes_on_the_archive(archive):

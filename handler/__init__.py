@@ -1,0 +1,10 @@
+"""The request path of the served model, one module per concern: errors.py (replies and the one
+error shape), records.py (the model's record schema), native.py (the JSON API with KServe v1),
+v2.py (the Open Inference Protocol, JSON and binary), service.py (the batching core),
+typed_records.py, request_log.py and metrics.py (the handler's metric lines); handler.py adds
+torch and TorchServe.
+
+The modules import one another relatively, as one package, in a checkout and in the model
+archive alike: the archive holds this package as the folder handler/ beside its entry module,
+torchserve_entry.py. Python 3.9 compatible: it runs in the serving image's worker.
+"""
