@@ -25,7 +25,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
 
 help: ## list the targets (CONFIG=configs/<name>.yaml: the pipeline targets for another params file)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -155,10 +155,14 @@ image-test: image ## run both images as a user does: health, answers, faults, re
 loadtest-image: image ## the load-test traffic scenarios against the serving container (its table in docs/load-and-capacity.md)
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
-test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
+test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice); prints the coverage
 	@tests/system-tools.sh prometheus chromium wrk || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	@echo "coverage of model/, handler/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
+
+test-fast: setup ## the tests that need no trained model, no server and no image, in under a minute (tests/tiers.py)
+	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) $(PYTEST_ARGS)
 
 lint: setup ## ruff, the Python 3.9 floor of what runs in the serving image (handler, docker/, the package's closure of model.artifact.archive), hadolint
 	ruff check .

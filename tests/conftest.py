@@ -18,6 +18,7 @@ from model.data.prepare import build_table
 from model.data.sources import read_flight_tables
 from model.lifecycle.torchserve import Server, torchserve
 from model.training.train import train
+from tests.tiers import mark_tiers, refuse_slow_fixture, slow_fixture
 
 # Three winter months keep the suite fast: train on Jan-Feb, validate on early
 # March, test on late March.
@@ -49,7 +50,16 @@ def table(settings: Settings, raw_tables: dict[str, pd.DataFrame]) -> pd.DataFra
     return build_table(settings, raw_tables)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mark_tiers(config, items)
+
+
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> None:
+    refuse_slow_fixture(fixturedef)
+
+
 @pytest.fixture(scope="session")
+@slow_fixture
 def metrics(settings: Settings, table: pd.DataFrame) -> dict:
     metrics = train(settings, table)
     export_model(settings.paths.model_dir, settings.paths.export_dir)
@@ -72,6 +82,7 @@ def archive(settings: Settings, metrics: dict) -> Path:
 
 
 @pytest.fixture(scope="session")
+@slow_fixture
 def browser():
     """Headless Chromium (Debian's, `make browser-tools`), started once for the session."""
     from playwright.sync_api import sync_playwright
@@ -91,12 +102,14 @@ def browser():
 
 
 @pytest.fixture(scope="session")
+@slow_fixture
 def plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The frontend plugin (Open Inference Protocol v2), built as `make archive` builds it."""
     return build_plugin(tmp_path_factory.mktemp("plugins")).parent
 
 
 @pytest.fixture(scope="session")
+@slow_fixture
 def server(archive: Path, plugins: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
     with torchserve(archive.parent, tmp_path_factory.mktemp("torchserve"), plugins=plugins) as running:
         yield running

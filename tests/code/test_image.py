@@ -5,6 +5,8 @@ import fnmatch
 import re
 import subprocess
 
+import pytest
+
 from model.config import ROOT, load_settings
 
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
@@ -36,6 +38,7 @@ def allowed_by_ignore_file(path):
     return allowed
 
 
+@pytest.mark.slow  # the whole `make lint`: ruff, the type checker, vermin, hadolint
 def test_make_lint_passes():
     result = subprocess.run(["make", "lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from model.config import ROOT
@@ -37,11 +38,13 @@ def stale_records(repo: Path) -> dict[str, dict]:
     return stale
 
 
+@pytest.mark.slow  # runs `dvc status` over the tree
 def test_the_committed_lock_records_the_code_and_params_in_the_tree():
     stale = stale_records(ROOT)
     assert not stale, f"dvc.lock is older than the tree (run `.venv/bin/dvc repro` and commit dvc.lock): {stale}"
 
 
+@pytest.mark.slow  # runs `dvc status` over a copy of the tree
 def test_the_check_sees_a_stage_recorded_against_older_code(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)

@@ -1,4 +1,4 @@
-"""handler/typed_records.py without a server, on the exported model's schema: the schema as
+"""handler/typed_records.py without a server, on the schema the exporter writes: the schema as
 msgspec types vouches only for what the schema accepts, and says None wherever the strict reader
 has to look."""
 
@@ -11,6 +11,11 @@ from handler.typed_records import ABSENT, INSTANCES, Shape, TypedRecords, field_
 from model.config import ROOT
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(config_schema):
+    return config_schema
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from model.config import Settings
 from model.data.sources import load_source
 from model.lifecycle.continuous_training import update
+from tests.tiers import slow_fixture
 
 # Five weeks bootstrap the replay (three train, one validates, one is held out); two epochs keep it quick.
 STREAM = {"batch": "W", "bootstrap_batches": 5, "batches_per_update": 1, "window_batches": 6, "valid_batches": 1,
@@ -41,6 +42,7 @@ def source(settings: Settings, raw_tables: dict[str, pd.DataFrame]) -> pd.DataFr
 
 
 @pytest.fixture(scope="session")
+@slow_fixture
 def bootstrapped(replay_settings: Replay, source: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A replay after its first update (the bootstrap); never changed: copy it with `replay`."""
     folder = tmp_path_factory.mktemp("bootstrapped")

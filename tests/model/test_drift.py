@@ -32,6 +32,7 @@ from model.data.sources import TARGET, TIME
 from model.data.split import SPLIT, split_rows
 from model.data.synthetic import STATION, generate, write_synthetic
 from model.training.train import train
+from tests.tiers import slow_fixture
 
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
 SECOND_YEAR = "2022-01-01"
@@ -159,6 +160,7 @@ def test_the_report_section_shows_the_table_and_figures(settings, tmp_path):
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A year of synthetic data written and prepared, and a model trained on it for one epoch;
     the test split (October on) is 6 °C warmer."""

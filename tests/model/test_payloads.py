@@ -131,7 +131,8 @@ def test_fgsm_raises_the_late_probability_more_than_random_steps_of_the_same_siz
     assert shift["mean_shift"] > 2 * abs(float((after - before).mean())), shift
 
 
-def test_write_payloads_writes_the_same_three_files_for_the_same_seed(settings, table, tmp_path):
+def test_write_payloads_writes_the_same_three_files_for_the_same_seed(settings, metrics, table, tmp_path):
+    # metrics: the adversarial cases are scored by the exported model.pt
     first = write_payloads(settings, tmp_path / "first", 40, table=table)
     second = write_payloads(settings, tmp_path / "second", 40, table=table)
     for name in (RECORDS_FILE, ANOMALOUS_FILE, ADVERSARIAL_FILE):
