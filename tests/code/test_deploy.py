@@ -942,7 +942,7 @@ def test_ci_lints_and_tests_exactly_as_developers_do():
              if line.strip() and not line.startswith("#") and not re.match(r"(set|cd)\b", line.strip())]
     assert runs("test") == local
     assert runs("lint") == ["make lint"]
-    java = re.search(r"Java (\d+) is required", (ROOT / "Makefile").read_text()).group(1)
+    java = re.search(r"JDK (\d+) is required", (ROOT / "Makefile").read_text()).group(1)
     for job in ("lint", "test"):
         setup = {step["uses"].split("@")[0]: step.get("with", {}) for step in CI["jobs"][job]["steps"]
                  if "uses" in step}
