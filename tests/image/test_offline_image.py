@@ -55,3 +55,20 @@ def test_the_offline_image_scores_a_file_as_the_native_scorer_does(flights, pipe
 
 def test_the_offline_image_is_under_one_gigabyte(engine):
     assert container.image_size_mb(container.OFFLINE_IMAGE) < 1000
+
+
+# Each path: written by the image's user? (a directory: a new file in it; a file: appended to)
+WRITE_PROBE = ('for p in "$@"; do test -e "$p" || { echo "missing $p"; continue; }; '
+               'if [ -d "$p" ]; then touch "$p/x" 2>/dev/null && echo "wrote $p"; '
+               'else (: >> "$p") 2>/dev/null && echo "wrote $p"; fi; done; true')
+
+
+def test_the_scoring_user_cannot_write_code_config_model_or_venv(engine, pipeline):
+    export = f"/app/{pipeline.paths.export_dir.relative_to(container.ROOT)}"
+    site = container.run_engine("run", "--rm", "--entrypoint=python", container.OFFLINE_IMAGE, "-c",
+                                "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip()
+    protected = ["/app", "/app/model", "/app/model/artifact/predict.py", "/app/params.yaml", export,
+                 f"{export}/model.pt", "/opt/venv", "/opt/venv/bin", site, f"{site}/torch", f"{site}/torch/__init__.py"]
+    probed = container.run_engine("run", "--rm", "--entrypoint=sh", container.OFFLINE_IMAGE, "-c", WRITE_PROBE, "sh",
+                                  *protected)
+    assert probed.stdout.split("\n") == [""], probed.stdout
