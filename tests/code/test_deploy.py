@@ -190,8 +190,8 @@ def test_offline_image_installs_every_package_the_scorer_imports():
     lock = ROOT / "docker" / "offline.lock"
     # the lock alone, hashes required, torch without its own requirements (see the Dockerfile)
     assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in OFFLINE_STEPS
-    assert re.search(r"pip install [^&]*--no-deps --require-hashes \$\{TORCH_INDEX_URL:\+--extra-index-url "
-                     r"\"\$TORCH_INDEX_URL\"\} -r /tmp/offline\.lock", OFFLINE_RUN)
+    assert re.search(r"pip install [^&]*--no-deps --require-hashes\s+\$\{TORCH_INDEX_URL:\+--extra-index-url "
+                     r"\"\$TORCH_INDEX_URL\"\}\s+-r /tmp/offline\.lock", OFFLINE_RUN)
     assert ("COPY", "docker/offline.lock /tmp/offline.lock") in OFFLINE_STEPS
     image = locked_names(lock)
     assert "torch" in image and not {"sympy", "networkx"} & image
