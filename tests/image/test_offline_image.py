@@ -15,6 +15,7 @@ from model.artifact.predict import load_served_model, predict_frame
 from model.artifact.tables import read_table
 from model.data.prepare import load_table
 from model.lifecycle import container
+from tests.image import documented
 
 
 def score_in_the_image(folder, input_name: str, output_name: str) -> None:
@@ -51,6 +52,22 @@ def test_the_offline_image_scores_a_file_as_the_native_scorer_does(flights, pipe
     assert (scored["model_version"] == schema["x-model"]["version"]).all()
     write_report(f"offline_{suffix}", {"rows": len(scored), "max_abs_difference": difference,
                                        "image_mb": round(container.image_size_mb(container.OFFLINE_IMAGE))})
+
+
+def test_the_documented_offline_commands_score_a_file_in_the_current_directory(flights, pipeline, tmp_path):
+    """docs/docker-and-kubernetes.md's two `docker run` lines as they stand, in a folder holding flights.csv."""
+    block = documented.block_with(documented.DOCKER_PAGE, "docker run --rm -v")
+    flights.to_csv(tmp_path / "flights.csv", index=False)
+    tmp_path.chmod(0o777)  # the first line runs as the image's uid 1000
+    done, _ = documented.run(block, tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    model, schema = load_served_model(pipeline.paths.export_dir)
+    native = predict_frame(model, schema, read_table(tmp_path / "flights.csv"))
+    column = f"{schema['x-model']['target']}_probability"
+    for name in ("scored.parquet", "scored.csv"):
+        scored = read_table(tmp_path / name)
+        assert scored["row_id"].tolist() == native["row_id"].tolist(), name
+        assert float(np.abs(scored[column].astype(float) - native[column].astype(float)).max()) <= 1e-6, name
 
 
 def test_the_offline_image_is_under_one_gigabyte(engine):
