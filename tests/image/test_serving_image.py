@@ -56,7 +56,8 @@ def test_the_readmes_container_commands_serve_the_model_make_train_trains(engine
     finally:
         container.run_engine("rm", "--force", typed.name, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    answer = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    # curl's answer has no newline of its own: the next command's output follows it on its line
+    answer, _ = json.JSONDecoder().raw_decode(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     native_answer = predict(native.inference_url, SAMPLE).json()
     write_report("readme", {"seconds": round(seconds, 1), "answer": answer, "native": native_answer})
     assert answer["model_version"] == native_answer["model_version"]
