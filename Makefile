@@ -25,22 +25,34 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
+.PHONY: help setup lock audit draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
 
 help: ## list the targets (CONFIG=configs/<name>.yaml: the pipeline targets for another params file)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
 		{name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
 		END {for (i = 1; i <= NR; i++) printf "  %-*s  %s\n", width, name[i], text[i]}'
 
-setup: $(INSTALLED) ## create .venv and install the pinned dependencies (Python 3.11, a JDK 17)
+setup: $(INSTALLED) ## create .venv and install the locked dependencies (Python 3.11, a JDK 17)
 
-$(INSTALLED): requirements.txt
+# The CPU build of torch (requirements.lock pins torch==...+cpu) comes from the PyTorch CPU index,
+# unless pip is configured with a local wheel folder that holds it (PIP_FIND_LINKS).
+TORCH_INDEX_URL ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu)
+$(INSTALLED): requirements.lock
 	@command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
 		echo "Python 3.11 is required as python3 (found: $$(python3 --version 2>&1 || echo none)); install it (e.g. apt-get install python3.11 python3.11-venv) and put it first on PATH, or build the image instead (README, Docker)"; exit 1; }
 	@command -v java >/dev/null && command -v javac >/dev/null || { echo "a JDK 17 is required: java runs TorchServe, javac builds the Open Inference Protocol plugin (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --require-hashes $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) -r requirements.lock
 	touch $@
+
+lock: setup ## regenerate the hashed locks from requirements.txt: requirements.lock (the venv), docker/*.lock (the images)
+	UV=$(BIN)/uv docker/lock.sh
+
+audit: setup ## check every locked version against known vulnerabilities (pip-audit, PyPI's JSON API; needs pypi.org)
+	@for lock in requirements.lock docker/train.lock docker/offline.lock docker/serve.lock; do \
+		echo "pip-audit $$lock"; \
+		$(BIN)/pip-audit --strict --progress-spinner off --vulnerability-service pypi --disable-pip --require-hashes -r $$lock || exit 1; \
+	done
 
 draft-config: setup ## draft a params file from a CSV: make draft-config CSV=path.csv NAME=<name> (writes configs/<name>.yaml)
 	@test -n "$(CSV)" -a -n "$(NAME)" || { echo "usage: make draft-config CSV=path/to/data.csv NAME=<name>"; exit 2; }
@@ -146,18 +158,18 @@ browser-tools: ## headless Chromium for the page tests (Debian's chromium packag
 container-tools: ## a Docker engine, or buildah + podman (Debian packages, installed as root when missing)
 	@docker/container-tools.sh
 
-image: archive container-tools ## build mymodel-serve and mymodel-offline (docker, else buildah on a cached stand-in base); prints sizes
+image: container-tools ## build mymodel-serve and mymodel-offline from the sources, training included (docker, else buildah on a cached stand-in base); prints sizes
 	docker/images.sh
 
-image-test: image ## run both images as a user does: health, answers, faults, read-only, stop, management, offline scoring
+image-test: archive container-tools ## build both images as the README does (from the tracked files) and run them as a user does, against the native server
 	$(PYTHON) -m pytest tests/image $(PYTEST_ARGS)
 
 loadtest-image: image ## the load-test traffic scenarios against the serving container (its table in docs/load-and-capacity.md)
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
-test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice); prints the coverage
+test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice; the image tests build both images); prints the coverage
 	@tests/system-tools.sh prometheus chromium wrk || true
-	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
+	@if docker/container-tools.sh; then $(MAKE) --no-print-directory archive; fi
 	$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS)
 	@echo "coverage of model/, handler/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
 

@@ -6,7 +6,7 @@
 #   docker/base/build.sh python       # prints localhost/mymodel-standin-python:3.11-slim
 #
 # torchserve stands in for pytorch/torchserve:0.12.0-cpu (docker/Dockerfile), python for
-# python:3.11-slim (docker/Dockerfile.offline). Each starts from a Debian root filesystem made
+# python:3.11-slim (the training stage of both Dockerfiles, and docker/Dockerfile.offline). Each starts from a Debian root filesystem made
 # by debootstrap from Debian's archive (bullseye has Python 3.9 and a JDK 17, bookworm has
 # Python 3.11), imported as an image, then built with buildah from the Dockerfile beside this.
 # Needs root, buildah, podman and debootstrap. Progress goes to stderr, the image name to stdout.
@@ -34,11 +34,11 @@ case "$kind" in
 esac
 # Each image is tagged or labelled with the hash of what it is made from, so a change rebuilds
 # it and nothing else: the root filesystem from the suite and packages, the image from that
-# and the Dockerfile with the files it copies.
+# and the Dockerfile (its comments left out) with the files it copies.
 os_hash="$(echo "$suite $packages" | sha256sum | cut -c1-12)"
 os_image="localhost/mymodel-standin-os:$suite-$os_hash"
 label=org.mymodel.standin.hash
-hash="$( (echo "$os_image"; cd "$here" && cat "$dockerfile" $context) | sha256sum | cut -c1-16)"
+hash="$( (echo "$os_image"; cd "$here" && grep -v '^[[:space:]]*#' "$dockerfile" && cat $context) | sha256sum | cut -c1-16)"
 dockerfile="$here/$dockerfile"
 current="$(buildah inspect --type image --format "{{index .Docker.Config.Labels \"$label\"}}" "$image" 2>/dev/null || true)"
 if [ "$current" = "$hash" ]; then

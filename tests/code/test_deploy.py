@@ -97,10 +97,6 @@ def passes_ignore_file(path: str, patterns: list[str]) -> bool:
     return kept
 
 
-def pins_grepped(run: str) -> set[str]:
-    return {name for group in re.findall(r"grep -E '\^\(([^)]+)\)=='", run) for name in group.split("|")}
-
-
 def imported_modules(path: Path, module_level_only: bool) -> set[str]:
     tree = ast.parse(path.read_text())
     nodes = tree.body if module_level_only else ast.walk(tree)
@@ -161,7 +157,10 @@ def test_offline_image_exports_the_saved_weights_where_params_yaml_looks():
     assert export, "the offline image must export model.pt from the saved weights"
     assert (export.group(1), export.group(2)) == (str(paths.model_dir.relative_to(ROOT)),
                                                   str(paths.export_dir.relative_to(ROOT)))
-    assert f"{paths.model_dir.relative_to(ROOT)}/" in context_copies(OFFLINE_STEPS)
+    # the weights its own training stage wrote, never a model from the build context
+    model_dir = paths.model_dir.relative_to(ROOT)
+    assert ("COPY", f"--from=train /build/{model_dir}/ {model_dir}/") in OFFLINE_STEPS
+    assert not passes_ignore_file(f"{model_dir}/config.json", OFFLINE_IGNORE)
     assert "params.yaml" in context_copies(OFFLINE_STEPS)
 
 
@@ -187,15 +186,19 @@ def test_offline_image_holds_every_module_the_scorer_imports():
     assert needed <= copied, sorted(needed - copied)
 
 
+def locked_names(lock: Path) -> set[str]:
+    return {normalized(name) for name in re.findall(r"^([A-Za-z0-9][\w.-]*)==", lock.read_text(), re.M)}
+
+
 def test_offline_image_installs_every_package_the_scorer_imports():
-    grepped = pins_grepped(OFFLINE_RUN)
-    for name in grepped | {"torch"}:
-        assert re.search(rf"^{name}==\S+$", REQUIREMENTS, re.M), f"{name} is not pinned in requirements.txt"
-    # torch alone, from the CPU index by default, without its own requirements (see the Dockerfile).
+    lock = ROOT / "docker" / "offline.lock"
+    # the lock alone, hashes required, torch without its own requirements (see the Dockerfile)
     assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in OFFLINE_STEPS
-    assert re.search(r"pip install [^&]*--no-deps [^&]*\$\{TORCH_INDEX_URL:\+--index-url \"\$TORCH_INDEX_URL\"\} "
-                     r"-r /tmp/torch-requirements\.txt", OFFLINE_RUN)
-    image = installed_with(grepped) | {"torch"}
+    assert re.search(r"pip install [^&]*--no-deps --require-hashes\s+\$\{TORCH_INDEX_URL:\+--extra-index-url "
+                     r"\"\$TORCH_INDEX_URL\"\}\s+-r /tmp/offline\.lock", OFFLINE_RUN)
+    assert ("COPY", "docker/offline.lock /tmp/offline.lock") in OFFLINE_STEPS
+    image = locked_names(lock)
+    assert "torch" in image and not {"sympy", "networkx"} & image
     imported = {name for path in closure(["model.artifact.predict"]) for name in imported_modules(ROOT / path, False)}
     third_party = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names | {"model"}}
     # What those modules import when they load (e.g. safetensors.torch imports packaging).
@@ -205,6 +208,8 @@ def test_offline_image_installs_every_package_the_scorer_imports():
     needed = {distribution(name.split(".")[0]) for name in loaded if name.split(".")[0] not in sys.stdlib_module_names}
     needed.add(distribution(pd.io.parquet.get_engine("auto").api.__name__))  # Parquet in and out
     assert needed <= image, f"imported by the scorer but not installed in the image: {sorted(needed - image)}"
+    # and, but for torch's own requirements, everything they need to import
+    assert installed_with(needed - {"torch"}) <= image, sorted(installed_with(needed - {"torch"}) - image)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,15 @@
-"""The images `make image` built, run the way a user runs them (docker run, or podman run where
-there is no Docker engine), next to a native TorchServe serving the same weights.
+"""Both images, built once per session the way the README and docs/docker-and-kubernetes.md tell a
+user to (`docker build ...` in a copy of the checkout's tracked files: no artifacts/, so each
+build trains its model), then run the way a user runs them (docker run, or podman run where
+there is no Docker engine), next to a native TorchServe serving what `make archive` trained.
 
-Where neither engine nor the images exist these tests say why and do not run; in CI (CI set)
-that is a failure, since `make test` builds the images there."""
+Where no engine exists these tests say why and do not run; in CI (CI set) that is a failure,
+since `make test` installs the container tools there."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,36 +18,50 @@ import yaml
 from model.config import ROOT, Settings, load_settings
 from model.lifecycle import container
 from model.lifecycle.torchserve import Server, torchserve
+from tests.image import documented
 from tests.tools import unavailable
 
 REPORTS = ROOT / "reports" / "image"
 
 
 @pytest.fixture(scope="session")
-def engine() -> str:
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh checkout's files: what `git clone` of the working copy would give."""
+    return documented.tracked_files_copy(tmp_path_factory.mktemp("checkout") / "mymodel-serve")
+
+
+@pytest.fixture(scope="session")
+def engine(checkout: Path, write_report) -> str:
+    """The engine, once both images are built by the documented `docker build` commands."""
     try:
         name = container.engine()
     except container.NoEngine as error:
         unavailable(str(error))
-    for image in (container.SERVE_IMAGE, container.OFFLINE_IMAGE):
-        if not container.image_exists(image):
-            unavailable(f"the image {image} is not built here: `make image` builds it")
+    commands = documented.build_commands(documented.README) + documented.build_commands(documented.DOCKER_PAGE)
+    tags = {re.search(r"-t (\S+)", command)[1] for command in commands}
+    assert tags == {container.SERVE_IMAGE, container.OFFLINE_IMAGE}, (tags, "SERVE_IMAGE/OFFLINE_IMAGE differ")
+    seconds = {}
+    for command in dict.fromkeys(commands):
+        built, seconds[command] = documented.run(command, checkout, timeout=7200)  # a first one builds the bases
+        assert built.returncode == 0, f"{command}:\n{built.stdout[-3000:]}\n{built.stderr[-6000:]}"
+    write_report("build", {"engine": name, "seconds": {command: round(s) for command, s in seconds.items()},
+                           "sizes_mb": {tag: round(container.image_size_mb(tag)) for tag in sorted(tags)}})
     return name
 
 
 @pytest.fixture(scope="session")
 def pipeline() -> Settings:
-    """The pipeline's own settings: the images are built from its weights (artifacts/model)."""
+    """The pipeline's own settings: the images train what it trains."""
     return load_settings()
 
 
 @pytest.fixture(scope="session")
 def native(engine, pipeline: Settings, tmp_path_factory: pytest.TempPathFactory) -> Server:
     """TorchServe on this machine (torch 2.13, Python 3.11) with the archive `make archive` packed
-    from the same weights the image re-exports."""
+    from its own training run: the image trained the same weights in its build."""
     archive = pipeline.paths.model_store / "mymodel.mar"
     if not archive.exists():
-        pytest.fail(f"{archive} is missing: `make image` runs `make archive` first")
+        pytest.fail(f"{archive} is missing: `make image-test` (and `make test`) run `make archive` first")
     with torchserve(pipeline.paths.model_store, tmp_path_factory.mktemp("native"), plugins=ROOT / "plugins") as server:
         yield server
 

@@ -1,6 +1,7 @@
-"""mymodel-serve as users run it: `docker run -p 8080:8080 mymodel-serve` (podman here), its
-HEALTHCHECK, its answers against the native server's, bad input, its user and files, the
-Kubernetes manifests' read-only root, stopping, the management API from the host, and load."""
+"""mymodel-serve as users run it: the README's container commands as they stand, `docker run`
+(podman here), its HEALTHCHECK, its answers against the native server's, bad input, its user and
+files, the Kubernetes manifests' read-only root, stopping, the management API from the host, and
+load."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from loadtest.payloads import real_records
 from loadtest.scenarios import run_load_tests
 from model.data.prepare import load_table
 from model.lifecycle import container
+from tests.image import documented
 
 SAMPLE = (container.ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}
@@ -41,7 +43,27 @@ def worker_pids(served: container.Container) -> dict[int, str]:
     return {worker["pid"]: worker["status"] for worker in served.describe_model()[0]["workers"]}
 
 
-# --- start, health and answers -----------------------------------------------------------
+# --- the README's commands, start, health and answers --------------------------------------
+
+def test_the_readmes_container_commands_serve_the_model_make_train_trains(engine, checkout, native, write_report):
+    """Typed as the README shows them, in a fresh checkout: build (trained in the build, cached
+    from the session's build), run with every documented port published, wait, ask, stop. The
+    answer is the native server's: the same model version, so the same weights."""
+    typed = documented.as_typed_here(documented.block_with(documented.README, "docker run"))
+    assert set(typed.ports) == {container.INFERENCE, container.MANAGEMENT, container.METRICS, container.OIP}
+    try:
+        done, seconds = documented.run(typed.script, checkout, timeout=900)
+    finally:
+        container.run_engine("rm", "--force", typed.name, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # curl's answer has no newline of its own: the next command's output follows it on its line
+    answer, _ = json.JSONDecoder().raw_decode(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    native_answer = predict(native.inference_url, SAMPLE).json()
+    write_report("readme", {"seconds": round(seconds, 1), "answer": answer, "native": native_answer})
+    assert answer["model_version"] == native_answer["model_version"]
+    assert answer["late"] == native_answer["late"]
+    assert answer["late_probability"] == pytest.approx(native_answer["late_probability"], abs=1e-6)
+
 
 def test_the_healthcheck_turns_healthy_only_once_the_workers_are_ready(serving, write_report):
     _, polls = serving
@@ -116,17 +138,22 @@ def test_management_is_not_reachable_through_its_published_port_by_default(servi
 
 # --- the user, the files, the read-only root -------------------------------------------------
 
-def test_the_server_runs_as_a_non_root_user_that_cannot_write_code_config_or_model(serving):
+def test_the_server_runs_as_a_non_root_user_that_cannot_write_code_config_model_or_venv(serving):
     served, _ = serving
     uids = served.exec("sh", "-c", "for s in /proc/[0-9]*/status; do sed -n 's/^Uid:[[:space:]]*//p' $s; done",
                        check=True).stdout.split("\n")
     real_uids = {line.split()[0] for line in uids if line.strip()}
-    assert real_uids == {"1000"}, real_uids
-    protected = [f"{HOME}/{path}" for path in ("model-store", "model-store/mymodel.mar", "config.properties",
+    (uid,) = real_uids
+    assert uid != "0"
+    venv = served.exec("python", "-c", "import sys, ts; print(sys.prefix); print(ts.__file__)",
+                       check=True).stdout.split()
+    protected = [f"{HOME}/{path}" for path in ("", "model-store", "model-store/mymodel.mar", "config.properties",
                                                 "docker", "docker/entrypoint.sh", "handler", "plugins")]
+    protected += [venv[0], f"{venv[0]}/bin", f"{venv[0]}/bin/python", venv[1], venv[1].rsplit("/", 1)[0]]
     written = served.exec("sh", "-c", 'for p in "$@"; do if [ -d "$p" ]; then touch "$p/x" 2>/dev/null && echo "$p"; '
                           'else (: >> "$p") 2>/dev/null && echo "$p"; fi; done; true', "sh", *protected, check=True)
     assert written.stdout.split() == []
+    assert len(protected) > 10 and all(served.exec("test", "-e", path).returncode == 0 for path in protected)
 
 
 # What the image build packed, read inside the container with its own Python: the archive and
