@@ -4,6 +4,7 @@ and a real TorchServe serving that archive (started once, always stopped)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,11 @@ from model.data.sources import read_flight_tables
 from model.lifecycle.torchserve import Server, torchserve
 from model.training.train import train
 from tests.tiers import mark_tiers, refuse_slow_fixture, slow_fixture
+
+# Under `make test` the suite inherits make's own variables (MAKELEVEL prints "Entering directory"
+# lines); the tests run `make` as a user does.
+for _name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+    os.environ.pop(_name, None)
 
 # Three winter months keep the suite fast: train on Jan-Feb, validate on early
 # March, test on late March.
