@@ -16,6 +16,9 @@
 #                      "Authorization: Bearer <the file's token>"; TorchServe's own
 #                      management API moves to 127.0.0.1:8091. Without it, management
 #                      listens on loopback only (config.properties)
+#   the bounding proxy HAProxy (docker/haproxy.cfg) takes the inference address (and the
+#                      gateway's published one) and forwards whole requests to TorchServe's
+#                      inference API on INFERENCE_UPSTREAM_ADDRESS (http://127.0.0.1:8090)
 set -eu
 cd "$(dirname "$0")/.."
 # say LEVEL MESSAGE: this script's own lines, on stderr, as JSON objects with LOG_FORMAT=json
@@ -46,20 +49,42 @@ tmp="${TMPDIR:-${TEMP:-${TMP:-/tmp}}}"
 draining="$tmp/.mymodel.draining"
 rm -f "$draining"
 
+# The bounding proxy (docker/haproxy.cfg) takes the inference address; TorchServe's inference API
+# moves behind it, to loopback. Every request reaches TorchServe whole and within its deadline.
+command -v haproxy >/dev/null 2>&1 || {
+    say error "haproxy is missing: it bounds the inference port (make run installs it; apt-get install haproxy)"
+    exit 1
+}
+inference="${TS_INFERENCE_ADDRESS:-$(sed -n 's/^inference_address=//p' config.properties)}"
+export PROXY_INFERENCE_BIND="${inference#*://}"
+upstream="${INFERENCE_UPSTREAM_ADDRESS:-http://127.0.0.1:8090}"
+export TS_INFERENCE_ADDRESS="$upstream" PROXY_INFERENCE_SERVER="${upstream#*://}"
+MAX_REQUEST_SIZE="${TS_MAX_REQUEST_SIZE:-$(sed -n 's/^max_request_size=//p' config.properties)}"
+export MAX_REQUEST_SIZE PROXY_BUFSIZE=$((MAX_REQUEST_SIZE + 65536))
+proxy_configs="-f docker/haproxy.cfg"
+
 management="${TS_MANAGEMENT_ADDRESS:-$(sed -n 's/^management_address=//p' config.properties)}"
 gateway=""
 rm -f "$tmp/.mymodel.management"
 if [ -n "${MANAGEMENT_TOKEN_FILE:-}" ]; then
-    # TorchServe's management moves to another loopback port; the gateway takes 8081 on all
-    # interfaces and forwards what it lets through.
+    # TorchServe's management moves to another loopback port; the gateway listens on loopback
+    # behind the proxy, which takes 8081 on all interfaces.
     published="${MANAGEMENT_GATEWAY_ADDRESS:-http://0.0.0.0:8081}"
     management="${MANAGEMENT_UPSTREAM_ADDRESS:-http://127.0.0.1:8091}"
+    gateway_address="${MANAGEMENT_GATEWAY_UPSTREAM_ADDRESS:-http://127.0.0.1:8092}"
     export TS_MANAGEMENT_ADDRESS="$management"
+    export PROXY_MANAGEMENT_BIND="${published#*://}" PROXY_MANAGEMENT_SERVER="${gateway_address#*://}"
+    proxy_configs="$proxy_configs -f docker/haproxy-management.cfg"
     ( echo "$management" > "$tmp/.mymodel.management" ) 2>/dev/null || true
-    python docker/management_gateway.py --listen "$published" --upstream "$management" \
+    python docker/management_gateway.py --listen "$gateway_address" --upstream "$management" \
         --token-file "$MANAGEMENT_TOKEN_FILE" &
     gateway=$!
 fi
+# shellcheck disable=SC2086
+haproxy -q -c $proxy_configs || { say error "the proxy's configuration is not valid (docker/haproxy.cfg)"; exit 1; }
+# shellcheck disable=SC2086
+haproxy -db $proxy_configs &
+proxy=$!
 
 # LOG_FORMAT=json: every log line one JSON object (docker/log4j2-json.xml; the handler's
 # request log follows the same variable).
@@ -103,7 +128,7 @@ status=0
 while kill -0 "$launcher" 2>/dev/null; do
     wait "$launcher" || status=$?
 done
-for helper in $watcher $gateway; do kill -TERM "$helper" 2>/dev/null || true; done
+for helper in $watcher $gateway $proxy; do kill -TERM "$helper" 2>/dev/null || true; done
 rm -f "$draining"
 [ "$failed" = 1 ] && exit 1
 [ "$stopping" = 1 ] && exit 0
