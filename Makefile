@@ -50,21 +50,22 @@ simple-pipeline: setup ## the pipeline in its simplest form: data creation -> pr
 	PYTHON=$(PYTHON) examples/simple_pipeline/pipeline.sh
 
 loadtest: archive ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
+	@tests/system-tools.sh haproxy
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --doc docs/load-and-capacity.md $(if $(URL),--url $(URL))
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 9 minutes; installs Debian's wrk when missing)
-	@tests/system-tools.sh wrk
+	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m loadtest.bench --config params.yaml --out-dir reports/bench --doc docs/load-and-capacity.md --capacity-doc README.md
 
 # The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
 SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \
 	--variant no-handler-metrics handler.metrics=false
 serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
-	@tests/system-tools.sh wrk
+	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m loadtest.experiment --config params.yaml $(SERVING_VARIANTS) --out-dir reports/experiments
 
 profile: archive ## where a request's CPU goes in tuned TorchServe at 1 connection (CONNECTIONS, PROFILE_SET): by thread, JFR on the frontend, py-spy on the workers: reports/profile/
-	@tests/system-tools.sh wrk
+	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m loadtest.profile --config params.yaml --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
 		--out-dir reports/profile
 
@@ -108,9 +109,11 @@ archive: setup ## pack model-store/mymodel.mar with torch-model-archiver; build 
 run: archive ## everything: setup, train on the shipped data, archive, serve on :8080
 	@echo "Serving on http://localhost:8080 - try:"
 	@echo "  curl -X POST http://localhost:8080/predictions/mymodel -H 'Content-Type: application/json' -T sample_input.json"
+	@tests/system-tools.sh haproxy
 	docker/entrypoint.sh
 
-serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar
+serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar, behind its bounding proxy (HAProxy, installed as root when missing)
+	@tests/system-tools.sh haproxy
 	docker/entrypoint.sh
 
 stop: setup ## stop the TorchServe started by `make serve` / `make run`
@@ -135,7 +138,7 @@ loadtest-image: image ## the load-test traffic scenarios against the serving con
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
 test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice)
-	@tests/system-tools.sh prometheus chromium wrk || true
+	@tests/system-tools.sh prometheus chromium wrk haproxy || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory image; fi
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
