@@ -377,16 +377,23 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
 
     /**
      * The body, or null when it is over TorchServe's max_request_size. A body over it is never
-     * kept: it is read and dropped up to {@link #DRAINED} times the limit, so the client can read
-     * the 413 (a connection closed on unread bytes is reset under it), and a longer one is cut
-     * off unread; either way within maxReqTime, and the connection closes after the answer.
+     * kept: one announced up to {@link #DRAINED} times the limit, or sent in chunks, is read and
+     * dropped up to that much, so the client can read the 413 (a connection closed on unread
+     * bytes is reset under it); a longer one is answered at once, unread. Either way within
+     * maxReqTime, and the connection closes after the answer.
      */
     static byte[] readBody(HttpExchange exchange) throws IOException {
         int limit = ConfigManager.getInstance().getMaxRequestSize();
         InputStream in = exchange.getRequestBody();
         String announced = exchange.getRequestHeaders().getFirst("Content-Length");
-        if (announced != null && announced.length() > 9 || tooLong(announced, limit)) {
-            drain(in, (long) DRAINED * limit);
+        if (announced != null && announced.length() > 9) {
+            return null;
+        }
+        if (tooLong(announced, limit)) {
+            long length = Long.parseLong(announced.trim());
+            if (length <= (long) DRAINED * limit) {
+                drain(in, length);
+            }
             return null;
         }
         byte[] body = in.readNBytes(limit + 1);
