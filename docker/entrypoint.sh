@@ -106,6 +106,16 @@ stop() {
     ( : > "$draining" ) 2>/dev/null || true
     say info "stopping: not ready from now on, draining for ${TS_DRAIN_SECONDS:-0} s"
     sleep "${TS_DRAIN_SECONDS:-0}"
+    # The proxy stops taking connections and finishes the requests in flight (a soft stop, at
+    # most 10 s), so none is cut when TorchServe stops behind it.
+    if kill -USR1 "$proxy" 2>/dev/null; then
+        waited=0
+        # (an exited child stays a zombie until waited for: kill -0 would still find it)
+        while grep -qs '^State:[[:space:]]*[^Z[:space:]]' "/proc/$proxy/status" && [ "$waited" -lt 50 ]; do
+            sleep 0.2
+            waited=$((waited + 1))
+        done
+    fi
     # The frontend (the JVM the launcher started) stops its listeners and workers and exits;
     # the launcher then returns. The launcher itself ignores SIGTERM when it is PID 1.
     python -c 'import sys, psutil; [child.terminate() for child in psutil.Process(int(sys.argv[1])).children()]' \
