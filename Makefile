@@ -81,11 +81,12 @@ simple-pipeline: setup ## the pipeline in its simplest form: data creation -> pr
 
 # URL=... tests a running server: the data is enough, no training first.
 loadtest: $(if $(URL),data,archive) ## Locust scenarios with SLO gate against a fresh TorchServe: reports/loadtest/ (URL=... for a running one)
+	$(if $(URL),,@tests/system-tools.sh haproxy)
 	$(PYTHON) -m loadtest.scenarios --config $(CONFIG) $(if $(DEFAULT_CONFIG),--doc docs/load-and-capacity.md ) \
 		$(if $(URL),--url $(URL))
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 9 minutes; installs Debian's wrk when missing)
-	@tests/system-tools.sh wrk
+	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m loadtest.bench --config $(CONFIG) --out-dir reports/bench \
 		$(if $(DEFAULT_CONFIG),--doc docs/load-and-capacity.md --capacity-doc README.md )
 
@@ -93,11 +94,11 @@ bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAP
 SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \
 	--variant no-handler-metrics handler.metrics=false
 serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
-	@tests/system-tools.sh wrk
+	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m loadtest.experiment --config $(CONFIG) $(SERVING_VARIANTS) --out-dir reports/experiments
 
 profile: archive ## where a request's CPU goes in tuned TorchServe at 1 connection (CONNECTIONS, PROFILE_SET): by thread, JFR on the frontend, py-spy on the workers: reports/profile/
-	@tests/system-tools.sh wrk
+	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m loadtest.profile --config $(CONFIG) --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
 		--out-dir reports/profile
 
@@ -141,9 +142,11 @@ archive: setup ## pack model-store/mymodel.mar (CONFIG's store and name) with to
 run: archive ## everything: setup, train on the shipped data (or CONFIG's CSV), archive, serve on :8080
 	@echo "Serving on http://localhost:8080 - try:"
 	@echo "  curl -X POST http://localhost:8080/predictions/$$($(SETTING) model.name) -H 'Content-Type: application/json' $(if $(DEFAULT_CONFIG),-T sample_input.json,-d '{...}')"
+	@tests/system-tools.sh haproxy
 	$(SERVE_ENV) docker/entrypoint.sh
 
-serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar (CONFIG's model)
+serve: setup ## start TorchServe in the foreground with model-store/mymodel.mar (CONFIG's model), behind its bounding proxy (HAProxy, installed as root when missing)
+	@tests/system-tools.sh haproxy
 	$(SERVE_ENV) docker/entrypoint.sh
 
 stop: setup ## stop the TorchServe started by `make serve` / `make run`
@@ -168,7 +171,7 @@ loadtest-image: image ## the load-test traffic scenarios against the serving con
 	$(PYTHON) -m loadtest.scenarios --config params.yaml --image $(SERVE_IMAGE) --doc docs/load-and-capacity.md
 
 test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice; the image tests build both images); prints the coverage
-	@tests/system-tools.sh prometheus chromium wrk || true
+	@tests/system-tools.sh prometheus chromium wrk haproxy || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory archive; fi
 	$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS)
 	@echo "coverage of model/, handler/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"

@@ -8,9 +8,10 @@
 #                      to stop; what still runs TS_STOP_SECONDS later (default 10) is killed.
 #                      Exit 0 when all stopped in time (in seconds, not the stop's grace
 #                      period), 1 when something had to be killed. Both are whole seconds
-#   a child ends       TorchServe or the management gateway (any process started with `start`
-#                      below) ending on its own ends the container: it says which and with what
-#                      status, stops the others the same way, and exits 1
+#   a child ends       TorchServe, the bounding proxy (HAProxy) or the management gateway (any
+#                      process started with `start` below) ending on its own ends the container:
+#                      it says which and with what status, stops the others the same way, and
+#                      exits 1
 #   model not loaded   when the frontend is up but the model is not (an unreadable archive,
 #                      an unwritable TEMP), it says so and exits 1 instead of serving nothing
 #   LOG_FORMAT=json    every log line one JSON object: TorchServe's (docker/log4j2-json.xml), the
@@ -22,6 +23,9 @@
 #                      "Authorization: Bearer <the file's token>"; TorchServe's own
 #                      management API moves to 127.0.0.1:8091. Without it, management
 #                      listens on loopback only (config.properties)
+#   the bounding proxy HAProxy (docker/haproxy.cfg) takes the inference address (and the
+#                      gateway's published one) and forwards whole requests to TorchServe's
+#                      inference API on INFERENCE_UPSTREAM_ADDRESS (http://127.0.0.1:8090)
 set -eu
 cd "$(dirname "$0")/.."
 # say LEVEL MESSAGE: this script's own lines, on stderr, as JSON objects with LOG_FORMAT=json
@@ -143,18 +147,39 @@ tmp="${TMPDIR:-${TEMP:-${TMP:-/tmp}}}"
 draining="$tmp/.mymodel.draining"
 rm -f "$draining"
 
+# The bounding proxy (docker/haproxy.cfg) takes the inference address; TorchServe's inference API
+# moves behind it, to loopback. Every request reaches TorchServe whole and within its deadline.
+command -v haproxy >/dev/null 2>&1 || {
+    say error "haproxy is missing: it bounds the inference port (make run installs it; apt-get install haproxy)"
+    exit 1
+}
+inference="${TS_INFERENCE_ADDRESS:-$(sed -n 's/^inference_address=//p' config.properties)}"
+export PROXY_INFERENCE_BIND="${inference#*://}"
+upstream="${INFERENCE_UPSTREAM_ADDRESS:-http://127.0.0.1:8090}"
+export TS_INFERENCE_ADDRESS="$upstream" PROXY_INFERENCE_SERVER="${upstream#*://}"
+MAX_REQUEST_SIZE="${TS_MAX_REQUEST_SIZE:-$(sed -n 's/^max_request_size=//p' config.properties)}"
+export MAX_REQUEST_SIZE PROXY_BUFSIZE=$((MAX_REQUEST_SIZE + 65536))
+proxy_configs="-f docker/haproxy.cfg"
+
 management="${TS_MANAGEMENT_ADDRESS:-$(sed -n 's/^management_address=//p' config.properties)}"
 rm -f "$tmp/.mymodel.management"
 if [ -n "${MANAGEMENT_TOKEN_FILE:-}" ]; then
-    # TorchServe's management moves to another loopback port; the gateway takes 8081 on all
-    # interfaces and forwards what it lets through.
+    # TorchServe's management moves to another loopback port; the gateway listens on loopback
+    # behind the proxy, which takes 8081 on all interfaces.
     published="${MANAGEMENT_GATEWAY_ADDRESS:-http://0.0.0.0:8081}"
     management="${MANAGEMENT_UPSTREAM_ADDRESS:-http://127.0.0.1:8091}"
+    gateway_address="${MANAGEMENT_GATEWAY_UPSTREAM_ADDRESS:-http://127.0.0.1:8092}"
     export TS_MANAGEMENT_ADDRESS="$management"
+    export PROXY_MANAGEMENT_BIND="${published#*://}" PROXY_MANAGEMENT_SERVER="${gateway_address#*://}"
+    proxy_configs="$proxy_configs -f docker/haproxy-management.cfg"
     ( echo "$management" > "$tmp/.mymodel.management" ) 2>/dev/null || true
-    start management-gateway python docker/management_gateway.py --listen "$published" \
+    start management-gateway python docker/management_gateway.py --listen "$gateway_address" \
         --upstream "$management" --token-file "$MANAGEMENT_TOKEN_FILE"
 fi
+# shellcheck disable=SC2086
+haproxy -q -c $proxy_configs || { say error "the proxy's configuration is not valid (docker/haproxy.cfg)"; exit 1; }
+# shellcheck disable=SC2086
+start proxy haproxy -db $proxy_configs
 
 # LOG_FORMAT=json: every log line one JSON object (docker/log4j2-json.xml; the handler's
 # request log follows the same variable).
@@ -200,6 +225,15 @@ esac
 [ -z "$watcher" ] || kill -TERM "$watcher" 2>/dev/null || true
 
 deadline=$(( $(date +%s) + ${TS_STOP_SECONDS:-10} ))
+# The proxy first stops taking connections and finishes the requests in flight (HAProxy's soft
+# stop, SIGUSR1), so none is cut when TorchServe stops behind it; the stop's deadline bounds it.
+for child in $(running); do
+    case $child in
+        proxy=*)
+            kill -USR1 "${child#*=}" 2>/dev/null || true
+            while kill -0 "${child#*=}" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do poll; done ;;
+    esac
+done
 left=$(running)
 while [ -n "$left" ] && [ "$(date +%s)" -lt "$deadline" ]; do
     for child in $left; do terminate "$child"; done

@@ -1,10 +1,16 @@
-"""Exit 0 when the model's workers are READY, 1 otherwise: the image's HEALTHCHECK and the
+"""Exit 0 when the model has a READY worker, 1 otherwise: the image's HEALTHCHECK and the
 Kubernetes readiness probe.
 
 `/ping` answers Healthy even while workers crash-loop, so readiness asks the
-management API about the model itself. A server that is stopping (docker/entrypoint.sh
-leaves a draining mark in the temporary directory) is not ready, so load balancers stop
-sending it requests before it stops serving them.
+management API about the model itself. Ready means at least one worker of the model's
+default version is READY (of every model the server loaded, when none is named): the
+replica answers predictions, more slowly while another worker restarts. Requiring every
+worker would take a replica out of the Service for each worker restart, and the same bad
+request sent to every replica would empty the Service; a restart is an alert instead
+(deploy/prometheus/alerts.yml, MymodelWorkerRestarts). Liveness is separate: /ping
+(a live frontend) in the Kubernetes manifests. A server that is stopping
+(docker/entrypoint.sh leaves a draining mark in the temporary directory) is not ready, so
+load balancers stop sending it requests before it stops serving them.
 
 `--wait-loaded` is the entrypoint's startup watcher: it waits until the workers are READY
 (exit 0), and when the frontend answers but does not know the model (it failed to load) or
@@ -77,6 +83,10 @@ def all_ready(workers_: List[Dict[str, Any]]) -> bool:
     return bool(workers_) and all(worker.get("status") == "READY" for worker in workers_)
 
 
+def any_ready(workers_: List[Dict[str, Any]]) -> bool:
+    return any(worker.get("status") == "READY" for worker in workers_)
+
+
 def workers(management_url: str, model: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
     """The workers of the model's default version as the management API describes them
     ([] when unreachable or unknown)."""
@@ -87,10 +97,12 @@ def draining() -> bool:
     return (temp_dir() / DRAINING_MARK).exists()
 
 
-def model_ready(management_url: str, model: Optional[str] = None) -> bool:
-    """The named model's workers (or every registered model's, at least one) are READY."""
+def model_ready(management_url: str, model: Optional[str] = None, every_worker: bool = False) -> bool:
+    """The named model (or every registered model, at least one) has a READY worker, and the
+    server is not draining; with every_worker, all its workers are READY (a finished start)."""
     names = models_or_registered(management_url, model)
-    return bool(names) and all(all_ready(workers(management_url, name)) for name in names) and not draining()
+    ready = all_ready if every_worker else any_ready
+    return bool(names) and all(ready(workers(management_url, name)) for name in names) and not draining()
 
 
 def wait_loaded(management_url: str, model: Optional[str], timeout: float) -> Optional[str]:

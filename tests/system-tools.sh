@@ -6,6 +6,8 @@
 #   tests/system-tools.sh chromium     headless Chromium (the report pages and the MLflow UI,
 #                                      driven by Playwright)                     make browser-tools
 #   tests/system-tools.sh wrk          the HTTP load generator of the capacity benchmark   make bench
+#   tests/system-tools.sh haproxy      the bounding proxy docker/entrypoint.sh puts in front of the
+#                                      inference port (docker/haproxy.cfg)      make run / serve
 # Exit 0 when they are there, 3 (with the reason) when they cannot be had on this machine.
 set -eu
 missing=""
@@ -15,7 +17,8 @@ for group in "$@"; do
         prometheus) commands="promtool prometheus" ;;
         chromium) commands="chromium" ;;
         wrk) commands="wrk" ;;
-        *) echo "unknown tool group '$group': prometheus, chromium or wrk" >&2; exit 2 ;;
+        haproxy) commands="haproxy" ;;
+        *) echo "unknown tool group '$group': prometheus, chromium, wrk or haproxy" >&2; exit 2 ;;
     esac
     for command in $commands; do
         if ! command -v "$command" >/dev/null 2>&1; then

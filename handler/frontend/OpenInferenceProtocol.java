@@ -19,7 +19,8 @@ import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.Executors;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -53,9 +54,9 @@ import org.slf4j.LoggerFactory;
  *
  * <ul>
  *   <li>{@code GET /v2/health/live}: 200 while the server runs.
- *   <li>{@code GET /v2/health/ready}, {@code GET /v2/models/{m}[/versions/{v}]/ready}: 200 only
- *       when every worker of the model (at least one) is READY, as the management API and
- *       docker/healthcheck.py define it; 400 otherwise, as the protocol asks.
+ *   <li>{@code GET /v2/health/ready}, {@code GET /v2/models/{m}[/versions/{v}]/ready}: 200 when
+ *       at least one worker of the model is READY, as docker/healthcheck.py defines readiness (one
+ *       worker restarting does not take the replica out); 400 otherwise, as the protocol asks.
  *   <li>{@code GET /v2}: server metadata.
  *   <li>{@code GET /v2/models/{m}[/versions/{v}]} and {@code POST .../infer}: forwarded to the
  *       model's own handler through TorchServe's job queue (batching, timeouts, its latency
@@ -65,6 +66,17 @@ import org.slf4j.LoggerFactory;
  * <p>Every answer carries an {@code X-Request-ID}: the client's when it is a safe token (the rule
  * of handler/request_log.py), else a new UUID. The handler receives the same id as the job's
  * request id, and each request gets a line in TorchServe's access log with it.
+ *
+ * <p>Bounds, so that no client can take the JVM (and with it the whole server) down: at most
+ * {@link #THREADS} requests are handled at once, so at most that many bodies of max_request_size
+ * are on the heap ({@link #THREADS} MiB at the 1 MiB limit); {@link #QUEUED} more wait for a
+ * thread, and the server closes any connection beyond those. The JDK server's own limits ({@link
+ * #SERVER_LIMITS}, each overridable with -D in vmargs): {@code jdk.httpserver.maxConnections}
+ * connections at once (it closes a connection beyond them at once), a request's headers and body
+ * within {@code sun.net.httpserver.maxReqTime} seconds (a slow or held upload is cut off), and
+ * idle connections closed after {@code sun.net.httpserver.idleInterval} seconds. A body announced
+ * larger than max_request_size gets a 413 before a byte of it is read. Every error this plugin
+ * answers is the project's JSON error: {@code {"code": ..., "type": ..., "error": ...}}.
  *
  * <p>TorchServe loads it as an endpoint plugin ({@code plugins_path}): instantiating the class is
  * the hook that starts the server. It declares no endpoint, so no TorchServe route changes.
@@ -82,6 +94,29 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
 
     static final Pattern CLIENT_ID = Pattern.compile("[A-Za-z0-9._:/+=@-]{1,128}");
     static final String REQUEST_ID = "mymodel.request-id";
+
+    /** Requests handled at once: each holds at most max_request_size of body on the heap. */
+    static final int THREADS = 32;
+
+    /** Requests with their headers in that wait for a thread; the JDK closes those beyond. */
+    static final int QUEUED = 256;
+
+    /**
+     * The JDK HttpServer's limits (JDK 17.0.6 and later read them when the first server starts):
+     * connections at once, seconds to receive a request's headers and body, seconds to send an
+     * answer (the longest wait for the model, {@link #forward}, is 2 x responseTimeout + 60),
+     * seconds an idle connection stays open, idle connections kept, and how often (ms) the
+     * timers look at the connections.
+     */
+    static final String[][] SERVER_LIMITS = {
+        {"jdk.httpserver.maxConnections", "256"},
+        {"sun.net.httpserver.maxReqTime", "10"},
+        {"sun.net.httpserver.maxRspTime", "300"},
+        {"sun.net.httpserver.idleInterval", "30"},
+        {"sun.net.httpserver.maxIdleConnections", "64"},
+        {"sun.net.httpserver.clockTick", "1000"},
+        {"sun.net.httpserver.timerMillis", "1000"},
+    };
 
     private static final Logger logger = LoggerFactory.getLogger(OpenInferenceProtocol.class);
     private static final Logger accessLog = LoggerFactory.getLogger("ACCESS_LOG");
@@ -106,24 +141,53 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
             return;
         }
         URI uri = URI.create(address.trim());
+        for (String[] limit : SERVER_LIMITS) {
+            // a value given in vmargs (-D) wins; the JDK reads these once, at the first server
+            if (System.getProperty(limit[0]) == null) {
+                System.setProperty(limit[0], limit[1]);
+            }
+        }
         try {
             HttpServer server =
                     HttpServer.create(new InetSocketAddress(uri.getHost(), uri.getPort()), 1024);
             server.createContext("/", OpenInferenceProtocol::handle);
-            server.setExecutor(
-                    Executors.newCachedThreadPool(
-                            task -> {
-                                Thread thread = new Thread(task, "oip-v2");
-                                thread.setDaemon(true);
-                                return thread;
-                            }));
+            server.setExecutor(executor());
             server.start();
             Runtime.getRuntime().addShutdownHook(new Thread(() -> server.stop(0)));
-            logger.warn("Open Inference Protocol v2 bound to: {}", address);
+            logger.warn(
+                    "Open Inference Protocol v2 bound to: {} ({} requests at once, {} waiting, {}"
+                            + " connections, {} s to receive a request)",
+                    address,
+                    THREADS,
+                    QUEUED,
+                    System.getProperty("jdk.httpserver.maxConnections"),
+                    System.getProperty("sun.net.httpserver.maxReqTime"));
         } catch (IOException e) {
             // TorchServe stops: a configured protocol that cannot be served is an error.
             throw new UncheckedIOException("cannot serve the Open Inference Protocol on " + address, e);
         }
+    }
+
+    /**
+     * {@link #THREADS} threads and {@link #QUEUED} places in line; the JDK server closes the
+     * connection of a request the executor refuses.
+     */
+    static ThreadPoolExecutor executor() {
+        ThreadPoolExecutor executor =
+                new ThreadPoolExecutor(
+                        THREADS,
+                        THREADS,
+                        30,
+                        TimeUnit.SECONDS,
+                        new LinkedBlockingQueue<>(QUEUED),
+                        task -> {
+                            Thread thread = new Thread(task, "oip-v2");
+                            thread.setDaemon(true);
+                            return thread;
+                        },
+                        new ThreadPoolExecutor.AbortPolicy());
+        executor.allowCoreThreadTimeOut(true);
+        return executor;
     }
 
     static void handle(HttpExchange exchange) throws IOException {
@@ -135,11 +199,15 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
             reply = route(exchange);
         } catch (RuntimeException e) {
             logger.error("Open Inference Protocol request failed", e);
-            reply = Reply.error(500, "the server failed: " + e);
+            reply = Reply.error(500, "internal_error", "the server failed: " + e);
         }
         count(reply.status);
         exchange.getResponseHeaders().set("Content-Type", reply.contentType);
         exchange.getResponseHeaders().set(REQUEST_ID_HEADER, requestId);
+        if (reply.close) {
+            // the rest of a refused body is not read: the connection cannot carry another request
+            exchange.getResponseHeaders().set("Connection", "close");
+        }
         exchange.sendResponseHeaders(reply.status, reply.body.length == 0 ? -1 : reply.body.length);
         try (OutputStream out = exchange.getResponseBody()) {
             out.write(reply.body);
@@ -171,7 +239,8 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         String method = exchange.getRequestMethod();
         List<String> path = segments(exchange.getRequestURI());
         if (path.isEmpty() || !"v2".equals(path.get(0))) {
-            return Reply.error(404, "not found: the Open Inference Protocol lives under /v2");
+            return Reply.error(
+                    404, "not_found", "not found: the Open Inference Protocol lives under /v2");
         }
         ModelRoute model = ModelRoute.parse(path);
         String action = model == null ? String.join("/", path) : model.action;
@@ -198,17 +267,22 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         } else if (model != null && post && "infer".equals(action)) {
             byte[] body = readBody(exchange);
             if (body == null) {
-                return Reply.error(
-                        413,
-                        "the body is larger than max_request_size ("
-                                + ConfigManager.getInstance().getMaxRequestSize()
-                                + " bytes)");
+                Reply tooLarge =
+                        Reply.error(
+                                413,
+                                "payload_too_large",
+                                "the body is larger than max_request_size ("
+                                        + ConfigManager.getInstance().getMaxRequestSize()
+                                        + " bytes)");
+                return tooLarge.closing();
             }
             return forward(exchange, model, body, true);
         }
         String known = get || post ? "" : " (method " + method + ")";
         return Reply.error(
-                404, String.join("/", path) + " is not an Open Inference Protocol route" + known);
+                404,
+                "not_found",
+                String.join("/", path) + " is not an Open Inference Protocol route" + known);
     }
 
     static Reply serverMetadata() {
@@ -233,19 +307,18 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         return ready;
     }
 
-    /** READY as the management API describes a worker: running, with its model loaded. */
+    /**
+     * At least one worker READY as the management API describes a worker (running, with its
+     * model loaded): the model answers, if more slowly while another worker restarts.
+     */
     static boolean isReady(Model model) {
-        List<WorkerThread> workers =
-                ModelManager.getInstance().getWorkers(model.getModelVersionName());
-        if (workers.isEmpty()) {
-            return false;
-        }
-        for (WorkerThread worker : workers) {
-            if (!worker.isRunning() || worker.getState() != WorkerState.WORKER_MODEL_LOADED) {
-                return false;
+        for (WorkerThread worker :
+                ModelManager.getInstance().getWorkers(model.getModelVersionName())) {
+            if (worker.isRunning() && worker.getState() == WorkerState.WORKER_MODEL_LOADED) {
+                return true;
             }
         }
-        return true;
+        return false;
     }
 
     /**
@@ -278,35 +351,77 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         try {
             if (!ModelManager.getInstance().addJob(job)) {
                 return Reply.error(
-                        503, "model '" + model.getModelName() + "' has no worker to serve it");
+                        503,
+                        "overloaded",
+                        "model '"
+                                + model.getModelName()
+                                + "' has no worker to serve it or its queue is full: try again");
             }
         } catch (ModelException e) {
-            return Reply.error(404, e.getMessage());
+            return Reply.error(404, "not_found", e.getMessage());
         }
         // A worker answers within its response timeout or is restarted, which fails the job.
         long waitSeconds = 2L * model.getResponseTimeout() + 60;
         try {
             return job.answer.get(waitSeconds, TimeUnit.SECONDS);
         } catch (TimeoutException e) {
-            return Reply.error(504, "no answer from the model within " + waitSeconds + " s");
+            return Reply.error(
+                    504, "timeout", "no answer from the model within " + waitSeconds + " s");
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            return Reply.error(503, "interrupted while waiting for the model");
+            return Reply.error(503, "unavailable", "interrupted while waiting for the model");
         } catch (ExecutionException e) {
-            return Reply.error(500, "the model failed: " + e.getCause());
+            return Reply.error(500, "internal_error", "the model failed: " + e.getCause());
         }
     }
 
-    /** The body, or null when it is over TorchServe's max_request_size. */
+    /**
+     * The body, or null when it is over TorchServe's max_request_size. A body over it is never
+     * kept: one announced up to {@link #DRAINED} times the limit, or sent in chunks, is read and
+     * dropped up to that much, so the client can read the 413 (a connection closed on unread
+     * bytes is reset under it); a longer one is answered at once, unread. Either way within
+     * maxReqTime, and the connection closes after the answer.
+     */
     static byte[] readBody(HttpExchange exchange) throws IOException {
         int limit = ConfigManager.getInstance().getMaxRequestSize();
-        try (InputStream in = exchange.getRequestBody()) {
-            byte[] body = in.readNBytes(limit + 1);
-            if (body.length > limit) {
-                in.transferTo(OutputStream.nullOutputStream());
-                return null;
+        InputStream in = exchange.getRequestBody();
+        String announced = exchange.getRequestHeaders().getFirst("Content-Length");
+        if (announced != null && announced.length() > 9) {
+            return null;
+        }
+        if (tooLong(announced, limit)) {
+            long length = Long.parseLong(announced.trim());
+            if (length <= (long) DRAINED * limit) {
+                drain(in, length);
             }
-            return body;
+            return null;
+        }
+        byte[] body = in.readNBytes(limit + 1);
+        if (body.length > limit) {
+            drain(in, (long) DRAINED * limit);
+            return null;
+        }
+        return body;
+    }
+
+    /** How many times max_request_size a refused body is read (and dropped) before it is cut. */
+    static final int DRAINED = 4;
+
+    static void drain(InputStream in, long most) throws IOException {
+        byte[] scratch = new byte[64 * 1024];
+        long left = most;
+        int read;
+        while (left > 0 && (read = in.read(scratch, 0, (int) Math.min(scratch.length, left))) >= 0) {
+            left -= read;
+        }
+    }
+
+    /** A Content-Length (at most 9 characters) over the limit. */
+    static boolean tooLong(String announced, int limit) {
+        try {
+            return announced != null && Long.parseLong(announced.trim()) > limit;
+        } catch (NumberFormatException e) {
+            return false; // the JDK server has already refused a malformed length
         }
     }
 
@@ -393,20 +508,31 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
 
         Reply notFound() {
             String named = version == null ? "" : " version " + version;
-            return Reply.error(404, "model '" + model + "'" + named + " is not served here");
+            return Reply.error(
+                    404, "not_found", "model '" + model + "'" + named + " is not served here");
         }
     }
 
-    /** A status, a content type and a body. */
+    /** A status, a content type, a body, and whether the connection ends with it. */
     static final class Reply {
         final int status;
         final String contentType;
         final byte[] body;
+        final boolean close;
 
         Reply(int status, String contentType, byte[] body) {
+            this(status, contentType, body, false);
+        }
+
+        private Reply(int status, String contentType, byte[] body, boolean close) {
             this.status = status;
             this.contentType = contentType;
             this.body = body;
+            this.close = close;
+        }
+
+        Reply closing() {
+            return new Reply(status, contentType, body, true);
         }
 
         static Reply json(int status, JsonObject body) {
@@ -414,10 +540,33 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
                     status, "application/json", body.toString().getBytes(StandardCharsets.UTF_8));
         }
 
-        static Reply error(int status, String message) {
+        /** The project's error shape: {"code": status, "type": type, "error": message}. */
+        static Reply error(int status, String type, String message) {
             JsonObject body = new JsonObject();
+            body.addProperty("code", status);
+            body.addProperty("type", type);
             body.addProperty("error", message);
             return json(status, body);
+        }
+
+        /** The stable type of an error TorchServe reports only by its status. */
+        static String typeOf(int status) {
+            switch (status) {
+                case 400:
+                    return "invalid_request";
+                case 404:
+                    return "not_found";
+                case 408:
+                case 504:
+                    return "timeout";
+                case 413:
+                    return "payload_too_large";
+                case 429:
+                case 503:
+                    return "overloaded";
+                default:
+                    return status >= 500 ? "internal_error" : "invalid_request";
+            }
         }
     }
 
@@ -447,7 +596,7 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
 
         @Override
         public void sendError(int status, String error) {
-            answer.complete(Reply.error(status, error));
+            answer.complete(Reply.error(status, Reply.typeOf(status), error));
         }
 
         @Override

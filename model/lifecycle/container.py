@@ -117,7 +117,7 @@ class Container:
 
     def wait_healthy(self, timeout: float = 300, poll: float = 1.0) -> list[tuple[float, bool, bool]]:
         """Poll the HEALTHCHECK until it passes; returns every poll's (seconds since start, healthy,
-        all workers READY as the management API says at that moment)."""
+        a READY worker as the management API says at that moment)."""
         polls = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -125,7 +125,7 @@ class Container:
                 raise RuntimeError(f"{self.name} exited with {self.state().get('ExitCode')}:\n{self.logs()[-4000:]}")
             healthy = self.healthy()
             try:
-                ready = healthcheck.all_ready(healthcheck.default_version_workers(self.describe_model()))
+                ready = healthcheck.any_ready(healthcheck.default_version_workers(self.describe_model()))
             except (RuntimeError, ValueError):  # the container is still starting its Python
                 ready = False
             polls.append((time.monotonic() - self.started, healthy, ready))

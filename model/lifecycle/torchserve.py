@@ -49,6 +49,9 @@ class Server:
     process: subprocess.Popen
     log: Path
     oip_url: str = ""  # the Open Inference Protocol v2 routes, where the plugin serves them
+    # TorchServe's own inference API behind the bounding proxy (docker/haproxy.cfg), where the
+    # entrypoint started one; inference_url is then the proxy's address
+    upstream_url: str = ""
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -70,7 +73,7 @@ def isolated_env(workdir: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple[int, int, int],
             model: str | None = None, timeout: float = 180, cwd: Path | None = None,
-            oip_url: str = "") -> Iterator[Server]:
+            oip_url: str = "", upstream_url: str = "") -> Iterator[Server]:
     """Start a TorchServe command, wait until `model`'s workers (by default, those of every model
     it loaded at start) are READY, always stop it. ports: inference, management, metrics."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple
                                    start_new_session=True)
     inference, management, metrics = ports
     server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
-                    f"http://127.0.0.1:{metrics}", process, log, oip_url)
+                    f"http://127.0.0.1:{metrics}", process, log, oip_url, upstream_url)
     try:
         wait_until_ready(server, model, timeout)
         yield server
@@ -93,11 +96,14 @@ def torchserve_command(model_store: Path, workdir: Path, extra_env: dict[str, st
                        ) -> tuple[list[str], dict[str, str], tuple[int, int, int], str]:
     """The image's start command (entrypoint + config.properties) with every port free on loopback:
     (command, environment, (inference, management, metrics) ports, Open Inference Protocol URL).
+    The inference port is the bounding proxy's; TorchServe's own is env["INFERENCE_UPSTREAM_ADDRESS"].
     `plugins`: a folder with the frontend plugin jar (the v2 protocol); without it, v2 is off."""
-    inference, management, metrics, grpc_inference, grpc_management, oip = free_ports(6)
+    inference, management, metrics, grpc_inference, grpc_management, oip, upstream, gateway = free_ports(8)
     env = {
         **isolated_env(workdir),
         "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{inference}",
+        "INFERENCE_UPSTREAM_ADDRESS": f"http://127.0.0.1:{upstream}",
+        "MANAGEMENT_GATEWAY_UPSTREAM_ADDRESS": f"http://127.0.0.1:{gateway}",
         "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{management}",
         "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
         "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
@@ -106,6 +112,8 @@ def torchserve_command(model_store: Path, workdir: Path, extra_env: dict[str, st
         "TS_MODEL_STORE": str(model_store),
         **(extra_env or {}),
     }
+    if "MANAGEMENT_TOKEN_FILE" in env:  # behind the gateway: TorchServe's own management API stays where asked
+        env.setdefault("MANAGEMENT_UPSTREAM_ADDRESS", env["TS_MANAGEMENT_ADDRESS"])
     command = [*(command_prefix or []), str(ENTRYPOINT), *(["--plugins-path", str(plugins)] if plugins else [])]
     return command, env, (inference, management, metrics), f"http://127.0.0.1:{oip}"
 
@@ -119,7 +127,8 @@ def torchserve(model_store: Path, workdir: Path, model: str | None = None, timeo
     `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
     workers inherit it). With `plugins`, the server's oip_url is where the v2 routes are."""
     command, env, ports, oip = torchserve_command(model_store, workdir, extra_env, command_prefix, plugins)
-    with running(command, env, workdir, ports, model, timeout, oip_url=oip if plugins else "") as server:
+    with running(command, env, workdir, ports, model, timeout, oip_url=oip if plugins else "",
+                 upstream_url=env["INFERENCE_UPSTREAM_ADDRESS"]) as server:
         yield server
 
 
@@ -128,7 +137,7 @@ def wait_until_ready(server: Server, model: str | None, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"TorchServe exited with {server.process.returncode}:\n{server.log_tail()}")
-        if healthcheck.model_ready(server.management_url, model):
+        if healthcheck.model_ready(server.management_url, model, every_worker=True):
             return
         time.sleep(0.25)
     raise TimeoutError(f"{model or 'the models'} not READY after {timeout:.0f} s:\n{server.log_tail()}")

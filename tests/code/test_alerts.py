@@ -75,3 +75,12 @@ def test_the_scrape_config_reaches_every_replicas_metrics_port():
     assert properties["metrics_address"].rsplit(":", 1)[1] == str(metrics_port["port"])
     deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_the_worker_restart_alert_reads_a_metric_the_server_declares():
+    """WorkerLoadTime, which TorchServe sets at every (re)load of a worker (tests/integration/test_readiness.py
+    sees a killed worker change it), must be declared for Prometheus to serve it."""
+    metrics = yaml.safe_load((ROOT / "handler" / "metrics.yaml").read_text())
+    gauges = {metric["name"] for metric in metrics["ts_metrics"]["gauge"]}
+    assert "changes(WorkerLoadTime[" in ALERTS["MymodelWorkerRestarts"]["expr"]
+    assert "WorkerLoadTime" in gauges

@@ -333,3 +333,37 @@ def test_the_load_tests_traffic_scenarios_meet_their_slos_against_the_container(
     for outcome in outcomes:
         assert outcome.stats["requests"] > 0, outcome.scenario
         assert outcome.broken == [], (outcome.scenario, outcome.broken)
+
+
+# --- one client cannot take it down ------------------------------------------------------------
+
+def test_held_uploads_on_the_published_ports_leave_the_container_answering(serving):
+    """What differs from the native tests (tests/integration/test_bounds.py): the base's JDK honours
+    the v2 plugin's limits and the base's HAProxy the proxy's. Published ports hide the client's
+    address (every host client is one address to the proxy), so the other client here posts
+    after each attack, and during the one on 8083, which has no per-client limit."""
+    from tests.integration import test_bounds as bounds
+
+    served, _ = serving
+    for port, name in ((container.OIP, "oip"), (container.INFERENCE, "inference")):
+        published = int(served.url(port).rsplit(":", 1)[1])
+        answered = []
+        sockets = bounds.attack(published, name, "upload")
+        try:
+            if name == "oip":
+                answered += [predict(served.url(), SAMPLE, timeout=20).status_code for _ in range(5)]
+        finally:
+            for connection in sockets:
+                connection.close()
+        assert served.running(), served.logs()[-3000:]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if predict(served.url(), SAMPLE, timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"no answer within 10 s after the attack on {name}")
+        assert set(answered) <= {200}, answered
+    assert "OutOfMemoryError" not in served.logs()

@@ -279,10 +279,10 @@ def test_readiness_follows_the_workers_from_start_to_scale_down(archive, plugins
 
 
 def management_ready(server: Server) -> bool:
-    """The model's workers are all READY, per the management API (ConnectionError while it is not up)."""
+    """The model has a READY worker, per the management API (ConnectionError while it is not up)."""
     described = requests.get(f"{server.management_url}/models/mymodel", timeout=10)
     states = [worker["status"] for worker in described.json()[0]["workers"]] if described.ok else []
-    return bool(states) and set(states) == {"READY"}
+    return "READY" in states
 
 
 def counted(server: Server, name: str) -> float:

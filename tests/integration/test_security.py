@@ -26,14 +26,14 @@ def port(url):
 
 
 def test_the_server_listens_only_where_it_is_told(server):
-    """Six listeners (inference, management, metrics, the v2 protocol plugin and the two gRPC APIs
-    that 0.12 cannot switch off), every one on loopback when the addresses say so; workers talk
-    over Unix sockets."""
+    """Seven listeners (the bounding proxy on the inference address, TorchServe's own inference API
+    behind it, management, metrics, the v2 protocol plugin and the two gRPC APIs that 0.12 cannot
+    switch off), every one on loopback when the addresses say so; workers talk over Unix sockets."""
     found = listeners(server)
-    assert len(found) == 6, found
+    assert len(found) == 7, found
     assert {ip for ip, _ in found} == {"127.0.0.1"}
-    assert {port(server.inference_url), port(server.management_url), port(server.metrics_url)} <= {
-        p for _, p in found}
+    assert {port(server.inference_url), port(server.upstream_url), port(server.management_url),
+            port(server.metrics_url)} <= {p for _, p in found}
 
 
 def test_the_shipped_addresses_publish_only_predictions_and_metrics():
