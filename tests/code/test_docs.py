@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.model_variants import MARKERS as MODEL_VARIANTS_MARKERS
 from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
 from model.analysis.baselines import LABELS
@@ -28,6 +29,7 @@ BLOCKS = {
     "loadtest-image": ("loadtest-image", "--doc", IMAGE_DOC_MARKERS),
     "bench": ("bench", "--doc", block_markers("bench", "make bench")),
     "capacity": ("bench", "--capacity-doc", CAPACITY_MARKERS),
+    "model-variants": ("model-bench", "--doc", MODEL_VARIANTS_MARKERS),
 }
 
 FENCED = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)
