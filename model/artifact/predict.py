@@ -1,10 +1,15 @@
-"""Offline batch inference with the same model.pt that TorchServe serves.
+"""Offline batch inference with the model TorchServe serves: model.pt, or the same model as
+model.onnx in ONNX Runtime (no torch needed).
 
     python -m model.artifact.predict --input_path flights.csv --output_path scored.parquet
+    python -m model.artifact.predict --input_path flights.csv --output_path scored.parquet --runtime onnx
 
 Reads CSV or Parquet with the request fields as columns (missing columns or
 cells are missing values), writes the input with <target>_probability, <target>
 (e.g. late_probability, late) and model_version added.
+
+torch is imported only by the TorchScript path: `--runtime onnx` scores in a process that
+never loads it (onnxruntime, numpy and pandas only).
 """
 
 from __future__ import annotations
@@ -13,21 +18,80 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import pandas as pd
-import torch
 
 from model import configure_logging
-from model.artifact.export import SCHEMA, TORCHSCRIPT
 from model.artifact.tables import read_table, write_table
 from model.config import load_settings
-from model.training.inputs import model_inputs
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
+ONNX_MODEL = "model.onnx"  # written by model/artifact/onnx_export.py beside model.pt
+ONNX_SCHEMA = "schema.json"  # the metadata entry of model.onnx that holds schema.json
+RUNTIMES = ("torchscript", "onnx")
+MISSING_CATEGORY = ""  # what both models take for a missing category
 
-def load_served_model(export_dir: Path) -> tuple[torch.jit.ScriptModule, dict]:
+
+class OnnxModel:
+    """model.onnx in an ONNX Runtime session: one input per request field, the schema from the
+    model's own metadata. The same answers as model.pt (within 1e-6) without torch."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.schema: dict = json.loads(self.session.get_modelmeta().custom_metadata_map[ONNX_SCHEMA])
+        facts = self.schema["x-model"]
+        self.categorical: list[str] = facts["categorical"]
+        self.numeric: list[str] = facts["numeric"]
+        self.output = "{}_probability".format(facts["target"])
+
+    def inputs(self, categorical: list[list[str]], numeric: np.ndarray) -> dict[str, np.ndarray]:
+        """The feed from model.pt's two inputs: category columns and a [rows, fields] number table."""
+        feed = {name: np.asarray(column, dtype=object) for name, column in zip(self.categorical, categorical)}
+        numbers = np.asarray(numeric, dtype=np.float64).reshape(-1, len(self.numeric))
+        feed.update({name: np.ascontiguousarray(numbers[:, j]) for j, name in enumerate(self.numeric)})
+        return feed
+
+    def __call__(self, categorical: list[list[str]], numeric: Any) -> np.ndarray:
+        """Probabilities (float64) from model.pt's two inputs, so the handler's service can call it."""
+        return self.session.run([self.output], self.inputs(categorical, numeric))[0]
+
+    def frame_inputs(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        feed = {name: frame[name].astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
+                for name in self.categorical}
+        feed.update({name: pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                     for name in self.numeric})
+        return feed
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.session.run([self.output], self.frame_inputs(frame))[0]
+
+
+ServedModel = Union["torch.jit.ScriptModule", OnnxModel]
+
+
+def load_served_model(export_dir: Path, runtime: str = "torchscript") -> tuple[ServedModel, dict]:
+    """The exported model and its schema: model.pt (torch.jit) or model.onnx (ONNX Runtime)."""
+    if runtime == "onnx":
+        model = OnnxModel(Path(export_dir) / ONNX_MODEL)
+        return model, model.schema
+    if runtime != "torchscript":
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    import torch
+
+    from model.artifact.export import SCHEMA, TORCHSCRIPT
+
     model = torch.jit.load(str(Path(export_dir) / TORCHSCRIPT)).eval()
     schema = json.loads((Path(export_dir) / SCHEMA).read_text())
     return model, schema
@@ -35,6 +99,8 @@ def load_served_model(export_dir: Path) -> tuple[torch.jit.ScriptModule, dict]:
 
 def exported_threshold(export_dir: Path) -> float:
     """The decision threshold the exported model answers with (schema.json); training chose it."""
+    from model.artifact.export import SCHEMA
+
     return float(json.loads((Path(export_dir) / SCHEMA).read_text())["x-model"]["threshold"])
 
 
@@ -43,22 +109,30 @@ def probability_column(schema: dict) -> str:
     return "{}_probability".format(schema["x-model"]["target"])
 
 
-@torch.no_grad()  # not inference_mode: the same scripted module may also serve autograd (attributions)
-def predict_probability(model: torch.nn.Module, schema: dict, frame: pd.DataFrame,
-                        chunk_rows: int = 65536) -> np.ndarray:
+def predict_probability(model: ServedModel, schema: dict, frame: pd.DataFrame, chunk_rows: int = 65536) -> np.ndarray:
     """The model's probability for every row of `frame` (columns named as the schema's fields;
     missing ones are missing values), in row order, as float32."""
     facts = schema["x-model"]
     columns = frame.reindex(columns=[*facts["categorical"], *facts["numeric"]])
+    if isinstance(model, OnnxModel):
+        chunks = [model.probability(columns.iloc[start:start + chunk_rows])
+                  for start in range(0, len(frame), chunk_rows)]
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.empty(0, dtype=np.float32)
+    import torch
+
+    from model.training.inputs import model_inputs
+
     probabilities = []
-    for start in range(0, len(frame), chunk_rows):
-        categorical, numeric = model_inputs(columns.iloc[start:start + chunk_rows], facts["categorical"],
-                                            facts["numeric"])
-        probabilities.append(model(categorical, numeric))
+    # not inference_mode: the same scripted module may also serve autograd (attributions)
+    with torch.no_grad():
+        for start in range(0, len(frame), chunk_rows):
+            categorical, numeric = model_inputs(columns.iloc[start:start + chunk_rows], facts["categorical"],
+                                                facts["numeric"])
+            probabilities.append(model(categorical, numeric))
     return torch.cat(probabilities).numpy() if probabilities else np.empty(0, dtype=np.float32)
 
 
-def predict_frame(model: torch.nn.Module, schema: dict, frame: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(model: ServedModel, schema: dict, frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with <target>_probability, <target> (the schema's threshold decides) and model_version."""
     facts = schema["x-model"]
     probability = predict_probability(model, schema, frame)
@@ -70,14 +144,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_path", required=True, type=Path, help="CSV or Parquet with the request fields")
     parser.add_argument("--output_path", required=True, type=Path, help=".csv or .parquet")
-    parser.add_argument("--export_dir", type=Path, default=None, help="model.pt + schema.json (default: params.yaml)")
+    parser.add_argument("--export_dir", type=Path, default=None,
+                        help="model.pt + schema.json, or model.onnx (default: params.yaml)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torchscript",
+                        help="torchscript: model.pt with torch (default); onnx: model.onnx with ONNX Runtime, no torch")
     args = parser.parse_args()
     configure_logging()
-    model, schema = load_served_model(args.export_dir or load_settings().paths.export_dir)
+    model, schema = load_served_model(args.export_dir or load_settings().paths.export_dir, args.runtime)
     scored = predict_frame(model, schema, read_table(args.input_path))
     write_table(scored, args.output_path)
-    log.info("scored %d rows with %s version %s into %s", len(scored), schema["x-model"]["name"],
-             schema["x-model"]["version"], args.output_path)
+    log.info("scored %d rows with %s version %s (%s) into %s", len(scored), schema["x-model"]["name"],
+             schema["x-model"]["version"], args.runtime, args.output_path)
     print(args.output_path)
 
 

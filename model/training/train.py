@@ -2,6 +2,9 @@
 weights and config, score valid and test.
 
     python -m model.training.train --config params.yaml     # or: make train
+
+As a command (the pipeline's train stage) it trains with CPU-independent numerics, so any
+x86-64 machine writes the same weights (model/training/reproducible.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from model.training.inputs import model_inputs
 from model.training.metrics import classification_metrics, decision_threshold
 from model.training.network import UNKNOWN, TabularNet
 from model.training.preprocessing import fit_preprocessing
+from model.training.reproducible import pin_torch, run_pinned
 from model.training.weights import CONFIG, load_network, save_pretrained
 
 log = logging.getLogger(__name__)
@@ -104,16 +108,12 @@ def fit(network: TabularNet, train: Encoded, valid: Encoded, settings: Settings,
     return history
 
 
-
-
 def network_config(settings: Settings, train_rows: pd.DataFrame) -> dict[str, Any]:
     """The network's architecture and preprocessing constants, fitted on these rows."""
     model = settings.model
     return {**fit_preprocessing(train_rows, settings.features, model.min_category_count, model.missing),
             "categorical_encoding": model.categorical_encoding, "embedding_dim": model.embedding_dim,
             "hidden": model.hidden, "dropout": model.dropout}
-
-
 
 
 def time_splits(settings: Settings, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -215,6 +215,7 @@ def fine_tune(settings: Settings, table: pd.DataFrame, base_dir: Path, epochs: i
 
 
 def main() -> None:
+    run_pinned("model.training.train")  # re-executes before torch and numpy are used
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--verbose", action="store_true", help="debug logging, keep every epoch's bar")
@@ -222,6 +223,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(args.verbose)
     settings = load_settings(args.config)
+    pin_torch(settings.train.threads)
     metrics = train(settings, verbose=args.verbose)
     if not args.no_tracking:
         from model.training.tracking import track_training  # MLflow is heavy: imported when it is used

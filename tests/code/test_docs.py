@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.model_variants import MARKERS as MODEL_VARIANTS_MARKERS
+from benchmarks.served_variants import MARKERS as SERVED_VARIANTS_MARKERS
 from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
 from model.analysis.baselines import LABELS
@@ -28,6 +30,8 @@ BLOCKS = {
     "loadtest-image": ("loadtest-image", "--doc", IMAGE_DOC_MARKERS),
     "bench": ("bench", "--doc", block_markers("bench", "make bench")),
     "capacity": ("bench", "--capacity-doc", CAPACITY_MARKERS),
+    "model-variants": ("model-bench", "--doc", MODEL_VARIANTS_MARKERS),
+    "served-variants": ("served-model-bench", "--doc", SERVED_VARIANTS_MARKERS),
 }
 
 FENCED = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)
