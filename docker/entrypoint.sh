@@ -224,18 +224,19 @@ case $stopping in
 esac
 [ -z "$watcher" ] || kill -TERM "$watcher" 2>/dev/null || true
 
-deadline=$(( $(date +%s) + ${TS_STOP_SECONDS:-10} ))
+# In milliseconds (GNU date): whole seconds would cut the wait short by up to one second.
+deadline=$(( $(date +%s%3N) + ${TS_STOP_SECONDS:-10} * 1000 ))
 # The proxy first stops taking connections and finishes the requests in flight (HAProxy's soft
 # stop, SIGUSR1), so none is cut when TorchServe stops behind it; the stop's deadline bounds it.
 for child in $(running); do
     case $child in
         proxy=*)
             kill -USR1 "${child#*=}" 2>/dev/null || true
-            while kill -0 "${child#*=}" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do poll; done ;;
+            while kill -0 "${child#*=}" 2>/dev/null && [ "$(date +%s%3N)" -lt "$deadline" ]; do poll; done ;;
     esac
 done
 left=$(running)
-while [ -n "$left" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+while [ -n "$left" ] && [ "$(date +%s%3N)" -lt "$deadline" ]; do
     for child in $left; do terminate "$child"; done
     poll
     left=$(running)
