@@ -11,24 +11,14 @@ from handler.errors import RequestError
 from handler.native import parse_json
 from handler.service import EXPLAIN, PREDICT, V2_INFER, V2_METADATA, PredictionService, Request, route_of
 from handler.typed_records import TypedRecords
-from model.artifact.export import input_schema
 from model.config import ROOT
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def schema():
-    from model.config import load_settings
-
-    settings = load_settings()
-    config = {
-        "name": "mymodel", "version": "1.0-test", "target": "late",
-        "categorical": list(settings.features.categorical), "numeric": list(settings.features.numeric),
-        "vocabularies": [{"": 1, SAMPLE.get(name) or "X": 2} for name in settings.features.categorical],
-        "features": settings.features.model_dump(), "serving": {**settings.serving.model_dump(), "threshold": 0.5},
-    }
-    return input_schema(config)
+def schema(config_schema):
+    return config_schema
 
 
 class RecordingModel:
