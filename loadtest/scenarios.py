@@ -123,12 +123,14 @@ def locust_stats(out_dir: Path, name: str) -> dict[str, float]:
         total = next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
     requests_total = int(total["Request Count"])
     failures = int(total["Failure Count"])
-    server_errors = connection_errors = 0
+    server_errors = connection_errors = worker_died = 0
     with open(out_dir / f"{name}_failures.csv") as handle:
         for row in csv.DictReader(handle):
             got = re.search(r"got (\d{3})", row["Error"])
             if got and got.group(1).startswith("5"):
                 server_errors += int(row["Occurrences"])
+                # TorchServe's answer to the requests a worker held when it died ("Worker died.")
+                worker_died += int(row["Occurrences"]) if got.group(1) == "507" else 0
             elif not got:
                 connection_errors += int(row["Occurrences"])
     return {
@@ -136,7 +138,7 @@ def locust_stats(out_dir: Path, name: str) -> dict[str, float]:
         "p50_ms": float(total["50%"]), "p95_ms": float(total["95%"]), "p99_ms": float(total["99%"]),
         "mean_ms": float(total["Average Response Time"]),
         "error_pct": 100 * failures / max(requests_total, 1),
-        "server_errors": server_errors, "connection_errors": connection_errors,
+        "server_errors": server_errors, "connection_errors": connection_errors, "worker_died": worker_died,
     }
 
 

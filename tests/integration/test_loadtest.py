@@ -7,7 +7,10 @@ import pytest
 import yaml
 
 from loadtest.scenarios import SLO_FILE, Outcome, judge, main, run_load_tests
+from model.config import ROOT
 from tests.browser import visit_file
+
+BATCH_SIZE = yaml.safe_load((ROOT / "handler" / "model-config.yaml").read_text())["batchSize"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,10 @@ def test_every_scenario_runs_and_meets_its_slo(short_run):
     assert [o.scenario for o in outcomes] == list(yaml.safe_load(SLO_FILE.read_text())["scenarios"])
     for outcome in outcomes:
         assert outcome.stats["requests"] > 0, outcome.scenario
-        assert outcome.stats["server_errors"] == 0, outcome.scenario
+        # A SIGKILLed worker loses the requests it holds, at most one batch: TorchServe answers them
+        # 507 "Worker died." (whether any is in flight at the kill is chance). No other 5xx anywhere.
+        lost = outcome.stats["worker_died"] if outcome.scenario == "worker_kill" else 0
+        assert lost <= BATCH_SIZE and outcome.stats["server_errors"] == lost, (outcome.scenario, outcome.stats)
         assert outcome.broken == [], (outcome.scenario, outcome.broken)
 
 
