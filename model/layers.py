@@ -29,11 +29,6 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def module_path(name: str, root: Path = ROOT) -> Path:
-    base = root.joinpath(*name.split("."))
-    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
-
-
 def modules(package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
     """Every module of the package, by dotted name."""
     return {module_name(path, package_dir.parent): path for path in sorted(package_dir.rglob("*.py"))}

@@ -1,7 +1,7 @@
-"""The results block of docs/results.md: the served model and the linear reference on the
+"""The results block of README.md: the served model and the linear reference on the
 test months, and the baselines' table, from what the pipeline's stages wrote.
 
-    python -m model.analysis.results --config params.yaml --doc docs/results.md   # or: make results"""
+    python -m model.analysis.results --config params.yaml --doc README.md   # or: make results"""
 
 from __future__ import annotations
 
