@@ -126,7 +126,7 @@ def make_setup(tmp_path: Path, python3: str) -> subprocess.CompletedProcess:
     work, tools = tmp_path / "checkout", tmp_path / "bin"
     work.mkdir()
     tools.mkdir()
-    for name in ("Makefile", "requirements.txt"):
+    for name in ("Makefile", "requirements.txt", "requirements.lock"):
         shutil.copy(ROOT / name, work / name)
     (tools / "python3").write_text(python3)
     (tools / "python3").chmod(0o755)
