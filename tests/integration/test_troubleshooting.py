@@ -107,9 +107,9 @@ def test_workers_that_never_load_and_meanwhile_a_large_body_and_a_full_queue(bro
     log = defaults(out + err, ports, broken_store).replace(f"after {startup} s", "after 300 s")
     assert_shown(blocks("The model did not load")[1], log)
 
-    assert too_large.status_code == 413 and too_large.content == b""
+    assert too_large.status_code == 413 and too_large.json()["type"] == "payload_too_large"
     shown = f"HTTP/1.1 {too_large.status_code} {too_large.reason}\n" + "".join(
-        f"{key}: {value}\n" for key, value in too_large.headers.items())
+        f"{key}: {value}\n" for key, value in too_large.headers.items()) + "\n" + too_large.text
     assert_shown(blocks("413 Request Entity Too Large")[0], shown)
 
     assert full is not None and full.status_code == 503
