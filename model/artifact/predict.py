@@ -129,7 +129,9 @@ def predict_probability(model: ServedModel, schema: dict, frame: pd.DataFrame, c
             categorical, numeric = model_inputs(columns.iloc[start:start + chunk_rows], facts["categorical"],
                                                 facts["numeric"])
             probabilities.append(model(categorical, numeric))
-    return torch.cat(probabilities).numpy() if probabilities else np.empty(0, dtype=np.float32)
+    # detach: once a scripted module has also run under autograd (attributions), TorchScript's
+    # profiling executor can hand back outputs that require grad even under no_grad
+    return torch.cat(probabilities).detach().numpy() if probabilities else np.empty(0, dtype=np.float32)
 
 
 def predict_frame(model: ServedModel, schema: dict, frame: pd.DataFrame) -> pd.DataFrame:
