@@ -25,7 +25,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup lock audit draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench model-bench served-model-bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
+.PHONY: help setup lock audit draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench model-bench served-model-bench served-runtime-bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
 
 help: ## list the targets (CONFIG=configs/<name>.yaml: the pipeline targets for another params file)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -95,6 +95,10 @@ model-bench: archive ## the model's forward optimised several ways (frozen Torch
 
 served-model-bench: archive ## model.pt (torch) against model.onnx (ONNX Runtime) served by the same uvicorn + request contract, 1 connection, bodies of 1/100/1,000 records; its table in docs/model.md
 	$(PYTHON) -m benchmarks.served_variants --config params.yaml --doc docs/model.md --out reports/bench/served_variants.json
+
+served-runtime-bench: archive ## the handler's runtime: torchscript against runtime: onnx in the tuned TorchServe, alternating rounds, bodies of 1/100/1,000 records: 1-connection p50, capacity, answers; its table in docs/model.md (about 25 minutes)
+	@tests/system-tools.sh wrk haproxy
+	$(PYTHON) -m benchmarks.served_runtimes --config params.yaml --doc docs/model.md --out reports/bench/served_runtimes.json
 
 # The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
 SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \

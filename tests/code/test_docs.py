@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.model_variants import MARKERS as MODEL_VARIANTS_MARKERS
+from benchmarks.served_runtimes import MARKERS as SERVED_RUNTIMES_MARKERS
 from benchmarks.served_variants import MARKERS as SERVED_VARIANTS_MARKERS
 from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
@@ -32,6 +33,7 @@ BLOCKS = {
     "capacity": ("bench", "--capacity-doc", CAPACITY_MARKERS),
     "model-variants": ("model-bench", "--doc", MODEL_VARIANTS_MARKERS),
     "served-variants": ("served-model-bench", "--doc", SERVED_VARIANTS_MARKERS),
+    "served-runtimes": ("served-runtime-bench", "--doc", SERVED_RUNTIMES_MARKERS),
 }
 
 FENCED = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)

@@ -4,15 +4,19 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 import requests
 
+from loadtest.torchserve_defaults import repacked_archive
+from loadtest.variants import variant_config
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
+from model.lifecycle.torchserve import torchserve
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}
@@ -77,6 +81,33 @@ def test_served_probabilities_equal_offline_batch_inference(server, settings, te
     offline = pd.read_csv(tmp_path / "scored.csv")["late_probability"].tolist()
     assert len(served) == len(offline) == len(records)
     assert max(abs(a - b) for a, b in zip(served, offline)) <= 1e-6
+
+
+def test_the_onnx_runtime_answers_as_torchscript(server, settings, metrics, test_rows, tmp_path):
+    """The handler option runtime: onnx (the archive's model.onnx in ONNX Runtime) behind a real
+    TorchServe: the same answers as the default runtime (model.pt in torch) within 1e-6, on test-month
+    records in one list and one by one; explanations still come from model.pt."""
+    archive = repacked_archive(settings.paths.model_dir, tmp_path / "model-store",
+                               variant_config({"handler": {"runtime": "onnx"}}))
+    with zipfile.ZipFile(archive) as packed:
+        assert "model.onnx" in packed.namelist()
+    records = request_records(test_rows, settings.features)
+    default = predict(server, json.dumps(records))
+    assert default.status_code == 200, default.text
+    with torchserve(archive.parent, tmp_path / "onnx", plugins=None) as onnx_server:
+        described = requests.get(f"{onnx_server.management_url}/models/mymodel", timeout=10).json()[0]
+        assert described["modelVersion"] == metrics["model_version"]
+        served = predict(onnx_server, json.dumps(records))
+        assert served.status_code == 200, served.text
+        alone = [predict(onnx_server, json.dumps(record)).json() for record in records[:20]]
+        explained = requests.post(f"{onnx_server.inference_url}/explanations/mymodel", json=records[0], timeout=60)
+    answers, expected = served.json(), default.json()
+    assert len(answers) == len(expected) == len(records)
+    assert max(abs(a["late_probability"] - b["late_probability"]) for a, b in zip(answers, expected)) <= 1e-6
+    assert [a["late"] for a in answers] == [b["late"] for b in expected]
+    assert {a["model_version"] for a in answers} == {metrics["model_version"]}
+    assert max(abs(a["late_probability"] - b["late_probability"]) for a, b in zip(alone, expected)) <= 1e-6
+    assert explained.status_code in (200, 501), explained.text
 
 
 def test_concurrent_requests_each_get_their_own_answer(server, settings, test_rows):
