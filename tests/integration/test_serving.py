@@ -29,7 +29,7 @@ def workers(server):
 
 
 @pytest.fixture(scope="module")
-def test_rows(table):
+def held_out_rows(table):
     return split_rows(table, "test").sample(200, random_state=7)
 
 
@@ -62,10 +62,10 @@ def test_a_client_without_content_type_is_answered(server):
     assert reply.status_code == 200, reply.text
 
 
-def test_served_probabilities_equal_offline_batch_inference(server, settings, test_rows, tmp_path):
+def test_served_probabilities_equal_offline_batch_inference(server, settings, held_out_rows, tmp_path):
     """Parity: real test-month records, served as one list and scored offline by
     `python -m model.artifact.predict` from a CSV, with the same model.pt."""
-    records = request_records(test_rows, settings.features)
+    records = request_records(held_out_rows, settings.features)
     reply = predict(server, json.dumps(records))
     assert reply.status_code == 200, reply.text
     served = [answer["late_probability"] for answer in reply.json()]
@@ -79,9 +79,9 @@ def test_served_probabilities_equal_offline_batch_inference(server, settings, te
     assert max(abs(a - b) for a, b in zip(served, offline)) <= 1e-6
 
 
-def test_concurrent_requests_each_get_their_own_answer(server, settings, test_rows):
+def test_concurrent_requests_each_get_their_own_answer(server, settings, held_out_rows):
     """Requests batched together by TorchServe, good and bad mixed, keep their own answers."""
-    records = request_records(test_rows.head(60), settings.features)
+    records = request_records(held_out_rows.head(60), settings.features)
     expected = [a["late_probability"] for a in predict(server, json.dumps(records)).json()]
 
     def send(i):
