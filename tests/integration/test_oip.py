@@ -21,6 +21,7 @@ from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
 from model.lifecycle.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
+from tests.waiting import counted, settled
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -285,22 +286,14 @@ def management_ready(server: Server) -> bool:
     return "READY" in states
 
 
-def counted(server: Server, name: str) -> float:
-    """The sum of a counter's samples on the metrics port."""
-    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
 def test_v2_inference_is_counted_like_the_json_api(client, oip, held_out_records):
     """ts_inference_requests_total counts v2 requests, the handler's metrics their predicted records."""
-    server = oip[0]
-    requests_before, records_before = counted(server, "ts_inference_requests_total"), \
-        counted(server, "model_predictions_total")
+    metrics = oip[0].metrics_url
+    requests_before, records_before = counted(metrics, "ts_inference_requests_total"), \
+        counted(metrics, "model_predictions_total")
     metadata = client.get_model_metadata("mymodel")
     for records in (held_out_records[:7], held_out_records[7:10]):
         client.infer("mymodel", triton_inputs(metadata, records, binary=True))
-    deadline = time.monotonic() + 30  # the frontend reads the workers' metric lines as they come
-    while counted(server, "model_predictions_total") < records_before + 10 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert counted(server, "model_predictions_total") == records_before + 10
-    assert counted(server, "ts_inference_requests_total") == requests_before + 2
+    # the frontend reads the workers' metric lines as they come
+    assert settled(lambda: counted(metrics, "model_predictions_total"), records_before + 10, 30) == records_before + 10
+    assert counted(metrics, "ts_inference_requests_total") == requests_before + 2
