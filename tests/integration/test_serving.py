@@ -13,6 +13,7 @@ import requests
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
+from tests.waiting import settled_batch_size
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}
@@ -36,8 +37,9 @@ def held_out_rows(table):
 def test_the_models_workers_are_ready_with_the_trained_version(server, metrics):
     described = requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
     assert described["modelVersion"] == metrics["model_version"]
-    # adaptive batching shows the batch size in force: a worker's share of the queue, at most the configured 32
-    assert 1 <= described["batchSize"] <= 32
+    # adaptive batching (on in config.properties) shows the batch size in force: a worker's share of the
+    # queue, 1 once nothing has queued for 100 ms (other tests' traffic may have just ended)
+    assert settled_batch_size(server, 1) == 1
     assert len(described["workers"]) == described["minWorkers"] >= 1
     assert {w["status"] for w in described["workers"]} == {"READY"}
 
