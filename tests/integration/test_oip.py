@@ -21,6 +21,7 @@ from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
 from model.lifecycle.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
+from tests.waiting import counted, settled
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -39,7 +40,7 @@ def client(oip) -> triton.InferenceServerClient:
 
 
 @pytest.fixture(scope="module")
-def test_records(table, settings) -> list[dict]:
+def held_out_records(table, settings) -> list[dict]:
     rows = split_rows(table, "test").sample(120, random_state=11)
     return request_records(rows, settings.features)
 
@@ -108,10 +109,10 @@ def test_the_model_is_ready_and_its_metadata_is_the_request_schema(client, schem
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json-data", "binary-data"])
-def test_inference_with_triton_inputs_equals_the_json_api(client, oip, test_records, schema, metrics, binary):
+def test_inference_with_triton_inputs_equals_the_json_api(client, oip, held_out_records, schema, metrics, binary):
     """Real test-month flights. Binary data says missing with NaN; JSON data cannot carry NaN, so that
     run leaves out the numeric fields some flight lacks (for /predictions too)."""
-    records = test_records if binary else without_missing_numbers(test_records, schema["x-model"]["numeric"])
+    records = held_out_records if binary else without_missing_numbers(held_out_records, schema["x-model"]["numeric"])
     metadata = client.get_model_metadata("mymodel")
     result = client.infer("mymodel", triton_inputs(metadata, records, binary), request_id="flights-1")
     served = result.as_numpy("late_probability")
@@ -122,8 +123,8 @@ def test_inference_with_triton_inputs_equals_the_json_api(client, oip, test_reco
     assert (result.as_numpy("late") == (served >= schema["x-model"]["threshold"])).all()
 
 
-def test_only_the_requested_outputs_come_back(client, test_records):
-    records = test_records[:5]
+def test_only_the_requested_outputs_come_back(client, held_out_records):
+    records = held_out_records[:5]
     metadata = client.get_model_metadata("mymodel")
     result = client.infer("mymodel", triton_inputs(metadata, records, binary=True),
                           outputs=[triton.InferRequestedOutput("late", binary_data=False)])
@@ -285,22 +286,14 @@ def management_ready(server: Server) -> bool:
     return "READY" in states
 
 
-def counted(server: Server, name: str) -> float:
-    """The sum of a counter's samples on the metrics port."""
-    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def test_v2_inference_is_counted_like_the_json_api(client, oip, test_records):
+def test_v2_inference_is_counted_like_the_json_api(client, oip, held_out_records):
     """ts_inference_requests_total counts v2 requests, the handler's metrics their predicted records."""
-    server = oip[0]
-    requests_before, records_before = counted(server, "ts_inference_requests_total"), \
-        counted(server, "model_predictions_total")
+    metrics = oip[0].metrics_url
+    requests_before, records_before = counted(metrics, "ts_inference_requests_total"), \
+        counted(metrics, "model_predictions_total")
     metadata = client.get_model_metadata("mymodel")
-    for records in (test_records[:7], test_records[7:10]):
+    for records in (held_out_records[:7], held_out_records[7:10]):
         client.infer("mymodel", triton_inputs(metadata, records, binary=True))
-    deadline = time.monotonic() + 30  # the frontend reads the workers' metric lines as they come
-    while counted(server, "model_predictions_total") < records_before + 10 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert counted(server, "model_predictions_total") == records_before + 10
-    assert counted(server, "ts_inference_requests_total") == requests_before + 2
+    # the frontend reads the workers' metric lines as they come
+    assert settled(lambda: counted(metrics, "model_predictions_total"), records_before + 10, 30) == records_before + 10
+    assert counted(metrics, "ts_inference_requests_total") == requests_before + 2
