@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from model import configure_logging
-from model.artifact.tables import read_table, write_table
+from model.base.tables import read_table, write_table
 from model.config import load_settings
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.data.sqlite_store import now, sqlite_transaction
+from model.base.sqlite_store import now, sqlite_transaction
 
 
 def store(metrics: pd.DataFrame, database: Path, source: str, passed: bool) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from model.artifact.predict import load_served_model, predict_probability, probability_column
-from model.artifact.tables import read_table, write_table
+from model.base.tables import read_table, write_table
 from model.config import Settings
 from model.lifecycle.registry import replay_registry, version_export
 from model.training.weights import CONFIG
