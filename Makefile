@@ -40,7 +40,7 @@ TORCH_INDEX_URL ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu)
 $(INSTALLED): requirements.lock
 	@command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
 		echo "Python 3.11 is required as python3 (found: $$(python3 --version 2>&1 || echo none)); install it (e.g. apt-get install python3.11 python3.11-venv) and put it first on PATH, or build the image instead (README, Docker)"; exit 1; }
-	@command -v java >/dev/null && command -v javac >/dev/null || { echo "a JDK 17 is required: java runs TorchServe, javac builds the Open Inference Protocol plugin (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@command -v java >/dev/null && command -v javac >/dev/null || { echo "a JDK 17 is required: java runs TorchServe, javac builds the frontend plugins (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --require-hashes $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) -r requirements.lock
 	touch $@
@@ -145,7 +145,7 @@ summary: setup ## the replay's report: quality, drift, versions and metrics per 
 score: setup ## score FILE=path.csv with the replay's production model (prints the output's path)
 	$(PYTHON) run.py --mode inference --config $(CONFIG) --file $(FILE)
 
-archive: setup ## pack model-store/mymodel.mar (CONFIG's store and name) with torch-model-archiver; build the v2 protocol plugin into plugins/
+archive: setup ## pack model-store/mymodel.mar (CONFIG's store and name) with torch-model-archiver; build the frontend plugins (Open Inference Protocol v2, adaptive batching) into plugins/
 	$(REPRO) archive
 	$(PYTHON) handler/frontend/build_plugin.py --out-dir plugins
 

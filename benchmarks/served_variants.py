@@ -26,9 +26,9 @@ from pathlib import Path
 from benchmarks.model_variants import cpu_name
 from loadtest.servers import fastapi_server, wait_for_ping
 from model import configure_logging
-from model.analysis.layout import block_markers, replace_block
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table
 from model.data.request_records import request_records

@@ -194,8 +194,8 @@ class PredictionHandler:
 
     def line_format(self, metric: str, dimensions: Tuple[str, ...]) -> str:
         key = (metric, dimensions)
-        if key not in self.line_formats:  # a few metrics times a few label values
-            self.line_formats[key] = metric_format((self.metrics or {})[metric], dimensions)
+        if key not in self.line_formats:  # a few metrics times a few label values; only observed with metrics on
+            self.line_formats[key] = metric_format(self.metrics[metric], dimensions)
         return self.line_formats[key]
 
     # -- explanations ---------------------------------------------------------------------------

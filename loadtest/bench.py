@@ -40,7 +40,7 @@ from loadtest.payloads import real_records
 from loadtest.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
 from loadtest.wrk import run_wrk, write_script, wrk_command
 from model import configure_logging
-from model.analysis.layout import block_markers, replace_block
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table
 

@@ -35,7 +35,8 @@ import requests
 import yaml
 
 from model import configure_logging
-from model.analysis.layout import block_markers, markdown, replace_block, save_figure
+from model.analysis.layout import save_figure
+from model.base.markdown import block_markers, markdown, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, Settings, load_settings
 from model.lifecycle.torchserve import Server, healthcheck, torchserve
 

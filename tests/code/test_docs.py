@@ -14,8 +14,8 @@ from benchmarks.served_variants import MARKERS as SERVED_VARIANTS_MARKERS
 from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
 from model.analysis.baselines import LABELS
-from model.analysis.layout import block_markers
 from model.analysis.results import RESULTS_MARKERS, render_results
+from model.base.markdown import block_markers
 from model.config import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,6 +18,7 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from handler.frontend.build_plugin import JAR, SERVICE, build_plugin, plugin_class
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
@@ -297,3 +299,15 @@ def test_v2_inference_is_counted_like_the_json_api(client, oip, held_out_records
     # the frontend reads the workers' metric lines as they come
     assert settled(lambda: counted(metrics, "model_predictions_total"), records_before + 10, 30) == records_before + 10
     assert counted(metrics, "ts_inference_requests_total") == requests_before + 2
+
+
+def test_the_plugins_build_into_one_jar_that_replaces_the_former_one(tmp_path):
+    """Both plugins (the v2 endpoint, adaptive batching) in one jar; a jar an earlier build left
+    under the former name goes, or TorchServe would load every plugin twice."""
+    (tmp_path / "mymodel-oip.jar").write_bytes(b"an earlier build")
+    jar = build_plugin(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == [JAR] == [jar.name]
+    sources = sorted((ROOT / "handler" / "frontend").glob("*.java"))
+    with zipfile.ZipFile(jar) as packed:
+        assert packed.read(SERVICE).decode().split() == [plugin_class(source) for source in sources]
+    assert {source.stem for source in sources} == {"OpenInferenceProtocol", "AdaptiveBatching"}
