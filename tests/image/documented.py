@@ -17,7 +17,7 @@ from pathlib import Path
 
 from model.config import ROOT
 from model.lifecycle import container
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
 
 README = ROOT / "README.md"
 DOCKER_PAGE = ROOT / "docs" / "docker-and-kubernetes.md"

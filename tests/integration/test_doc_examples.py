@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.torchserve import torchserve
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
 
 PAGES = [ROOT / "README.md", ROOT / "docs" / "api.md"]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)

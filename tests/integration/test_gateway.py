@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from model.config import ROOT
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
 
 GATEWAY = ROOT / "docker" / "management_gateway.py"
 DOC = (ROOT / "docs" / "docker-and-kubernetes.md").read_text()
