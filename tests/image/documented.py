@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import container
 from model.config import ROOT
-from model.lifecycle import container
 from model.lifecycle.ports import free_ports
 
 README = ROOT / "README.md"
