@@ -2,6 +2,9 @@
 or `podman run` on a machine without a Docker engine — for the image tests and
 `make loadtest-image`: published ports on loopback, the image's own HEALTHCHECK, always
 removed afterwards.
+
+Part of the harness: what the tests, the load-test gate and the benchmarks use to start real
+servers; the product never imports it.
 """
 
 from __future__ import annotations
