@@ -87,7 +87,7 @@ loadtest: $(if $(URL),data,archive) ## Locust scenarios with SLO gate against a 
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 9 minutes; installs Debian's wrk when missing)
 	@tests/system-tools.sh wrk haproxy
-	$(PYTHON) -m loadtest.bench --config $(CONFIG) --out-dir reports/bench \
+	$(PYTHON) -m benchmarks.bench --config $(CONFIG) --out-dir reports/bench \
 		$(if $(DEFAULT_CONFIG),--doc docs/load-and-capacity.md --capacity-doc README.md )
 
 model-bench: archive ## the model's forward optimised several ways (frozen TorchScript, torch.export, ONNX Runtime, int8), measured in one run: size, records/s, accuracy; its table in docs/model.md (a few minutes)
@@ -100,16 +100,16 @@ served-runtime-bench: archive ## the handler's runtime: torchscript against runt
 	@tests/system-tools.sh wrk haproxy
 	$(PYTHON) -m benchmarks.served_runtimes --config params.yaml --doc docs/model.md --out reports/bench/served_runtimes.json
 
-# The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
+# The variants `make serving-experiments` measures against the tuned settings (benchmarks/experiment.py).
 SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \
 	--variant no-handler-metrics handler.metrics=false
 serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
 	@tests/system-tools.sh wrk haproxy
-	$(PYTHON) -m loadtest.experiment --config $(CONFIG) $(SERVING_VARIANTS) --out-dir reports/experiments
+	$(PYTHON) -m benchmarks.experiment --config $(CONFIG) $(SERVING_VARIANTS) --out-dir reports/experiments
 
 profile: archive ## where a request's CPU goes in tuned TorchServe at 1 connection (CONNECTIONS, PROFILE_SET): by thread, JFR on the frontend, py-spy on the workers: reports/profile/
 	@tests/system-tools.sh wrk haproxy
-	$(PYTHON) -m loadtest.profile --config $(CONFIG) --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
+	$(PYTHON) -m benchmarks.profile --config $(CONFIG) --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
 		--out-dir reports/profile
 
 experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
@@ -184,7 +184,7 @@ test: setup ## the whole test suite, the images included where they can be built
 	@tests/system-tools.sh prometheus chromium wrk haproxy || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory archive; fi
 	$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS)
-	@echo "coverage of model/, handler/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
+	@echo "coverage of model/, handler/, harness/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
 
 test-fast: setup ## the tests that need no trained model, no server and no image, in under a minute (tests/tiers.py)
 	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) $(PYTEST_ARGS)

@@ -4,7 +4,7 @@ with `runtime: onnx` (the archive's model.onnx in ONNX Runtime), everything else
 
     python -m benchmarks.served_runtimes --config params.yaml --doc docs/model.md     # make served-runtime-bench
 
-Alternating rounds (loadtest/experiment.py's measure: each configuration started afresh, warmed
+Alternating rounds (benchmarks/experiment.py's measure: each configuration started afresh, warmed
 up, then measured with wrk): bodies of 1, 100 and 1,000 test-month records, at one connection
 (the p50) and at 16 (the capacity: the server's cores are busy). The spread of a configuration's
 rounds is the noise. The answers are compared on every test-month record, served by both.
@@ -25,15 +25,15 @@ from typing import Any
 
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.bench import request_bodies
+from benchmarks.experiment import measure
 from benchmarks.model_variants import cpu_name
+from benchmarks.variants import variant_server
+from benchmarks.wrk import write_script
 from handler.frontend.build_plugin import build_plugin
-from loadtest.bench import request_bodies
-from loadtest.experiment import measure
 from loadtest.payloads import real_records
-from loadtest.variants import variant_server
-from loadtest.wrk import write_script
 from model import configure_logging
-from model.analysis.layout import block_markers, replace_block
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, load_settings
 from model.data.prepare import load_table
 from model.data.request_records import request_records

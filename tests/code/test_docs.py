@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench import CAPACITY_MARKERS
 from benchmarks.model_variants import MARKERS as MODEL_VARIANTS_MARKERS
 from benchmarks.served_runtimes import MARKERS as SERVED_RUNTIMES_MARKERS
 from benchmarks.served_variants import MARKERS as SERVED_VARIANTS_MARKERS
-from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
 from model.analysis.baselines import LABELS
 from model.analysis.results import RESULTS_MARKERS, render_results

@@ -14,9 +14,9 @@ import pytest
 import requests
 import yaml
 
+from harness.torchserve import torchserve
 from model.artifact.archive import HANDLER_DIR
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
 from tests.waiting import described, settled, settled_batch_size
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())

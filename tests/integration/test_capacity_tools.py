@@ -13,11 +13,11 @@ import urllib.request
 import pytest
 import yaml
 
-from loadtest.experiment import measure, summarize
+from benchmarks.experiment import measure, summarize
+from benchmarks.profile import profile
+from benchmarks.variants import BASELINE, parse_variant, variant_config, variant_server
+from benchmarks.wrk import write_script
 from loadtest.payloads import real_records
-from loadtest.profile import profile
-from loadtest.variants import BASELINE, parse_variant, variant_config, variant_server
-from loadtest.wrk import write_script
 from tests.waiting import counted, wait_for
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.torchserve import torchserve
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
 
 PAGES = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "operations.md"]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)

@@ -17,8 +17,9 @@ import psutil
 import pytest
 import requests
 
+from harness.torchserve import Server, torchserve_command, wait_until_ready
 from model.config import ROOT
-from model.lifecycle.torchserve import Server, free_ports, torchserve_command, wait_until_ready
+from model.lifecycle.ports import free_ports
 from tests.waiting import wait_for
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()

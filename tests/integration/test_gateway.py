@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from model.config import ROOT
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
 from tests.waiting import wait_for
 
 GATEWAY = ROOT / "docker" / "management_gateway.py"

@@ -19,10 +19,10 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from handler.frontend.build_plugin import JAR, SERVICE, build_plugin, plugin_class
+from harness.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
 from tests.waiting import counted, settled
 
 JSON = {"Content-Type": "application/json"}
@@ -85,7 +85,7 @@ def predictions(server: Server, records: list[dict]) -> list[float]:
 
 
 def workers(server: Server) -> dict[int, str]:
-    return {worker["pid"]: worker["status"] for worker in healthcheck.workers(server.management_url, "mymodel")}
+    return {worker["pid"]: worker["status"] for worker in healthcheck().workers(server.management_url, "mymodel")}
 
 
 def test_the_server_is_live_ready_and_describes_itself(client):
@@ -241,7 +241,7 @@ def readiness(server: Server, oip: str) -> tuple[bool, int, int, int | None]:
     ours = [requests.get(f"http://{oip}{path}", timeout=10).status_code
             for path in ("/v2/health/ready", "/v2/models/mymodel/ready")]
     theirs = requests.get(f"{server.inference_url}/v2/health/ready", timeout=10).status_code
-    return healthcheck.model_ready(server.management_url, "mymodel"), *ours, theirs
+    return healthcheck().model_ready(server.management_url, "mymodel"), *ours, theirs
 
 
 def test_readiness_follows_the_workers_from_start_to_scale_down(archive, plugins, tmp_path):

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import requests
 
-from loadtest.torchserve_defaults import repacked_archive
-from loadtest.variants import variant_config
+from benchmarks.torchserve_defaults import repacked_archive
+from benchmarks.variants import variant_config
+from harness.torchserve import torchserve
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import torchserve
 from tests.waiting import settled_batch_size
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()

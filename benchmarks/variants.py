@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from loadtest.servers import Endpoint, torchserve_endpoint
-from loadtest.torchserve_defaults import repacked_archive
+from benchmarks.servers import Endpoint, torchserve_endpoint
+from benchmarks.torchserve_defaults import repacked_archive
+from harness.torchserve import torchserve
 from model.artifact.archive import HANDLER_DIR
-from model.lifecycle.torchserve import torchserve
 
 BASELINE = "tuned"
 

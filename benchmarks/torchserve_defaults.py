@@ -27,10 +27,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.torchserve import Server, isolated_env, running
 from model.artifact.archive import HANDLER, HANDLER_DIR, HANDLER_MODULES, build_archive
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
-from model.lifecycle.torchserve import Server, free_ports, isolated_env, running
+from model.lifecycle.ports import free_ports
 
 MODEL_CONFIG = """\
 # TorchServe's defaults: one request per forward pass; without minWorkers/maxWorkers
