@@ -122,7 +122,7 @@ class PredictionHandler:
         name, target = self.service.name, self.service.target
         scored = [p for reply in batch.replies for p in reply.scored]
         positive = sum(p >= self.service.threshold for p in scored)
-        observations = [(PREDICTIONS, count, (name, target, predicted))
+        observations: List[Tuple[str, float, Tuple[str, ...]]] = [(PREDICTIONS, count, (name, target, predicted))
                         for predicted, count in (("true", positive), ("false", len(scored) - positive)) if count]
         if scored:
             bins = Counter(probability_bin(p) for p in scored)
