@@ -18,7 +18,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 import numpy as np
 import pandas as pd
@@ -81,6 +81,11 @@ class OnnxModel:
 ServedModel = Union["torch.jit.ScriptModule", OnnxModel]
 
 
+@overload
+def load_served_model(export_dir: Path, runtime: Literal["torchscript"] = ...
+                      ) -> tuple[torch.jit.ScriptModule, dict]: ...
+@overload
+def load_served_model(export_dir: Path, runtime: str) -> tuple[ServedModel, dict]: ...
 def load_served_model(export_dir: Path, runtime: str = "torchscript") -> tuple[ServedModel, dict]:
     """The exported model and its schema: model.pt (torch.jit) or model.onnx (ONNX Runtime)."""
     if runtime == "onnx":

@@ -35,13 +35,13 @@ def coerce_features(frame: pd.DataFrame, settings: Settings,
     def note(mask: pd.Series, text: pd.Series | str) -> None:
         issues.append(pd.Series(np.where(mask, text, ""), index=frame.index, dtype=object))
 
-    for name, spec in settings.features.categorical.items():
+    for name, feature in settings.features.categorical.items():
         if name not in frame.columns:
             log.warning("input has no column %s: missing in every row", name)
-        values = frame.get(name, pd.Series(pd.NA, index=frame.index)).astype("string").str.strip()
+        values: pd.Series = frame.get(name, pd.Series(pd.NA, index=frame.index)).astype("string").str.strip()
         missing = values.isna() | (values == "")
         features[name] = values.mask(missing, "")
-        note(missing & spec.required, f"{name}: missing")
+        note(missing & feature.required, f"{name}: missing")
         unseen = ~missing & ~values.isin(vocabularies.get(name, set())).fillna(False)
         note(unseen, name + ": unknown category '" + values.fillna("") + "'")
     for name, spec in settings.features.numeric.items():
