@@ -9,7 +9,7 @@ on Python 3.9 with the serving image's older torch, where the archive is built.
 """
 
 import math
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import torch
 from torch import Tensor, nn
@@ -20,14 +20,15 @@ MISSING_VALUE = ""
 
 
 class TabularNet(nn.Module):
-    # the buffers registered in __init__ (nn.Module's attribute lookup types them no closer)
-    offsets: Tensor
-    fill: Tensor
-    mean: Tensor
-    std: Tensor
-    cyclic_index: Tensor
-    linear_index: Tensor
-    angular: Tensor
+    if TYPE_CHECKING:  # the buffers registered in __init__, for the type checker only: class annotations
+        # would change what TorchScript infers for nn.Module's own attributes (and so model.pt's bytes)
+        offsets: Tensor
+        fill: Tensor
+        mean: Tensor
+        std: Tensor
+        cyclic_index: Tensor
+        linear_index: Tensor
+        angular: Tensor
 
     def __init__(
         self,
