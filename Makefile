@@ -25,7 +25,7 @@ SERVE_IMAGE ?= mymodel-serve
 OFFLINE_IMAGE ?= mymodel-offline
 export SERVE_IMAGE OFFLINE_IMAGE
 
-.PHONY: help setup lock audit draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench model-bench served-model-bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
+.PHONY: help setup lock audit draft-config monitoring-tools browser-tools container-tools image image-test loadtest-image data train evaluate results report drift simple-pipeline loadtest bench model-bench served-model-bench served-runtime-bench serving-experiments profile experiments mlflow-ui registry register promote rollback canary update summary score archive run serve stop test test-fast lint clean
 
 help: ## list the targets (CONFIG=configs/<name>.yaml: the pipeline targets for another params file)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -40,7 +40,7 @@ TORCH_INDEX_URL ?= $(if $(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu)
 $(INSTALLED): requirements.lock
 	@command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
 		echo "Python 3.11 is required as python3 (found: $$(python3 --version 2>&1 || echo none)); install it (e.g. apt-get install python3.11 python3.11-venv) and put it first on PATH, or build the image instead (README, Docker)"; exit 1; }
-	@command -v java >/dev/null && command -v javac >/dev/null || { echo "a JDK 17 is required: java runs TorchServe, javac builds the Open Inference Protocol plugin (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@command -v java >/dev/null && command -v javac >/dev/null || { echo "a JDK 17 is required: java runs TorchServe, javac builds the frontend plugins (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --require-hashes $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) -r requirements.lock
 	touch $@
@@ -87,7 +87,7 @@ loadtest: $(if $(URL),data,archive) ## Locust scenarios with SLO gate against a 
 
 bench: archive ## capacity benchmark: tuned TorchServe vs its defaults vs FastAPI vs the bare forward: reports/bench/ (about 9 minutes; installs Debian's wrk when missing)
 	@tests/system-tools.sh wrk haproxy
-	$(PYTHON) -m loadtest.bench --config $(CONFIG) --out-dir reports/bench \
+	$(PYTHON) -m benchmarks.bench --config $(CONFIG) --out-dir reports/bench \
 		$(if $(DEFAULT_CONFIG),--doc docs/load-and-capacity.md --capacity-doc README.md )
 
 model-bench: archive ## the model's forward optimised several ways (frozen TorchScript, torch.export, ONNX Runtime, int8), measured in one run: size, records/s, accuracy; its table in docs/model.md (a few minutes)
@@ -96,16 +96,20 @@ model-bench: archive ## the model's forward optimised several ways (frozen Torch
 served-model-bench: archive ## model.pt (torch) against model.onnx (ONNX Runtime) served by the same uvicorn + request contract, 1 connection, bodies of 1/100/1,000 records; its table in docs/model.md
 	$(PYTHON) -m benchmarks.served_variants --config params.yaml --doc docs/model.md --out reports/bench/served_variants.json
 
-# The variants `make serving-experiments` measures against the tuned settings (loadtest/experiment.py).
+served-runtime-bench: archive ## the handler's runtime: torchscript against runtime: onnx in the tuned TorchServe, alternating rounds, bodies of 1/100/1,000 records: 1-connection p50, capacity, answers; its table in docs/model.md (about 25 minutes)
+	@tests/system-tools.sh wrk haproxy
+	$(PYTHON) -m benchmarks.served_runtimes --config params.yaml --doc docs/model.md --out reports/bench/served_runtimes.json
+
+# The variants `make serving-experiments` measures against the tuned settings (benchmarks/experiment.py).
 SERVING_VARIANTS ?= --variant fixed-batching env.TS_ADAPTIVE_BATCHING=false --variant one-worker minWorkers=1 maxWorkers=1 \
 	--variant no-handler-metrics handler.metrics=false
 serving-experiments: archive ## the tuned settings against variants of them (SERVING_VARIANTS), alternating rounds: reports/experiments/
 	@tests/system-tools.sh wrk haproxy
-	$(PYTHON) -m loadtest.experiment --config $(CONFIG) $(SERVING_VARIANTS) --out-dir reports/experiments
+	$(PYTHON) -m benchmarks.experiment --config $(CONFIG) $(SERVING_VARIANTS) --out-dir reports/experiments
 
 profile: archive ## where a request's CPU goes in tuned TorchServe at 1 connection (CONNECTIONS, PROFILE_SET): by thread, JFR on the frontend, py-spy on the workers: reports/profile/
 	@tests/system-tools.sh wrk haproxy
-	$(PYTHON) -m loadtest.profile --config $(CONFIG) --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
+	$(PYTHON) -m benchmarks.profile --config $(CONFIG) --connections $(or $(CONNECTIONS),1) $(if $(PROFILE_SET),--set $(PROFILE_SET)) \
 		--out-dir reports/profile
 
 experiments: setup ## the tracked training runs (MLflow, artifacts/mlflow) compared, newest first
@@ -141,7 +145,7 @@ summary: setup ## the replay's report: quality, drift, versions and metrics per 
 score: setup ## score FILE=path.csv with the replay's production model (prints the output's path)
 	$(PYTHON) run.py --mode inference --config $(CONFIG) --file $(FILE)
 
-archive: setup ## pack model-store/mymodel.mar (CONFIG's store and name) with torch-model-archiver; build the v2 protocol plugin into plugins/
+archive: setup ## pack model-store/mymodel.mar (CONFIG's store and name) with torch-model-archiver; build the frontend plugins (Open Inference Protocol v2, adaptive batching) into plugins/
 	$(REPRO) archive
 	$(PYTHON) handler/frontend/build_plugin.py --out-dir plugins
 
@@ -180,7 +184,7 @@ test: setup ## the whole test suite, the images included where they can be built
 	@tests/system-tools.sh prometheus chromium wrk haproxy || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory archive; fi
 	$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS)
-	@echo "coverage of model/, handler/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
+	@echo "coverage of model/, handler/, harness/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
 
 test-fast: setup ## the tests that need no trained model, no server and no image, in under a minute (tests/tiers.py)
 	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) $(PYTEST_ARGS)

@@ -38,10 +38,10 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from model import configure_logging
-from model.analysis.layout import block_markers, replace_block
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
 from model.artifact.predict import ONNX_MODEL, OnnxModel
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, load_settings
 from model.data.prepare import load_table
 from model.data.sources import TARGET

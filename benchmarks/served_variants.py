@@ -1,6 +1,6 @@
 """The winner of `make model-bench` served: the same server and request contract (uvicorn, the
 handler's PredictionService, one process, one thread for the model) with model.pt in torch
-(loadtest/fastapi_server.py) and with model.onnx in ONNX Runtime (serving/onnx_server.py).
+(benchmarks/fastapi_server.py) and with model.onnx in ONNX Runtime (serving/onnx_server.py).
 One connection, bodies of 1, 100 and 1,000 test-month records, alternating rounds.
 
     python -m benchmarks.served_variants --config params.yaml --doc docs/model.md     # make served-model-bench
@@ -24,16 +24,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.model_variants import cpu_name
-from loadtest.servers import fastapi_server, wait_for_ping
+from benchmarks.servers import fastapi_server, wait_for_ping
+from harness.torchserve import stop
 from model import configure_logging
-from model.analysis.layout import block_markers, replace_block
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import free_ports, stop
+from model.lifecycle.ports import free_ports
 
 log = logging.getLogger(__name__)
 

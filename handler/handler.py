@@ -6,6 +6,10 @@ the request logic, and adds what needs torch: the forward pass, integrated
 gradients for /explanations, and the handler's Prometheus metrics. TorchServe
 loads it through the archive's entry module (entry.py). Python 3.9 compatible:
 it runs in the image.
+
+The forward runs model.pt in torch, or, with the handler option `runtime: onnx`, the archive's
+model.onnx (the same model with its preprocessing, model/artifact/onnx_export.py) in ONNX Runtime,
+which must then be installed; explanations always use model.pt.
 """
 
 import importlib
@@ -40,6 +44,36 @@ from .request_log import REQUEST_ID_HEADER, RequestLog, client_request_id, log_s
 from .service import MAX_EXPLAINED_RECORDS, UNREADABLE, V2_INFER, Batch, PredictionService, Request, route_of
 
 log = logging.getLogger(__name__)
+
+RUNTIMES = ("torchscript", "onnx")
+ONNX_MODEL = "model.onnx"
+
+
+class OnnxForward:
+    """model.onnx in an ONNX Runtime session, called as the service's Predict: category columns and
+    number rows (NaN for missing) in, the target's probabilities out. One input per request field."""
+
+    def __init__(self, path: str, categorical: List[str], numeric: List[str], target: str, threads: int):
+        import numpy
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.numpy = numpy
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.categorical, self.numeric = categorical, numeric
+        self.output = f"{target}_probability"
+
+    def __call__(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[float]:
+        numpy = self.numpy
+        feed = {name: numpy.asarray(column, dtype=object) for name, column in zip(self.categorical, categorical)}
+        numbers = numpy.asarray(numeric, dtype=numpy.float64).reshape(len(numeric), len(self.numeric))
+        feed.update({name: numpy.ascontiguousarray(numbers[:, j]) for j, name in enumerate(self.numeric)})
+        return self.session.run([self.output], feed)[0].tolist()
+
+
 class PredictionHandler:
     service: PredictionService  # built by initialize(), from the archive's schema.json
 
@@ -53,6 +87,7 @@ class PredictionHandler:
         self.hostname = socket.gethostname()
         self.line_formats: Dict[Tuple[str, Tuple[str, ...]], str] = {}
         self.requests_log: Optional[RequestLog] = None
+        self.runtime = "torchscript"
 
     def initialize(self, context: Any) -> None:
         model_dir = context.system_properties["model_dir"]
@@ -65,6 +100,11 @@ class PredictionHandler:
         self.steps = int(options.get("explain_steps", 64))
         self.service = PredictionService(schema, self.predict, max_explained_records=int(
             options.get("max_explained_records", MAX_EXPLAINED_RECORDS)))
+        self.runtime = str(options.get("runtime", "torchscript"))
+        if self.runtime == "onnx":
+            self.service.predict = self.onnx_forward(model_dir, int(options.get("torch_threads", 1)))
+        elif self.runtime != "torchscript":
+            raise ValueError(f"handler option runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
         self.service.explain = self.explanations_or_none()
         # TorchScript optimizes a graph on its first calls: pay that before the first request.
         example = json.dumps(self.service.example())
@@ -82,6 +122,16 @@ class PredictionHandler:
         log_serving(self.service.name, self.service.version)
         if self.metrics:
             self.observe([(MODEL_INFO, 1, (self.service.name, self.service.version))])
+
+    def onnx_forward(self, model_dir: str, threads: int) -> OnnxForward:
+        """runtime: onnx: the archive's model.onnx in ONNX Runtime, or a clear refusal to load."""
+        path = os.path.join(model_dir, ONNX_MODEL)
+        if not os.path.exists(path):
+            raise RuntimeError(f"runtime onnx: the archive has no {ONNX_MODEL} (pack it with model/artifact/archive.py "
+                               "from an export that has one)")
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise RuntimeError("runtime onnx: onnxruntime is not installed in the worker's Python")
+        return OnnxForward(path, self.service.categorical, self.service.numeric, self.service.target, threads)
 
     @torch.inference_mode()
     def predict(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[float]:
@@ -145,7 +195,8 @@ class PredictionHandler:
     def line_format(self, metric: str, dimensions: Tuple[str, ...]) -> str:
         key = (metric, dimensions)
         if key not in self.line_formats:  # a few metrics times a few label values
-            self.line_formats[key] = metric_format((self.metrics or {})[metric], dimensions)
+            assert self.metrics is not None  # only a handler with metrics on observes
+            self.line_formats[key] = metric_format(self.metrics[metric], dimensions)
         return self.line_formats[key]
 
     # -- explanations ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Python 3.9 compatible: it runs in the serving image's worker.
 import json
 import logging
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 from .errors import Reply, RequestError, body_error, server_error
 from .native import Body, NativeJson
@@ -127,7 +127,7 @@ class PredictionService(ModelSchema):
         missing = [index for index, reply in enumerate(replies) if reply is None]
         if missing:  # every request must get its reply, in its place, or replies go to the wrong clients
             raise RuntimeError(f"no reply for the requests at {missing} of a batch of {len(requests)}")
-        return Batch([reply for reply in replies if reply is not None], preprocess, inference)
+        return Batch(cast(List[Reply], replies), preprocess, inference)
 
     def accept(self, index: int, request: Request) -> Union[Accepted, Reply]:
         """The request's rows and how to answer them, or its reply where it needs no model."""

@@ -1,1 +1,2 @@
-"""Load, stress and capacity tests of the served model (make loadtest, make bench)."""
+"""The load-test gate of the served model: the traffic scenarios and their SLOs (make loadtest),
+the malformed-input corpus and the load payloads."""

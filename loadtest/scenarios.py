@@ -34,10 +34,11 @@ import pandas as pd
 import requests
 import yaml
 
+from harness.torchserve import Server, healthcheck, torchserve
 from model import configure_logging
-from model.analysis.layout import block_markers, markdown, replace_block, save_figure
+from model.analysis.layout import save_figure
+from model.base.markdown import block_markers, markdown, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, Settings, load_settings
-from model.lifecycle.torchserve import Server, healthcheck, torchserve
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,12 @@ def has_faults(spec: dict[str, Any]) -> bool:
 
 def kill_one_worker(management_url: str, model: str) -> float:
     """SIGKILL one worker; seconds until as many workers as before are READY, none of them it."""
-    before = healthcheck.workers(management_url, model)
+    before = healthcheck().workers(management_url, model)
     victim = before[0]["pid"]
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     while time.monotonic() - killed < 120:
-        current = healthcheck.workers(management_url, model)
+        current = healthcheck().workers(management_url, model)
         ready = [w for w in current if w["status"] == "READY" and w["pid"] != victim]
         if len(ready) >= len(before):
             return time.monotonic() - killed
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     settings = load_settings(args.config)
     if args.image:
-        from model.lifecycle.container import image_size_mb, started
+        from harness.container import image_size_mb, started
 
         with started(args.image) as served:
             outcomes = run_load_tests(settings, args.slo, args.scenarios, args.out_dir, served.url(), args.short)

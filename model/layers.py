@@ -5,7 +5,8 @@
     python -m model.layers --closure model.artifact.archive   # the files a module needs
 
 The layers follow the data flow; a module may import its own layer, earlier layers and the
-base (this package's __init__ and config), never a later layer. tests/code/test_layers.py
+base (this package's __init__ and config, and model/base/: helpers general enough for any
+layer), never a later layer; the base imports no layer at all. tests/code/test_layers.py
 enforces it, and the images copy the closure of what they run.
 """
 
@@ -22,6 +23,7 @@ ROOT = PACKAGE_DIR.parent
 # In data-flow order: each imports only the ones before it.
 LAYERS = ("data", "training", "artifact", "analysis", "lifecycle")
 BASE = ("model", "model.config", "model.layers")
+BASE_PACKAGE = "base"  # model.base.*: helpers every layer may import, importing no layer
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -63,10 +65,11 @@ def graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
 def layer(name: str) -> int:
     """The layer's position in the flow; the base is -1."""
     parts = name.split(".")
-    if name in BASE or len(parts) < 2 or parts[1] not in LAYERS:
-        if name not in BASE:
-            raise ValueError(f"{name} is in no layer: put it in one of {PACKAGE}/{{{','.join(LAYERS)}}}/")
+    if name in BASE or (len(parts) > 1 and parts[1] == BASE_PACKAGE):
         return -1
+    if len(parts) < 2 or parts[1] not in LAYERS:
+        raise ValueError(f"{name} is in no layer: put it in one of {PACKAGE}/{{{','.join(LAYERS)}}}/, "
+                         f"or in {PACKAGE}/{BASE_PACKAGE}/ when every layer may use it")
     return LAYERS.index(parts[1])
 
 
@@ -142,7 +145,7 @@ def describe(edges: dict[str, set[str]]) -> str:
 
 def dot(edges: dict[str, set[str]]) -> str:
     lines = ["digraph model {", "  rankdir=LR; node [shape=box, fontsize=10];"]
-    for position, name in enumerate(LAYERS):
+    for position, name in [(-1, "base"), *enumerate(LAYERS)]:
         members = " ".join(f'"{s}";' for s in sorted(edges) if layer(s) == position)
         lines.append(f'  subgraph cluster_{name} {{ label="{name}"; {members} }}')
     lines += [f'  "{s}" -> "{t}";' for s in sorted(edges) for t in sorted(edges[s])]

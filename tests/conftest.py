@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from handler.frontend.build_plugin import build_plugin
+from harness.torchserve import Server, torchserve
 from model.artifact.archive import build_archive
 from model.artifact.export import SCHEMA, TORCHSCRIPT, export_model
 from model.config import Settings, load_settings
 from model.data.prepare import build_table
 from model.data.sources import read_flight_tables
-from model.lifecycle.torchserve import Server, torchserve
 from model.training.train import train
 from tests.tiers import mark_tiers, refuse_slow_fixture, slow_fixture
 

@@ -18,7 +18,8 @@ import zipfile
 from pathlib import Path
 
 SOURCES = tuple(sorted(Path(__file__).resolve().parent.glob("*.java")))
-JAR = "mymodel-oip.jar"
+JAR = "mymodel-plugins.jar"  # both plugins: the v2 endpoint and adaptive batching
+FORMER_JARS = ("mymodel-oip.jar",)  # the same plugins under an earlier name: TorchServe would load them twice
 # How TorchServe (java.util.ServiceLoader) finds endpoint plugins on its classpath.
 SERVICE = "META-INF/services/org.pytorch.serve.servingsdk.ModelServerEndpoint"
 
@@ -42,7 +43,8 @@ def plugin_class(source: Path) -> str:
 
 
 def build_plugin(out_dir: Path, sources: tuple = SOURCES) -> Path:
-    """Compile and pack the plugins into out_dir/mymodel-oip.jar; returns the jar."""
+    """Compile and pack the plugins into out_dir/mymodel-plugins.jar (removing the jar an earlier
+    build left there under another name); returns the jar."""
     javac = shutil.which("javac")
     if not javac:
         raise RuntimeError("javac is not installed: the plugin needs a JDK 17 (e.g. apt-get install openjdk-17-jdk)")
@@ -53,6 +55,8 @@ def build_plugin(out_dir: Path, sources: tuple = SOURCES) -> Path:
         subprocess.run([javac, "--release", "17", "-Xlint:all,-processing", "-Werror", "-cp", str(frontend_jar()),
                         "-d", str(classes), *map(str, sources)], check=True)
         jar = out_dir / JAR
+        for former in FORMER_JARS:
+            (out_dir / former).unlink(missing_ok=True)
         with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as packed:
             for compiled in sorted(classes.rglob("*.class")):
                 packed.write(compiled, compiled.relative_to(classes).as_posix())

@@ -30,11 +30,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.tree import DecisionTreeClassifier
 
-from model.analysis.layout import Section, markdown, save_figure
+from model.analysis.layout import Section, save_figure
 from model.analysis.section_job import section_main
 from model.analysis.tabular_features import logistic_regression, tabular_features
 from model.artifact.export import export_model
 from model.artifact.predict import exported_threshold, load_served_model, predict_probability
+from model.base.markdown import markdown
 from model.config import Settings
 from model.data.prepare import load_table
 from model.data.sources import TARGET, TIME

@@ -39,7 +39,7 @@ from model import configure_logging
 from model.analysis.layout import Section, save_figure  # also puts matplotlib on its file-only backend
 from model.artifact.export import TORCHSCRIPT
 from model.artifact.predict import load_served_model, predict_probability
-from model.artifact.tables import read_table
+from model.base.tables import read_table
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data.prepare import load_table
 from model.data.quality import clean

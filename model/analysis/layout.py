@@ -1,6 +1,6 @@
-"""How reports look: a Section (tables and PNG figures) per analysis, one self-contained HTML
-page of sections, and the generated blocks of the Markdown docs. Imports no analysis, so every
-section module and job can build on it."""
+"""How reports look: a Section (tables and PNG figures) per analysis and one self-contained HTML
+page of sections (the Markdown docs' generated blocks are model.base.markdown's). Imports no
+analysis, so every section module and job can build on it."""
 
 from __future__ import annotations
 
@@ -31,25 +31,6 @@ def save_figure(figure: plt.Figure, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    cells = frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v))
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist()]) + "\n"
-
-
-def block_markers(name: str, command: str) -> tuple[str, str]:
-    """The comments that fence a generated block of the README."""
-    return f"<!-- {name}:start (written by `{command}`; do not edit by hand) -->", f"<!-- {name}:end -->"
-
-
-def replace_block(path: Path, markers: tuple[str, str], body: str) -> None:
-    """Rewrite what stands between the markers in a Markdown file (markers kept)."""
-    start_marker, end_marker = markers
-    text = Path(path).read_text()
-    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
-    Path(path).write_text(text[:start] + f"{start_marker}\n{body.strip()}\n{end_marker}" + text[end:])
 
 
 def _table(caption: str, frame: pd.DataFrame) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 from model import configure_logging
 from model.analysis.baselines import models_markdown
-from model.analysis.layout import block_markers, replace_block
 from model.artifact.predict import load_served_model
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, load_settings
 from model.training.train import run_record
 

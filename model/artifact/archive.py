@@ -1,8 +1,9 @@
 """Pack the served model: export model.pt with the torch at hand, then torch-model-archiver.
 
-The archive holds model.pt, schema.json, model-config.yaml, the handler package as the folder
-handler/ (HANDLER_MODULES) and, beside it, the entry module TorchServe imports (HANDLER); it is
-named after the model with the version from its config.
+The archive holds model.pt, schema.json, model.onnx where the export has one (the same model for
+ONNX Runtime, which the handler runs with its option `runtime: onnx`), model-config.yaml, the
+handler package as the folder handler/ (HANDLER_MODULES) and, beside it, the entry module
+TorchServe imports (HANDLER); it is named after the model with the version from its config.
 Python 3.9 compatible: the serving image builds its archive with this module.
 """
 
@@ -22,6 +23,8 @@ from model.artifact.stable_zip import stable_archive
 from model.training.weights import CONFIG
 
 log = logging.getLogger(__name__)
+
+ONNX_MODEL = "model.onnx"  # model.artifact.predict.ONNX_MODEL, which this module cannot import in the image
 
 HANDLER_DIR = Path(__file__).resolve().parents[2] / "handler"
 # TorchServe's entry module, packed at the archive's top, and the handler package's modules,
@@ -43,8 +46,9 @@ def archiver_command() -> str:
 
 def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLER_DIR,
                   export_dir: Optional[Path] = None) -> Path:
-    """Pack <name>.mar. model.pt comes from `export_dir` (the pipeline's export stage) or, without
-    it, is exported here from the weights with the torch at hand (the serving image's build)."""
+    """Pack <name>.mar. model.pt and model.onnx come from `export_dir` (the pipeline's export stage)
+    or, without it, model.pt alone is exported here from the weights with the torch at hand (the
+    serving image's build, whose Python has no onnx)."""
     config = json.loads((Path(model_dir) / CONFIG).read_text())
     model_store = Path(model_store)
     model_store.mkdir(parents=True, exist_ok=True)
@@ -56,8 +60,9 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
             if exported != config["version"]:
                 raise RuntimeError("{} holds version {}, {} version {}: run the export stage".format(
                     export_dir, exported, model_dir, config["version"]))
-            for name in (TORCHSCRIPT, SCHEMA):
-                shutil.copyfile(Path(export_dir) / name, Path(build) / name)
+            for name in (TORCHSCRIPT, SCHEMA, ONNX_MODEL):
+                if name != ONNX_MODEL or (Path(export_dir) / name).exists():
+                    shutil.copyfile(Path(export_dir) / name, Path(build) / name)
         # A folder given to --extra-files has its contents packed at the archive's top.
         package = Path(build) / "package" / HANDLER_PACKAGE
         package.mkdir(parents=True)
@@ -69,7 +74,8 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
             "--version", config["version"],
             "--serialized-file", str(Path(build) / TORCHSCRIPT),
             "--handler", str(handler_dir / HANDLER),
-            "--extra-files", ",".join([str(Path(build) / SCHEMA), str(package.parent)]),
+            "--extra-files", ",".join([str(Path(build) / name) for name in (SCHEMA, ONNX_MODEL)
+                                       if (Path(build) / name).exists()] + [str(package.parent)]),
             "--config-file", str(handler_dir / "model-config.yaml"),
             "--export-path", str(model_store),
             "--force",

@@ -6,7 +6,9 @@ model.onnx in ONNX Runtime (no torch needed).
 
 Reads CSV or Parquet with the request fields as columns (missing columns or
 cells are missing values), writes the input with <target>_probability, <target>
-(e.g. late_probability, late) and model_version added.
+(e.g. late_probability, late) and model_version added. score_table is the one path from a
+file to a scored file: this command's, and `run.py --mode inference`'s, which adds checks
+of every cell (coerce_features) with the registry's production version.
 
 torch is imported only by the TorchScript path: `--runtime onnx` scores in a process that
 never loads it (onnxruntime, numpy and pandas only).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
@@ -24,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from model import configure_logging
-from model.artifact.tables import read_table, write_table
-from model.config import load_settings
+from model.base.tables import read_table, write_table
+from model.config import Features, load_settings
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +39,7 @@ ONNX_MODEL = "model.onnx"  # written by model/artifact/onnx_export.py beside mod
 ONNX_SCHEMA = "schema.json"  # the metadata entry of model.onnx that holds schema.json
 RUNTIMES = ("torchscript", "onnx")
 MISSING_CATEGORY = ""  # what both models take for a missing category
+PREDICT, ISSUES = "predict", "input_issues"  # the checked scoring's decision (0/1) and what it coerced
 
 
 class OnnxModel:
@@ -147,6 +151,82 @@ def predict_frame(model: ServedModel, schema: dict, frame: pd.DataFrame) -> pd.D
                            "model_version": facts["version"]})
 
 
+def coerce_features(frame: pd.DataFrame, features: Features,
+                    vocabularies: dict[str, set[str]]) -> tuple[pd.DataFrame, pd.Series]:
+    """The feature columns as model.pt takes them, and per row a sentence for everything that was
+    not a usable value: a missing column or cell, text in a number, a number outside its bounds
+    (all three become missing values, which the model imputes), a category the model does not
+    know (it has its own "unknown" embedding). Nothing here refuses a row."""
+    columns = pd.DataFrame(index=frame.index)
+    issues: list[pd.Series] = []
+
+    def note(mask: pd.Series, text: pd.Series | str) -> None:
+        issues.append(pd.Series(np.where(mask, text, ""), index=frame.index, dtype=object))
+
+    for name, feature in features.categorical.items():
+        if name not in frame.columns:
+            log.warning("input has no column %s: missing in every row", name)
+        values: pd.Series = frame.get(name, pd.Series(pd.NA, index=frame.index)).astype("string").str.strip()
+        missing = values.isna() | (values == "")
+        columns[name] = values.mask(missing, "")
+        note(missing & feature.required, f"{name}: missing")
+        unseen = ~missing & ~values.isin(vocabularies.get(name, set())).fillna(False)
+        note(unseen, name + ": unknown category '" + values.fillna("") + "'")
+    for name, spec in features.numeric.items():
+        if name not in frame.columns:
+            log.warning("input has no column %s: missing in every row", name)
+        raw = frame.get(name, pd.Series(pd.NA, index=frame.index))
+        text = raw.astype("string").str.strip()
+        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        not_number = text.notna() & (text != "") & values.isna()
+        infinite = values.notna() & ~np.isfinite(values)
+        values = values.mask(infinite)
+        outside = (values < spec.min) | (values > spec.max)
+        columns[name] = values.mask(outside)
+        note(not_number | infinite, name + ": '" + text.fillna("") + "' is not a finite number")
+        note(outside, name + ": " + values.astype(str) + f" outside [{spec.min:g}, {spec.max:g}]")
+        note((text.isna() | (text == "")) & spec.required, f"{name}: missing")
+    joined = pd.concat(issues, axis=1).apply(lambda row: "; ".join(part for part in row if part), axis=1) \
+        if issues and len(frame) else pd.Series("", index=frame.index, dtype=object)
+    return columns, joined
+
+
+@dataclass(frozen=True)
+class InputChecks:
+    """What coerce_features holds a file from outside against: the features' bounds and required
+    flags (params.yaml) and the categories the model was trained on (its config.json)."""
+
+    features: Features
+    vocabularies: dict[str, set[str]]
+
+
+def score_table(model: ServedModel, schema: dict, input_path: Path, output_path: Path,
+                checks: InputChecks | None = None, model_version: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file of request fields, score it, write it to `output_path`.
+
+    Without checks: the file as pandas reads it, with predict_frame's columns. With checks (a
+    file from outside): every cell read as text and coerced (coerce_features), so every row gets
+    an answer; the input's columns as they came, then <target>_probability, `predict` (the 0/1
+    decision at the threshold, 1 = <target>), model_version (`model_version`, else the schema's)
+    and input_issues (what was coerced in that row, "" when nothing)."""
+    if checks is None:
+        scored = predict_frame(model, schema, read_table(input_path))
+    else:
+        frame = read_table(input_path, as_text=True)
+        columns, issues = coerce_features(frame, checks.features, checks.vocabularies)
+        probability = predict_probability(model, schema, columns)
+        scored = frame.assign(**{probability_column(schema): probability,
+                                 PREDICT: (probability >= schema["x-model"]["threshold"]).astype("int8"),
+                                 "model_version": model_version or schema["x-model"]["version"],
+                                 ISSUES: issues.to_numpy()})
+        flagged = int((issues != "").sum())
+        if flagged:
+            log.warning("%d of %d rows had values that could not be used as given (see the %s column)", flagged,
+                        len(frame), ISSUES)
+    write_table(scored, output_path)
+    return scored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_path", required=True, type=Path, help="CSV or Parquet with the request fields")
@@ -158,8 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging()
     model, schema = load_served_model(args.export_dir or load_settings().paths.export_dir, args.runtime)
-    scored = predict_frame(model, schema, read_table(args.input_path))
-    write_table(scored, args.output_path)
+    scored = score_table(model, schema, args.input_path, args.output_path)
     log.info("scored %d rows with %s version %s (%s) into %s", len(scored), schema["x-model"]["name"],
              schema["x-model"]["version"], args.runtime, args.output_path)
     print(args.output_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.data.sqlite_store import now, sqlite_transaction
+from model.base.sqlite_store import now, sqlite_transaction
 
 
 def store(metrics: pd.DataFrame, database: Path, source: str, passed: bool) -> None:
@@ -23,9 +23,3 @@ def history(database: Path) -> pd.DataFrame:
     with sqlite_transaction(database) as connection:
         return pd.read_sql_query("SELECT * FROM column_quality ORDER BY measured_at, batch, column", connection)
 
-
-def latest_run(database: Path, source: str) -> pd.DataFrame:
-    """The most recent measurement of `source` from the history."""
-    runs = history(database)
-    runs = runs[runs["source"] == source]
-    return runs[runs["measured_at"] == runs["measured_at"].max()]

@@ -37,10 +37,10 @@ import pandas as pd
 from model.analysis.drift import COLUMNS as DRIFT_COLUMNS
 from model.analysis.drift import PREDICTION, feature_drift, prediction_drift
 from model.artifact.predict import load_served_model, predict_probability
+from model.base.sqlite_store import now, sqlite_transaction
 from model.config import Settings
 from model.data.quality import BATCH, clean, measure, problems
 from model.data.sources import TARGET, TIME
-from model.data.sqlite_store import now, sqlite_transaction
 from model.training.metrics import classification_metrics
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ import uvicorn
 from sklearn.metrics import roc_auc_score
 
 from model import configure_logging
-from model.artifact.tables import read_table
+from model.base.tables import read_table
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data.prepare import load_table
 from model.data.request_records import request_records

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
 
 
 @dataclass

@@ -40,8 +40,8 @@ from typing import Any
 
 from model.artifact.archive import build_archive
 from model.artifact.export import SCHEMA, TORCHSCRIPT
+from model.base.sqlite_store import now, sqlite_transaction
 from model.config import Settings
-from model.data.sqlite_store import now, sqlite_transaction
 from model.training.weights import CONFIG
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from model.base.sqlite_store import now
 from model.config import Settings
-from model.data.sqlite_store import now
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import pandas as pd
 
 from model.analysis.drift import PREDICTION
 from model.analysis.layout import Section, render, save_figure
+from model.base.sqlite_store import now
 from model.config import Settings
-from model.data.sqlite_store import now
 from model.lifecycle.batch_store import Store
 from model.lifecycle.registry import Registry, replay_registry
 from model.lifecycle.runs import runs

@@ -1,9 +1,11 @@
 """The alert rules (deploy/prometheus/): valid for promtool, every alert unit-tested to fire and
-not to fire, thresholds that are the production targets of loadtest/slo.yaml, and a scrape
-config that reaches the Kubernetes Service's metrics port."""
+not to fire, thresholds that are the production targets of loadtest/slo.yaml, a scrape config
+that reaches the Kubernetes Service's metrics port, and a runbook section in docs/operations.md
+for every alert, which its runbook_url names."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -19,6 +21,8 @@ ALERTS = {rule["alert"]: rule for rule in RULES}
 UNIT_TEST_FILES = ["alerts_test.yml", "alerts_drift_test.yml"]
 UNIT_TESTS = [test for name in UNIT_TEST_FILES for test in yaml.safe_load((PROMETHEUS / name).read_text())["tests"]]
 BASELINE = yaml.safe_load((ROOT / "loadtest" / "slo.yaml").read_text())["scenarios"]["baseline"]["slo"]
+OPERATIONS = ROOT / "docs" / "operations.md"
+RUNBOOK = "## Runbook"
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +88,31 @@ def test_the_worker_restart_alert_reads_a_metric_the_server_declares():
     gauges = {metric["name"] for metric in metrics["ts_metrics"]["gauge"]}
     assert "changes(WorkerLoadTime[" in ALERTS["MymodelWorkerRestarts"]["expr"]
     assert "WorkerLoadTime" in gauges
+
+
+def runbook_sections(page: str) -> list[str]:
+    """The `### ` headings under the page's runbook, up to the next `## ` heading."""
+    runbook = page.split(f"\n{RUNBOOK}\n", 1)[1]
+    runbook = re.split(r"^## ", runbook, maxsplit=1, flags=re.M)[0]
+    return re.findall(r"^### (\S+)\s*$", runbook, re.M)
+
+
+def test_every_alert_has_a_runbook_section_and_every_section_an_alert():
+    sections = runbook_sections(OPERATIONS.read_text())
+    assert len(sections) == len(set(sections)), f"a runbook section is repeated: {sections}"
+    assert set(sections) == set(ALERTS), \
+        f"alerts without a section: {sorted(set(ALERTS) - set(sections))}; " \
+        f"sections without an alert: {sorted(set(sections) - set(ALERTS))}"
+
+
+def test_every_runbook_url_names_its_alerts_section():
+    for name, rule in ALERTS.items():
+        # GitHub's anchor of a heading that is one word: the word in lower case
+        assert rule["annotations"]["runbook_url"] == f"docs/operations.md#{name.lower()}", name
+        assert (ROOT / rule["annotations"]["runbook_url"].split("#")[0]).exists()
+
+
+def test_the_runbook_check_sees_sections_and_their_end():
+    page = f"# Ops\n\n{RUNBOOK}\n\n### AlertA\n\ntext\n\n### AlertB\n\n## Later\n\n### NotAnAlert\n"
+    assert runbook_sections(page) == ["AlertA", "AlertB"]
+

@@ -31,9 +31,10 @@ import yaml
 from kubernetes_validate import utils as kubernetes_schemas
 from packaging.requirements import Requirement
 
+from harness.torchserve import isolated_env, running
 from model.config import ROOT, load_settings
 from model.layers import closure
-from model.lifecycle.torchserve import free_ports, isolated_env, running
+from model.lifecycle.ports import free_ports
 
 BIN = Path(sys.executable).parent
 REQUIREMENTS = (ROOT / "requirements.txt").read_text()
@@ -566,7 +567,7 @@ def test_the_deployments_settings_serve_with_no_network_but_loopback_and_refuse_
         import json, sys
         from pathlib import Path
         import requests
-        from model.lifecycle.torchserve import torchserve
+        from harness.torchserve import torchserve
         store, work, plugins, env, sample = sys.argv[1:]
         with torchserve(Path(store), Path(work), extra_env=json.loads(env), plugins=Path(plugins)) as server:
             seen = {}

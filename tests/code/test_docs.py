@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench import CAPACITY_MARKERS
 from benchmarks.model_variants import MARKERS as MODEL_VARIANTS_MARKERS
+from benchmarks.served_runtimes import MARKERS as SERVED_RUNTIMES_MARKERS
 from benchmarks.served_variants import MARKERS as SERVED_VARIANTS_MARKERS
-from loadtest.bench import CAPACITY_MARKERS
 from loadtest.scenarios import DOC_MARKERS, IMAGE_DOC_MARKERS
 from model.analysis.baselines import LABELS
-from model.analysis.layout import block_markers
 from model.analysis.results import RESULTS_MARKERS, render_results
+from model.base.markdown import block_markers
 from model.config import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -32,6 +33,7 @@ BLOCKS = {
     "capacity": ("bench", "--capacity-doc", CAPACITY_MARKERS),
     "model-variants": ("model-bench", "--doc", MODEL_VARIANTS_MARKERS),
     "served-variants": ("served-model-bench", "--doc", SERVED_VARIANTS_MARKERS),
+    "served-runtimes": ("served-runtime-bench", "--doc", SERVED_RUNTIMES_MARKERS),
 }
 
 FENCED = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)

@@ -584,6 +584,20 @@ def test_a_fault_of_the_service_itself_gets_each_request_a_500_not_an_exception(
 
 
 
+def test_a_request_left_without_a_reply_fails_the_batch_loudly(served, monkeypatch):
+    """Replies go back by position: a missing one would hand the replies after it to the wrong
+    clients, so the service raises instead of answering fewer, and the handler answers 500 to each."""
+    service = served.service
+    answer = service.answer_requests
+    monkeypatch.setattr(service, "answer_requests", lambda accepted: answer(accepted[:1]))
+    requests = [(body(SAMPLE), None), (body(SAMPLE), None), (b"{", None)]
+    with pytest.raises(RuntimeError, match=r"no reply for the requests at \[1\] of a batch of 3"):
+        service.handle(requests)
+    context = BatchContext([{}, {}, {}])
+    replies = served.handle([{"body": raw} for raw, _ in requests], context)
+    assert context.statuses == {0: 500, 1: 500, 2: 500} and len(replies) == 3
+
+
 # -- the one error shape -----------------------------------------------------------------------
 
 def test_every_error_the_service_answers_has_the_one_shape_and_a_stable_type(schema, model):

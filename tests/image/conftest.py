@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import container
+from harness.torchserve import Server, torchserve
 from model.config import ROOT, Settings, load_settings
-from model.lifecycle import container
-from model.lifecycle.torchserve import Server, torchserve
 from tests.image import documented
 from tests.tools import unavailable
 

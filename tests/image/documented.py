@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import container
 from model.config import ROOT
-from model.lifecycle import container
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
 
 README = ROOT / "README.md"
 DOCKER_PAGE = ROOT / "docs" / "docker-and-kubernetes.md"

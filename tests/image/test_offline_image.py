@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness import container
 from loadtest.payloads import real_records
 from model.artifact.predict import load_served_model, predict_frame
-from model.artifact.tables import read_table
+from model.base.tables import read_table
 from model.data.prepare import load_table
-from model.lifecycle import container
 from tests.image import documented
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import requests
 
+from harness import container
 from loadtest.malformed import malformed_requests
 from loadtest.payloads import real_records
 from loadtest.scenarios import run_load_tests
 from model.data.prepare import load_table
-from model.lifecycle import container
 from tests.image import documented
 
 SAMPLE = (container.ROOT / "sample_input.json").read_bytes()

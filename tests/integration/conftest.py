@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.lifecycle.torchserve import torchserve
+from harness.torchserve import torchserve
 from model.lifecycle.torchserve_versions import TorchServeVersions
 
 

@@ -14,9 +14,10 @@ import pytest
 import requests
 import yaml
 
+from harness.torchserve import torchserve
 from model.artifact.archive import HANDLER_DIR
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
+from tests.waiting import described, settled, settled_batch_size
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 MODEL_CONFIG = yaml.safe_load((HANDLER_DIR / "model-config.yaml").read_text())
@@ -25,19 +26,12 @@ CONFIGURED_BATCH = MODEL_CONFIG["batchSize"]
 WORKERS = MODEL_CONFIG["minWorkers"]
 
 
-def described(server) -> dict:
-    return requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
-
-
 def delay(server) -> int:
     return described(server)["maxBatchDelay"]
 
 
 def settled_delay(server, wanted: int, timeout: float = 10) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := delay(server)) != wanted and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return current
+    return settled(lambda: delay(server), wanted, timeout)
 
 
 def burst(server, clients: int = 48, seconds: float = 3, records: int = 1,
@@ -107,13 +101,6 @@ def test_a_lone_request_is_answered_as_always(adaptive):
     assert reply.status_code == 200 and len(reply.json()) == 2
 
 
-def settled_batch_size(server, wanted: int, timeout: float = 10) -> int:
-    deadline = time.monotonic() + timeout
-    while (current := described(server)["batchSize"]) != wanted and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return current
-
-
 def test_a_few_queued_requests_are_shared_among_the_workers(adaptive):
     """Eight clients of 100-record bodies: at most eight requests queue, so a batch holds at most
     a worker's share of them (four), never the configured 32."""
@@ -138,7 +125,9 @@ def test_a_long_queue_fills_batches_again(adaptive):
 def test_off_the_delay_and_batch_size_stay_as_configured(archive, plugins, tmp_path):
     off = {"TS_ADAPTIVE_BATCHING": "false"}
     with torchserve(archive.parent, tmp_path, plugins=plugins, extra_env=off) as server:
-        time.sleep(0.5)
+        # No wait: on, the plugin announces itself before the model loads and has the delay at 0
+        # within 100 ms of an empty queue, long before the workers are ready (seconds).
+        assert not [line for line in server.log.read_text().splitlines() if "adaptive batching:" in line]
         assert delay(server) == CONFIGURED
         statuses, seen = burst(server, clients=8, seconds=2, records=100, setting="batchSize")
         assert set(statuses) == {200} and seen == {CONFIGURED_BATCH}

@@ -9,8 +9,8 @@ import socket
 import psutil
 import pytest
 
-from loadtest.bench import BenchPlan, ServedModel, run_benchmark
-from loadtest.bench_report import capacity_summary, write_report
+from benchmarks.bench import BenchPlan, ServedModel, run_benchmark
+from benchmarks.bench_report import capacity_summary, write_report
 from loadtest.payloads import real_records
 
 SERVERS = ("tuned", "fastapi")

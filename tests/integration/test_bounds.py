@@ -25,8 +25,9 @@ import psutil
 import pytest
 import urllib3
 
+from harness.torchserve import Server, torchserve
 from model.config import ROOT
-from model.lifecycle.torchserve import Server, free_ports, torchserve
+from model.lifecycle.ports import free_ports
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 ATTACKER, VICTIM = "127.0.0.1", "127.0.0.2"

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import requests
 
+from harness.torchserve import torchserve
 from model.artifact.archive import build_archive
 from model.artifact.export import export_model
 from model.artifact.predict import load_served_model, predict_frame
 from model.data.prepare import prepare
-from model.lifecycle.torchserve import torchserve
 from model.training.train import train
 
 

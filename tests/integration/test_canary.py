@@ -18,9 +18,9 @@ from model.data.split import split_rows
 from model.lifecycle.canary import run_canary
 from model.lifecycle.canary_router import Router, routing
 from model.lifecycle.canary_verdict import judge
+from model.lifecycle.ports import free_ports
 from model.lifecycle.registry import ARCHIVED, CANARY, PRODUCTION, Registry, RegistryError
 from model.lifecycle.release import ensure_loaded
-from model.lifecycle.torchserve import free_ports
 from model.training.weights import CONFIG, WEIGHTS
 from tests.make_commands import run_make_target
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.torchserve import running, torchserve_command
 from model.config import ROOT
-from model.lifecycle.torchserve import running, torchserve_command
 from tests.integration.test_bring_your_own_csv import machine_failures
 
 PAGE = ROOT / "docs" / "data.md"

@@ -1,5 +1,6 @@
-"""Every request example in README.md and docs/api.md runs against a real TorchServe (with the v2
-plugin), and the answer shown under it is the answer the server gives.
+"""Every request example in README.md, docs/api.md and docs/operations.md (the metrics and the
+runbook's checks) runs against a real TorchServe (with the v2 plugin), and the answer shown under
+it is the answer the server gives.
 
 An example is a `curl` command in a ```bash block (its continuation lines and quoted bodies
 included), or a whole ```python block. The answer shown is the `# ` comment lines right under the
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
+from harness.torchserve import torchserve
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
 
-PAGES = [ROOT / "README.md", ROOT / "docs" / "api.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "operations.md"]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 PORT = re.compile(r"(?:http://)?(?:localhost|127\.0\.0\.1):(8080|8081|8082|8083)")
 ELIDED = "..."
@@ -108,8 +110,11 @@ def test_matching_elides_only_what_the_dots_stand_for():
 
 @pytest.fixture(scope="module")
 def documented(archive, plugins, tmp_path_factory):
-    """A server of its own: the examples scale its workers."""
+    """A server of its own (the examples scale its workers) that has answered a prediction: the
+    runbook reads counters, which TorchServe serves from the first request they count on."""
     with torchserve(archive.parent, tmp_path_factory.mktemp("doc-examples"), plugins=plugins) as server:
+        requests.post(f"{server.inference_url}/predictions/mymodel", data=(ROOT / "sample_input.json").read_bytes(),
+                      headers={"Content-Type": "application/json"}, timeout=60).raise_for_status()
         yield server
 
 

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from model.config import ROOT
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
 
 SLICE = {"window": {"start": "2013-01-01", "end": "2013-03-01"},
          "split": {"valid_start": "2013-02-01", "test_start": "2013-02-15"}}

@@ -17,8 +17,10 @@ import psutil
 import pytest
 import requests
 
+from harness.torchserve import Server, torchserve_command, wait_until_ready
 from model.config import ROOT
-from model.lifecycle.torchserve import Server, free_ports, torchserve_command, wait_until_ready
+from model.lifecycle.ports import free_ports
+from tests.waiting import wait_for
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 HEALTHCHECK = [sys.executable, str(ROOT / "docker" / "healthcheck.py")]
@@ -77,8 +79,8 @@ def test_sigterm_turns_readiness_false_then_stops_with_exit_0(archive, plugins, 
         assert healthy(env, server.management_url)
         began = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)  # the entrypoint alone, as a container runtime does
-        time.sleep(1)
-        assert not healthy(env, server.management_url)  # not ready while still draining ...
+        # not ready while still draining (3 s) ...
+        wait_for(lambda: not healthy(env, server.management_url), 2, "readiness false after SIGTERM")
         reply = requests.post(f"{server.inference_url}/predictions/mymodel", data=SAMPLE,
                               headers={"Content-Type": "application/json"}, timeout=30)
         assert reply.status_code == 200  # ... and still answering

@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from model.config import ROOT
-from model.lifecycle.torchserve import free_ports
+from model.lifecycle.ports import free_ports
+from tests.waiting import wait_for
 
 GATEWAY = ROOT / "docker" / "management_gateway.py"
 DOC = (ROOT / "docs" / "docker-and-kubernetes.md").read_text()
@@ -248,10 +249,11 @@ def test_expect_100_continue_is_answered_only_once_the_request_is_acceptable(gat
 def test_slow_headers_and_slow_bodies_are_cut_at_their_deadlines_while_others_are_served(gateway):
     slow_headers = request_bytes()[:-2] + b"X-Slow: " + b"a" * 100 + b"\r\n\r\n"
     slow_body = request_bytes("POST", headers=[("Content-Length", "100")])
+    idle_threads = threads(gateway)
     with ThreadPoolExecutor(2) as pool:
         headers = pool.submit(exchange, gateway.port, slow_headers, 30, 0.25)
         body = pool.submit(trickle_body, gateway.port, slow_body, 0.25)
-        time.sleep(0.5)
+        wait_for(lambda: threads(gateway) >= idle_threads + 2, 10, "both slow clients accepted, each on its thread")
         assert served(gateway).status_code == 200  # others are served meanwhile
         for reply, deadline in ((headers.result(), HEADER_SECONDS), (body.result(), BODY_SECONDS)):
             assert_refused(reply, 408, "timeout")
@@ -315,7 +317,8 @@ def threads(gateway: Gateway) -> int:
 def test_connections_beyond_the_limit_get_503_at_once_and_the_gateway_recovers(gateway):
     idle_threads = threads(gateway)
     with held(gateway.port, CONNECTIONS):
-        time.sleep(0.3)  # accepted, each on its thread
+        wait_for(lambda: threads(gateway) >= idle_threads + CONNECTIONS, 10, "the held connections accepted, "
+                 "each on its thread")
         with ThreadPoolExecutor(32) as pool:
             replies = list(pool.map(lambda _: exchange(gateway.port, request_bytes(), 10), range(64)))
         busiest = threads(gateway)
@@ -333,8 +336,10 @@ def test_connections_beyond_the_limit_get_503_at_once_and_the_gateway_recovers(g
 
 
 def test_slowloris_connections_that_hold_every_slot_are_cut_and_the_gateway_serves_again(gateway):
+    idle_threads = threads(gateway)
     with held(gateway.port, CONNECTIONS) as connections:
-        time.sleep(0.3)
+        wait_for(lambda: threads(gateway) >= idle_threads + CONNECTIONS, 10, "the held connections accepted, "
+                 "each on its thread")
         assert served(gateway).status_code == 503  # full: a quick 503, not silence
         began = time.monotonic()
         for connection in connections:  # the slow clients keep trickling: the header deadline still cuts them

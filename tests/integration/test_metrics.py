@@ -23,10 +23,11 @@ import pytest
 import requests
 import yaml
 
+from harness.torchserve import torchserve
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import free_ports, torchserve
+from model.lifecycle.ports import free_ports
 from tests.tools import monitoring_tool
 
 JSON = {"Content-Type": "application/json"}

@@ -12,9 +12,10 @@ import pytest
 import requests
 import yaml
 
+from harness.torchserve import stop
 from model.config import ROOT
 from model.data.fingerprint import rows_hash
-from model.lifecycle.torchserve import free_ports, stop
+from model.lifecycle.ports import free_ports
 from model.training.tracking import track_training
 from tests.browser import visit
 

@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,10 +18,12 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from handler.frontend.build_plugin import JAR, SERVICE, build_plugin, plugin_class
+from harness.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import Server, healthcheck, stop, torchserve, torchserve_command
+from tests.waiting import counted, settled
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
@@ -39,7 +42,7 @@ def client(oip) -> triton.InferenceServerClient:
 
 
 @pytest.fixture(scope="module")
-def test_records(table, settings) -> list[dict]:
+def held_out_records(table, settings) -> list[dict]:
     rows = split_rows(table, "test").sample(120, random_state=11)
     return request_records(rows, settings.features)
 
@@ -82,7 +85,7 @@ def predictions(server: Server, records: list[dict]) -> list[float]:
 
 
 def workers(server: Server) -> dict[int, str]:
-    return {worker["pid"]: worker["status"] for worker in healthcheck.workers(server.management_url, "mymodel")}
+    return {worker["pid"]: worker["status"] for worker in healthcheck().workers(server.management_url, "mymodel")}
 
 
 def test_the_server_is_live_ready_and_describes_itself(client):
@@ -108,10 +111,10 @@ def test_the_model_is_ready_and_its_metadata_is_the_request_schema(client, schem
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json-data", "binary-data"])
-def test_inference_with_triton_inputs_equals_the_json_api(client, oip, test_records, schema, metrics, binary):
+def test_inference_with_triton_inputs_equals_the_json_api(client, oip, held_out_records, schema, metrics, binary):
     """Real test-month flights. Binary data says missing with NaN; JSON data cannot carry NaN, so that
     run leaves out the numeric fields some flight lacks (for /predictions too)."""
-    records = test_records if binary else without_missing_numbers(test_records, schema["x-model"]["numeric"])
+    records = held_out_records if binary else without_missing_numbers(held_out_records, schema["x-model"]["numeric"])
     metadata = client.get_model_metadata("mymodel")
     result = client.infer("mymodel", triton_inputs(metadata, records, binary), request_id="flights-1")
     served = result.as_numpy("late_probability")
@@ -122,8 +125,8 @@ def test_inference_with_triton_inputs_equals_the_json_api(client, oip, test_reco
     assert (result.as_numpy("late") == (served >= schema["x-model"]["threshold"])).all()
 
 
-def test_only_the_requested_outputs_come_back(client, test_records):
-    records = test_records[:5]
+def test_only_the_requested_outputs_come_back(client, held_out_records):
+    records = held_out_records[:5]
     metadata = client.get_model_metadata("mymodel")
     result = client.infer("mymodel", triton_inputs(metadata, records, binary=True),
                           outputs=[triton.InferRequestedOutput("late", binary_data=False)])
@@ -238,7 +241,7 @@ def readiness(server: Server, oip: str) -> tuple[bool, int, int, int | None]:
     ours = [requests.get(f"http://{oip}{path}", timeout=10).status_code
             for path in ("/v2/health/ready", "/v2/models/mymodel/ready")]
     theirs = requests.get(f"{server.inference_url}/v2/health/ready", timeout=10).status_code
-    return healthcheck.model_ready(server.management_url, "mymodel"), *ours, theirs
+    return healthcheck().model_ready(server.management_url, "mymodel"), *ours, theirs
 
 
 def test_readiness_follows_the_workers_from_start_to_scale_down(archive, plugins, tmp_path):
@@ -285,22 +288,26 @@ def management_ready(server: Server) -> bool:
     return "READY" in states
 
 
-def counted(server: Server, name: str) -> float:
-    """The sum of a counter's samples on the metrics port."""
-    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def test_v2_inference_is_counted_like_the_json_api(client, oip, test_records):
+def test_v2_inference_is_counted_like_the_json_api(client, oip, held_out_records):
     """ts_inference_requests_total counts v2 requests, the handler's metrics their predicted records."""
-    server = oip[0]
-    requests_before, records_before = counted(server, "ts_inference_requests_total"), \
-        counted(server, "model_predictions_total")
+    metrics = oip[0].metrics_url
+    requests_before, records_before = counted(metrics, "ts_inference_requests_total"), \
+        counted(metrics, "model_predictions_total")
     metadata = client.get_model_metadata("mymodel")
-    for records in (test_records[:7], test_records[7:10]):
+    for records in (held_out_records[:7], held_out_records[7:10]):
         client.infer("mymodel", triton_inputs(metadata, records, binary=True))
-    deadline = time.monotonic() + 30  # the frontend reads the workers' metric lines as they come
-    while counted(server, "model_predictions_total") < records_before + 10 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert counted(server, "model_predictions_total") == records_before + 10
-    assert counted(server, "ts_inference_requests_total") == requests_before + 2
+    # the frontend reads the workers' metric lines as they come
+    assert settled(lambda: counted(metrics, "model_predictions_total"), records_before + 10, 30) == records_before + 10
+    assert counted(metrics, "ts_inference_requests_total") == requests_before + 2
+
+
+def test_the_plugins_build_into_one_jar_that_replaces_the_former_one(tmp_path):
+    """Both plugins (the v2 endpoint, adaptive batching) in one jar; a jar an earlier build left
+    under the former name goes, or TorchServe would load every plugin twice."""
+    (tmp_path / "mymodel-oip.jar").write_bytes(b"an earlier build")
+    jar = build_plugin(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == [JAR] == [jar.name]
+    sources = sorted((ROOT / "handler" / "frontend").glob("*.java"))
+    with zipfile.ZipFile(jar) as packed:
+        assert packed.read(SERVICE).decode().split() == [plugin_class(source) for source in sources]
+    assert {source.stem for source in sources} == {"OpenInferenceProtocol", "AdaptiveBatching"}

@@ -20,11 +20,12 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import np_to_triton_dtype
 
+from harness.torchserve import stop
 from model.artifact.onnx_export import export_onnx
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.torchserve import free_ports, stop
+from model.lifecycle.ports import free_ports
 
 JSON = {"Content-Type": "application/json"}
 MAX_CONNECTIONS = 6

@@ -13,9 +13,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 
+from harness.torchserve import torchserve
 from model.artifact.openapi import openapi_document
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
 
 COMMITTED = ROOT / "docs" / "openapi.json"
 V2 = "/v2/"  # the operations the plugin serves, on its own port

@@ -12,8 +12,8 @@ import time
 
 import requests
 
+from harness.torchserve import Server, healthcheck
 from model.config import ROOT
-from model.lifecycle.torchserve import Server, healthcheck
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 
@@ -53,7 +53,7 @@ def test_one_worker_restarting_leaves_the_replica_ready_and_answering(server):
     assert any(state[0] != "READY" for state, _ in seen), seen
     assert all(probe == 0 for _, probe in seen), seen
     assert set(answers) == {200}, answers
-    assert healthcheck.model_ready(server.management_url, every_worker=True)
+    assert healthcheck().model_ready(server.management_url, every_worker=True)
     # The restart set the worker's WorkerLoadTime anew: what MymodelWorkerRestarts counts with changes().
     times_after = load_times(server)
     assert times_after.keys() == times_before.keys()
@@ -68,7 +68,7 @@ def test_a_server_with_no_ready_worker_is_not_ready(server):
     try:
         assert requests.put(url, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"},
                             timeout=120).status_code == 200
-        assert not healthcheck.model_ready(server.management_url)
+        assert not healthcheck().model_ready(server.management_url)
     finally:
         requests.put(url, params={"min_worker": count, "max_worker": count, "synchronous": "true"}, timeout=120)
-    assert healthcheck.model_ready(server.management_url, every_worker=True)
+    assert healthcheck().model_ready(server.management_url, every_worker=True)

@@ -13,8 +13,8 @@ import uuid
 import pytest
 import requests
 
+from harness.torchserve import torchserve
 from model.config import ROOT
-from model.lifecycle.torchserve import torchserve
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 # Printed by TorchServe 0.12's launcher, its frontend and log4j itself before or outside the logging

@@ -4,15 +4,20 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 import requests
 
+from benchmarks.torchserve_defaults import repacked_archive
+from benchmarks.variants import variant_config
+from harness.torchserve import torchserve
 from model.config import ROOT
 from model.data.request_records import request_records
 from model.data.split import split_rows
+from tests.waiting import settled_batch_size
 
 SAMPLE = (ROOT / "sample_input.json").read_bytes()
 JSON = {"Content-Type": "application/json"}
@@ -29,15 +34,16 @@ def workers(server):
 
 
 @pytest.fixture(scope="module")
-def test_rows(table):
+def held_out_rows(table):
     return split_rows(table, "test").sample(200, random_state=7)
 
 
 def test_the_models_workers_are_ready_with_the_trained_version(server, metrics):
     described = requests.get(f"{server.management_url}/models/mymodel", timeout=10).json()[0]
     assert described["modelVersion"] == metrics["model_version"]
-    # adaptive batching shows the batch size in force: a worker's share of the queue, at most the configured 32
-    assert 1 <= described["batchSize"] <= 32
+    # adaptive batching (on in config.properties) shows the batch size in force: a worker's share of the
+    # queue, 1 once nothing has queued for 100 ms (other tests' traffic may have just ended)
+    assert settled_batch_size(server, 1) == 1
     assert len(described["workers"]) == described["minWorkers"] >= 1
     assert {w["status"] for w in described["workers"]} == {"READY"}
 
@@ -62,10 +68,10 @@ def test_a_client_without_content_type_is_answered(server):
     assert reply.status_code == 200, reply.text
 
 
-def test_served_probabilities_equal_offline_batch_inference(server, settings, test_rows, tmp_path):
+def test_served_probabilities_equal_offline_batch_inference(server, settings, held_out_rows, tmp_path):
     """Parity: real test-month records, served as one list and scored offline by
     `python -m model.artifact.predict` from a CSV, with the same model.pt."""
-    records = request_records(test_rows, settings.features)
+    records = request_records(held_out_rows, settings.features)
     reply = predict(server, json.dumps(records))
     assert reply.status_code == 200, reply.text
     served = [answer["late_probability"] for answer in reply.json()]
@@ -79,9 +85,36 @@ def test_served_probabilities_equal_offline_batch_inference(server, settings, te
     assert max(abs(a - b) for a, b in zip(served, offline)) <= 1e-6
 
 
-def test_concurrent_requests_each_get_their_own_answer(server, settings, test_rows):
+def test_the_onnx_runtime_answers_as_torchscript(server, settings, metrics, held_out_rows, tmp_path):
+    """The handler option runtime: onnx (the archive's model.onnx in ONNX Runtime) behind a real
+    TorchServe: the same answers as the default runtime (model.pt in torch) within 1e-6, on test-month
+    records in one list and one by one; explanations still come from model.pt."""
+    archive = repacked_archive(settings.paths.model_dir, tmp_path / "model-store",
+                               variant_config({"handler": {"runtime": "onnx"}}))
+    with zipfile.ZipFile(archive) as packed:
+        assert "model.onnx" in packed.namelist()
+    records = request_records(held_out_rows, settings.features)
+    default = predict(server, json.dumps(records))
+    assert default.status_code == 200, default.text
+    with torchserve(archive.parent, tmp_path / "onnx", plugins=None) as onnx_server:
+        described = requests.get(f"{onnx_server.management_url}/models/mymodel", timeout=10).json()[0]
+        assert described["modelVersion"] == metrics["model_version"]
+        served = predict(onnx_server, json.dumps(records))
+        assert served.status_code == 200, served.text
+        alone = [predict(onnx_server, json.dumps(record)).json() for record in records[:20]]
+        explained = requests.post(f"{onnx_server.inference_url}/explanations/mymodel", json=records[0], timeout=60)
+    answers, expected = served.json(), default.json()
+    assert len(answers) == len(expected) == len(records)
+    assert max(abs(a["late_probability"] - b["late_probability"]) for a, b in zip(answers, expected)) <= 1e-6
+    assert [a["late"] for a in answers] == [b["late"] for b in expected]
+    assert {a["model_version"] for a in answers} == {metrics["model_version"]}
+    assert max(abs(a["late_probability"] - b["late_probability"]) for a, b in zip(alone, expected)) <= 1e-6
+    assert explained.status_code == 200, explained.text
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, settings, held_out_rows):
     """Requests batched together by TorchServe, good and bad mixed, keep their own answers."""
-    records = request_records(test_rows.head(60), settings.features)
+    records = request_records(held_out_rows.head(60), settings.features)
     expected = [a["late_probability"] for a in predict(server, json.dumps(records)).json()]
 
     def send(i):

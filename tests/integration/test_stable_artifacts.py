@@ -36,7 +36,8 @@ def build(repo: Path, python: Path, model_dir: Path, seed: str) -> dict[str, byt
     env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(repo)}
     for command in (["-m", "model.artifact.export", "--model-dir", str(model_dir), "--export-dir", "export"],
                     ["-m", "model.artifact.onnx_export", "--model-dir", str(model_dir), "--export-dir", "export"],
-                    ["-m", "model.artifact.archive", "--model-dir", str(model_dir), "--model-store", "store"]):
+                    ["-m", "model.artifact.archive", "--model-dir", str(model_dir), "--export-dir", "export",
+                     "--model-store", "store"]):
         done = subprocess.run([str(python), *command], cwd=repo, env=env, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stderr
@@ -62,6 +63,8 @@ def test_two_checkouts_export_and_pack_the_same_bytes(two_builds):
     assert hashlib.md5(first["model.pt"]).hexdigest() == hashlib.md5(second["model.pt"]).hexdigest()
     assert hashlib.md5(first["mar"]).hexdigest() == hashlib.md5(second["mar"]).hexdigest()
     assert hashlib.md5(first["model.onnx"]).hexdigest() == hashlib.md5(second["model.onnx"]).hexdigest()
+    # the archive packs the export as the pipeline's archive stage does: model.onnx beside model.pt
+    assert {"model.pt", "model.onnx", "schema.json"} <= set(zipfile.ZipFile(io.BytesIO(first["mar"])).namelist())
 
 
 def test_no_path_of_the_machine_is_left_in_the_artifacts(two_builds):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.torchserve import stop, torchserve_command
 from model.config import ROOT
-from model.lifecycle.torchserve import stop, torchserve_command
 
 PAGE = (ROOT / "docs" / "troubleshooting.md").read_text()
 FENCED = re.compile(r"```text\n(.*?)```", re.S)

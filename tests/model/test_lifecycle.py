@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from model.artifact.predict import ISSUES, PREDICT
 from model.config import ROOT, Settings
 from model.data.sources import TIME
 from model.lifecycle.batch_store import Store, batch_ids, ingest, model_metrics
@@ -30,7 +31,7 @@ from model.lifecycle.continuous_training import (
     work_settings,
 )
 from model.lifecycle.registry import ARCHIVED, CANDIDATE, HELD_OUT, PRODUCTION, replay_registry, version_export
-from model.lifecycle.scoring import ISSUES, PREDICT, score_file
+from model.lifecycle.scoring import score_file
 from model.lifecycle.summary_report import build_summary
 from model.training.tracking import runs as tracking_runs
 from model.training.train import fine_tune, train

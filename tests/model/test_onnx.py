@@ -15,9 +15,20 @@ import pandas as pd
 import pytest
 
 from model.artifact.onnx_export import export_onnx
-from model.artifact.predict import ONNX_MODEL, ONNX_SCHEMA, load_served_model, predict_frame, predict_probability
+from model.artifact.predict import (
+    ISSUES,
+    ONNX_MODEL,
+    ONNX_SCHEMA,
+    PREDICT,
+    InputChecks,
+    load_served_model,
+    predict_frame,
+    predict_probability,
+    score_table,
+)
 from model.config import ROOT
 from model.data.split import split_rows
+from model.training.weights import CONFIG
 
 TOLERANCE = 1e-6
 
@@ -98,3 +109,25 @@ def test_the_offline_scorer_uses_model_onnx_without_importing_torch(table, scrip
         <= TOLERANCE
     assert (scored["model_version"] == schema["x-model"]["version"]).all()
     assert len(scored) == len(test)
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+def test_the_checked_scoring_answers_as_the_plain_one_on_rows_it_can_use(settings, table, schema, onnx_dir, runtime,
+                                                                          tmp_path):
+    """`run.py --mode inference` and `python -m model.artifact.predict` share score_table: on the
+    same rows they give the same probabilities and decisions."""
+    rows = split_rows(table, "test").head(500).drop(columns=["target", "split"])
+    rows.to_csv(tmp_path / "flights.csv", index=False)
+    model = load_served_model(settings.paths.export_dir if runtime == "torchscript" else onnx_dir, runtime)[0]
+    plain = score_table(model, schema, tmp_path / "flights.csv", tmp_path / "plain.parquet")
+    config = json.loads((settings.paths.model_dir / CONFIG).read_text())
+    checks = InputChecks(settings.features, {name: set(vocabulary) for name, vocabulary
+                                             in zip(config["categorical"], config["vocabularies"])})
+    checked = score_table(model, schema, tmp_path / "flights.csv", tmp_path / "checked.csv", checks, "7")
+    target = schema["x-model"]["target"]
+    written = pd.read_csv(tmp_path / "checked.csv", keep_default_na=False)
+    assert list(written.columns) == [*rows.columns, f"{target}_probability", PREDICT, "model_version", ISSUES]
+    assert np.abs(written[f"{target}_probability"].to_numpy() - plain[f"{target}_probability"].to_numpy()).max() \
+        <= TOLERANCE
+    assert written[PREDICT].tolist() == plain[target].astype(int).tolist() == checked[PREDICT].tolist()
+    assert (written["model_version"] == 7).all() and (plain["model_version"] == schema["x-model"]["version"]).all()

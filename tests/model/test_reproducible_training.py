@@ -17,6 +17,7 @@ from model.config import DEFAULT_CONFIG, ROOT
 from model.training.reproducible import PINNED_ENVIRONMENT
 from model.training.weights import WEIGHTS
 from tests.conftest import SLICE
+from tests.tiers import slow_fixture
 
 
 def cpu_flags() -> set[str]:
@@ -56,6 +57,7 @@ UNPINNED = ["-c", "import sys; from model.config import load_settings; from mode
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def trainings(table, tmp_path_factory) -> dict[tuple[str, str], dict[str, bytes]]:
     work = tmp_path_factory.mktemp("machines")
     table.to_parquet(work / "table.parquet")

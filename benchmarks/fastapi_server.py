@@ -1,6 +1,6 @@
 """The familiar baseline: one FastAPI process under uvicorn serving the same model.pt and contract.
 
-    python -m loadtest.fastapi_server --port 9000 --export-dir artifacts/export
+    python -m benchmarks.fastapi_server --port 9000 --export-dir artifacts/export
 
 One request is one forward pass, with one torch thread. Validation and answers come
 from the handler's own PredictionService, so the baseline differs from TorchServe

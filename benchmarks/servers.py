@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtest.torchserve_defaults import default_torchserve
+from benchmarks.torchserve_defaults import default_torchserve
+from harness.torchserve import Server, stop, torchserve
 from model.config import ROOT
-from model.lifecycle.torchserve import Server, free_ports, stop, torchserve
+from model.lifecycle.ports import free_ports
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,19 @@ def tuned_torchserve(archive: Path, workdir: Path, model: str, plugins: Path | N
 
 @contextlib.contextmanager
 def defaults_torchserve(model_dir: Path, workdir: Path, model: str) -> Iterator[Endpoint]:
-    """The same handler and model under TorchServe's defaults (see loadtest.torchserve_defaults)."""
+    """The same handler and model under TorchServe's defaults (see benchmarks.torchserve_defaults)."""
     with default_torchserve(model_dir, workdir, model) as server:
         yield torchserve_endpoint(server, model)
 
 
 @contextlib.contextmanager
 def fastapi_server(export_dir: Path, workdir: Path, model: str, timeout: float = 60) -> Iterator[Endpoint]:
-    """loadtest.fastapi_server in its own process; ready when /ping answers (the model loads first)."""
+    """benchmarks.fastapi_server in its own process; ready when /ping answers (the model loads first)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (port,) = free_ports(1)
     log = workdir / "fastapi.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "loadtest.fastapi_server", "--port", str(port),
+        process = subprocess.Popen([sys.executable, "-m", "benchmarks.fastapi_server", "--port", str(port),
                                     "--export-dir", str(export_dir)], cwd=ROOT, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:

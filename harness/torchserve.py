@@ -1,13 +1,17 @@
 """Run the real TorchServe the way the image does (docker/entrypoint.sh + config.properties),
-on free loopback ports, for tests, load tests and benchmarks; always stopped afterwards."""
+on free loopback ports; always stopped afterwards.
+
+The harness (this package) is what the tests, the load-test gate (loadtest/) and the
+benchmarks (benchmarks/) use to start real servers; the product (model/, handler/) never
+imports it."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,31 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.config import ROOT
+from model.lifecycle.ports import free_ports
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 
 
-def _healthcheck():
+@functools.cache
+def healthcheck():
+    """docker/healthcheck.py, the image's readiness probe, loaded on first use (importing the
+    harness runs nothing)."""
     spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker" / "healthcheck.py")
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {ROOT / 'docker' / 'healthcheck.py'}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-healthcheck = _healthcheck()
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,7 @@ def wait_until_ready(server: Server, model: str | None, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"TorchServe exited with {server.process.returncode}:\n{server.log_tail()}")
-        if healthcheck.model_ready(server.management_url, model, every_worker=True):
+        if healthcheck().model_ready(server.management_url, model, every_worker=True):
             return
         time.sleep(0.25)
     raise TimeoutError(f"{model or 'the models'} not READY after {timeout:.0f} s:\n{server.log_tail()}")

@@ -1,11 +1,11 @@
 """Serving experiments: the tuned TorchServe against variants of its settings, in one run,
 alternating, so that each is kept only when it is better beyond the noise.
 
-    python -m loadtest.experiment --config params.yaml \\
+    python -m benchmarks.experiment --config params.yaml \\
         --variant delay0 maxBatchDelay=0 --variant one-worker minWorkers=1 maxWorkers=1 \\
         [--concurrency 1 16 64] [--rounds 2] [--out-dir reports/experiments]
 
-A variant (loadtest/variants.py) changes the archive's model-config.yaml (minWorkers, maxWorkers,
+A variant (benchmarks/variants.py) changes the archive's model-config.yaml (minWorkers, maxWorkers,
 batchSize, maxBatchDelay, handler.<option>) or, as env.<NAME>=..., the server's environment (any
 config.properties key as TS_<KEY>, e.g. env.TS_VMARGS=...). Every round starts each
 configuration afresh, warms it up and measures it at every concurrency level, in the same order;
@@ -22,12 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench import BenchPlan, measure_load, request_bodies, settle
+from benchmarks.bench_report import server_cpu_us, write_json_and_markdown
+from benchmarks.variants import BASELINE, parse_variant, variant_server
+from benchmarks.wrk import run_wrk, write_script
 from handler.frontend.build_plugin import build_plugin
-from loadtest.bench import BenchPlan, measure_load, request_bodies, settle
-from loadtest.bench_report import server_cpu_us, write_json_and_markdown
 from loadtest.payloads import real_records
-from loadtest.variants import BASELINE, parse_variant, variant_server
-from loadtest.wrk import run_wrk, write_script
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from loadtest.servers import Endpoint, torchserve_endpoint
-from loadtest.torchserve_defaults import repacked_archive
+from benchmarks.servers import Endpoint, torchserve_endpoint
+from benchmarks.torchserve_defaults import repacked_archive
+from harness.torchserve import torchserve
 from model.artifact.archive import HANDLER_DIR
-from model.lifecycle.torchserve import torchserve
 
 BASELINE = "tuned"
 
@@ -51,7 +51,7 @@ def variant_config(changes: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def variant_server(model_dir: Path, workdir: Path, model: str, variant: dict[str, Any],
-                   plugins: Path) -> Iterator[Endpoint]:
+                   plugins: Path | None) -> Iterator[Endpoint]:
     """The tuned server (config.properties, the entrypoint, the frontend plugins) with the variant's
     archive and environment."""
     store = workdir / "model-store"

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 DEFAULTS_NOTE = ("TorchServe, defaults: the same handler and model.pt with TorchServe 0.12's own settings - "
                  "batch size 1, one worker per core, job_queue_size 100, its own log4j2.xml (debug frontend log, "
                  "access log), metrics written to log files, the JVM's own heap sizing - and only the API settings "
-                 "kept (no token, the handler parses the bytes); loadtest/torchserve_defaults.py lists them.")
+                 "kept (no token, the handler parses the bytes); benchmarks/torchserve_defaults.py lists them.")
 SERVER_COLORS = {"tuned": "tab:blue", "defaults": "tab:orange", "fastapi": "tab:green"}
 # What the project aims for (docs/load-and-capacity.md, capacity), each a ratio within one run or a bound.
 MIN_TUNED_OVER_FASTAPI = 3.0  # throughput at the highest concurrency

@@ -2,10 +2,10 @@
 frontend sampled by Java Flight Recorder (jcmd JFR.start, profile settings) and its Python
 workers by py-spy, both over the same measured seconds; the top entries of each.
 
-    python -m loadtest.profile --config params.yaml [--connections 1] [--seconds 20] \\
+    python -m benchmarks.profile --config params.yaml [--connections 1] [--seconds 20] \\
         [--set minWorkers=1 ...] [--out-dir reports/profile]
 
---set profiles a variant of the tuned settings instead (loadtest/variants.py: model-config keys,
+--set profiles a variant of the tuned settings instead (benchmarks/variants.py: model-config keys,
 env.TS_<KEY>=...).
 
 Writes profile.json and profile.md: CPU per request by process and by thread (user and kernel
@@ -31,13 +31,13 @@ from typing import Any
 
 import psutil
 
+from benchmarks.bench import client_cpu_seconds, cpu_per_request, cpu_seconds, process_role, request_bodies, settle
+from benchmarks.bench_report import write_json_and_markdown
+from benchmarks.memory import process_tree
+from benchmarks.variants import parse_variant, variant_server
+from benchmarks.wrk import run_wrk, write_script
 from handler.frontend.build_plugin import build_plugin
-from loadtest.bench import client_cpu_seconds, cpu_per_request, cpu_seconds, process_role, request_bodies, settle
-from loadtest.bench_report import write_json_and_markdown
-from loadtest.memory import process_tree
 from loadtest.payloads import real_records
-from loadtest.variants import parse_variant, variant_server
-from loadtest.wrk import run_wrk, write_script
 from model import configure_logging
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table
@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--records-per-request", type=int, default=1,
                         help="records per body (1: one JSON object; more: a JSON list of them)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="changes",
-                        help="profile the tuned settings with these changed (loadtest/variants.py)")
+                        help="profile the tuned settings with these changed (benchmarks/variants.py)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "profile")
     args = parser.parse_args()
     configure_logging()

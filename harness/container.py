@@ -2,6 +2,9 @@
 or `podman run` on a machine without a Docker engine — for the image tests and
 `make loadtest-image`: published ports on loopback, the image's own HEALTHCHECK, always
 removed afterwards.
+
+Part of the harness: what the tests, the load-test gate and the benchmarks use to start real
+servers; the product never imports it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from harness.torchserve import healthcheck
 from model.config import ROOT, load_settings
-from model.lifecycle.torchserve import free_ports, healthcheck
+from model.lifecycle.ports import free_ports
 
 SERVE_IMAGE = os.environ.get("SERVE_IMAGE", "mymodel-serve")
 OFFLINE_IMAGE = os.environ.get("OFFLINE_IMAGE", "mymodel-offline")
@@ -125,7 +129,8 @@ class Container:
                 raise RuntimeError(f"{self.name} exited with {self.state().get('ExitCode')}:\n{self.logs()[-4000:]}")
             healthy = self.healthy()
             try:
-                ready = healthcheck.any_ready(healthcheck.default_version_workers(self.describe_model()))
+                probe = healthcheck()
+                ready = probe.any_ready(probe.default_version_workers(self.describe_model()))
             except (RuntimeError, ValueError):  # the container is still starting its Python
                 ready = False
             polls.append((time.monotonic() - self.started, healthy, ready))

@@ -1,6 +1,6 @@
 """Capacity benchmark: what the tuned TorchServe buys over its defaults, a familiar FastAPI server and the bare model.
 
-    python -m loadtest.bench --config params.yaml [--duration 10] [--out-dir reports/bench]
+    python -m benchmarks.bench --config params.yaml [--duration 10] [--out-dir reports/bench]
 
 In one run on one machine, each configuration serves the same trained model and
 answers single-record requests (real test-month flights, rotating) from wrk at
@@ -33,14 +33,14 @@ from typing import Any
 
 import psutil
 
+from benchmarks.bench_report import capacity_summary, write_report
+from benchmarks.memory import ProcessTreeMemory, process_tree
+from benchmarks.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
+from benchmarks.wrk import run_wrk, write_script, wrk_command
 from handler.frontend.build_plugin import build_plugin
-from loadtest.bench_report import capacity_summary, write_report
-from loadtest.memory import ProcessTreeMemory, process_tree
 from loadtest.payloads import real_records
-from loadtest.servers import Endpoint, defaults_torchserve, fastapi_server, tuned_torchserve
-from loadtest.wrk import run_wrk, write_script, wrk_command
 from model import configure_logging
-from model.analysis.layout import block_markers, replace_block
+from model.base.markdown import block_markers, replace_block
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table
 
@@ -246,10 +246,10 @@ def check_answers(url: str, bodies: list[str]) -> None:
 
 
 def measure_forward(export_dir: Path, records: list[dict[str, Any]], plan: BenchPlan, workdir: Path) -> dict[str, Any]:
-    """loadtest.forward in its own process, so its memory is the model's and torch's alone."""
+    """benchmarks.forward in its own process, so its memory is the model's and torch's alone."""
     log.info("%s: batches of %s", CONFIGURATIONS["forward"], ", ".join(map(str, plan.forward_batches)))
     (workdir / "records.json").write_text(json.dumps(records))
-    command = [sys.executable, "-m", "loadtest.forward", "--export-dir", str(export_dir),
+    command = [sys.executable, "-m", "benchmarks.forward", "--export-dir", str(export_dir),
                "--records", str(workdir / "records.json"), "--seconds", str(plan.seconds)]
     command += [argument for batch in plan.forward_batches for argument in ("--batch", str(batch))]
     measured = json.loads(subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout)

@@ -27,8 +27,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.torchserve import Server, isolated_env, running
 from model.artifact.archive import HANDLER, HANDLER_DIR, HANDLER_MODULES, build_archive
-from model.lifecycle.torchserve import Server, free_ports, isolated_env, running
+from model.artifact.export import export_model
+from model.artifact.onnx_export import export_onnx
+from model.lifecycle.ports import free_ports
 
 MODEL_CONFIG = """\
 # TorchServe's defaults: one request per forward pass; without minWorkers/maxWorkers
@@ -53,12 +56,15 @@ decode_input_request=false
 
 
 def repacked_archive(model_dir: Path, model_store: Path, model_config: str) -> Path:
-    """The project's handler and model, packed with another model-config.yaml (its text)."""
+    """The project's handler and model (model.pt and model.onnx), packed with another model-config.yaml (its text)."""
     with tempfile.TemporaryDirectory() as handler_dir:
         for name in (HANDLER, *HANDLER_MODULES):
             shutil.copy(HANDLER_DIR / name, Path(handler_dir) / name)
         (Path(handler_dir) / "model-config.yaml").write_text(model_config)
-        return build_archive(model_dir, model_store, handler_dir=Path(handler_dir))
+        export_dir = Path(handler_dir) / "export"
+        export_model(model_dir, export_dir)
+        export_onnx(model_dir, export_dir)
+        return build_archive(model_dir, model_store, handler_dir=Path(handler_dir), export_dir=export_dir)
 
 
 def default_archive(model_dir: Path, model_store: Path) -> Path:

@@ -1,6 +1,6 @@
 """The physical limit: model.pt's forward pass in a loop, no server, one torch thread.
 
-    python -m loadtest.forward --export-dir artifacts/export --records records.json --seconds 5
+    python -m benchmarks.forward --export-dir artifacts/export --records records.json --seconds 5
 
 Batches of real records are prepared before timing (the handler's own conversion), so
 only the forward is timed; records per second is what a server could reach on one core
@@ -19,8 +19,8 @@ from typing import Any
 import psutil
 import torch
 
+from benchmarks.memory import MB
 from handler.service import PredictionService
-from loadtest.memory import MB
 from model.artifact.export import SCHEMA, TORCHSCRIPT
 
 
