@@ -228,15 +228,15 @@ def low_load_targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         return []
     rows = []
     p50 = tuned["latency_ms"]["p50"]
-    if at_one.get("defaults"):
-        other = at_one["defaults"]["latency_ms"]["p50"]
+    if defaults := at_one.get("defaults"):
+        other = defaults["latency_ms"]["p50"]
         rows.append(("tuned p50 at 1 connection <= the defaults'", f"{p50:.2f} vs {other:.2f} ms ({p50 / other:.2f}x)",
                      p50 <= other))
-        mine, theirs = server_cpu_us(tuned), server_cpu_us(at_one["defaults"])
+        mine, theirs = server_cpu_us(tuned), server_cpu_us(defaults)
         rows.append(("tuned server CPU per request at 1 connection <= the defaults'",
                      f"{mine:,.0f} vs {theirs:,.0f} µs ({mine / theirs:.2f}x)", mine <= theirs))
-    if at_one.get("fastapi"):
-        other = at_one["fastapi"]["latency_ms"]["p50"]
+    if fastapi := at_one.get("fastapi"):
+        other = fastapi["latency_ms"]["p50"]
         rows.append((f"tuned p50 at 1 connection <= {MAX_P50_OVER_FASTAPI_AT_1:.0f}x FastAPI's",
                      f"{p50:.2f} vs {other:.2f} ms ({p50 / other:.2f}x)", p50 <= MAX_P50_OVER_FASTAPI_AT_1 * other))
     return rows

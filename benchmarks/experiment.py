@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging()
     settings = load_settings(args.config)
-    variants = [{"name": BASELINE, "model_config": {}, "env": {}}]
+    variants: list[dict[str, Any]] = [{"name": BASELINE, "model_config": {}, "env": {}}]
     variants += [parse_variant(name, assignments) for name, *assignments in args.variant]
     records = real_records(load_table(settings), settings.features, args.records, settings.seed)
     rounds: dict[str, list[list[dict[str, Any]]]] = {variant["name"]: [] for variant in variants}

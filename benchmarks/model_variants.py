@@ -76,6 +76,10 @@ def torch_run(model: Callable[..., torch.Tensor]) -> Callable[[Any], np.ndarray]
     return run
 
 
+def onnx_run(model: OnnxModel) -> Callable[[Any], np.ndarray]:
+    return lambda feed: model.session.run([model.output], feed)[0]
+
+
 class TensorPart(torch.nn.Module):
     """The network after its vocabulary lookups: category indices and numbers in, probability out."""
 
@@ -122,8 +126,7 @@ def build_variants(model_dir: Path, work: Path, fields: tuple[list[str], list[st
     export_onnx(model_dir, work)
     for threads in (1, 2):
         session = OnnxModel(work / ONNX_MODEL, threads=threads)
-        variants.append(Variant(f"onnxruntime-{threads}t", work / ONNX_MODEL, session.frame_inputs,
-                                lambda feed, s=session: s.session.run([s.output], feed)[0],
+        variants.append(Variant(f"onnxruntime-{threads}t", work / ONNX_MODEL, session.frame_inputs, onnx_run(session),
                                 f"model.onnx, all graph optimisations, {threads} thread(s)"))
 
     quantized = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
@@ -136,8 +139,7 @@ def build_variants(model_dir: Path, work: Path, fields: tuple[list[str], list[st
 
     quantize_dynamic(str(work / ONNX_MODEL), str(work / "model-int8.onnx"), weight_type=QuantType.QInt8)
     session8 = OnnxModel(work / "model-int8.onnx", threads=1)
-    variants.append(Variant("onnxruntime-int8", work / "model-int8.onnx", session8.frame_inputs,
-                            lambda feed, s=session8: s.session.run([s.output], feed)[0],
+    variants.append(Variant("onnxruntime-int8", work / "model-int8.onnx", session8.frame_inputs, onnx_run(session8),
                             "dynamic int8 MatMul/Gemm (onnxruntime.quantization), 1 thread"))
     return variants
 

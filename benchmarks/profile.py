@@ -100,7 +100,7 @@ def profile(model_dir: Path, model: str, variant: dict[str, Any], bodies: list[s
         while not recording.exists() and time.monotonic() < deadline:  # JFR writes when its duration ends
             time.sleep(0.5)
         time.sleep(1)
-    worker_stacks = collections.Counter()
+    worker_stacks = collections.Counter[str]()
     for pid in processes["workers"]:
         for line in (workdir / f"worker-{pid}.txt").read_text().splitlines():
             stack, _, count = line.rpartition(" ")
@@ -140,6 +140,7 @@ def thread_table(before: dict[tuple[int, int], tuple[str, float, float]],
         _, user_before, system_before = before.get(key, (name, 0.0, 0.0))
         spent[thread_group(name)][0] += user - user_before
         spent[thread_group(name)][1] += system - system_before
+    rows: list[dict[str, Any]]
     rows = [{"thread": name, "user_us": user / requests * 1e6, "system_us": system / requests * 1e6}
             for name, (user, system) in spent.items() if requests and user + system > 0]
     return sorted(rows, key=lambda row: -(row["user_us"] + row["system_us"]))[:TOP]
@@ -155,7 +156,7 @@ def frontend_profile(recording: Path) -> dict[str, Any]:
     printed = subprocess.run([tool("jfr"), "print", "--json", "--events", "jdk.ExecutionSample", str(recording)],
                              check=True, capture_output=True, text=True).stdout
     events = json.loads(printed)["recording"]["events"]
-    own, packages, threads = collections.Counter(), collections.Counter(), collections.Counter()
+    own, packages, threads = collections.Counter[str](), collections.Counter[str](), collections.Counter[str]()
     for event in events:
         frames = event["values"]["stackTrace"]["frames"]
         if not frames:
@@ -196,7 +197,7 @@ def worker_parts(stacks: collections.Counter, total: int) -> list[dict[str, Any]
 def worker_profile(stacks: collections.Counter) -> dict[str, Any]:
     """py-spy's samples of the workers: of running threads (py-spy leaves out most of those blocked in a
     system call, but a wait in a socket's recv partly shows)."""
-    own, inclusive = collections.Counter(), collections.Counter()
+    own, inclusive = collections.Counter[str](), collections.Counter[str]()
     for stack, count in stacks.items():
         frames = stack.split(";")
         own[frames[-1]] += count

@@ -76,8 +76,8 @@ def run(config: Path, rounds: int, seconds: int, warmup: int, doc: Path | None, 
     records = real_records(table, settings.features, 300, settings.seed)
     load_start = os.getloadavg()[0]
     measured: dict[str, dict[str, list]] = {runtime: {str(size): [] for size in BODIES} for runtime in RUNTIMES}
-    with tempfile.TemporaryDirectory(prefix="served-runtimes-") as work:
-        work = Path(work)
+    with tempfile.TemporaryDirectory(prefix="served-runtimes-") as folder:
+        work = Path(folder)
         answers = served_answers(model_dir, model, request_records(test, settings.features), work)
         plugins = build_plugin(work / "plugins").parent
         scripts = {size: write_script(request_bodies(records, size), work / f"records-{size}.lua") for size in BODIES}

@@ -85,8 +85,8 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
     name = settings.model.name
     load_start = os.getloadavg()[0]
     results: dict[str, dict[str, list]] = {"model.pt": {}, "model.onnx": {}}
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
         export_model(settings.paths.model_dir, work)
         export_onnx(settings.paths.model_dir, work)
         with fastapi_server(work, work / "fastapi", name) as torch_endpoint, onnx_server(work, work) as onnx_url:

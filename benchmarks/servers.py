@@ -33,13 +33,20 @@ class Endpoint:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def url_port(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"{url} names no port")
+    return port
+
+
 def torchserve_endpoint(server: Server, model: str) -> Endpoint:
     """TorchServe's own account of the model's serving settings: batch, delay, workers."""
     with urllib.request.urlopen(f"{server.management_url}/models/{model}", timeout=10) as reply:
         described = json.load(reply)[0]
     settings = {key: described.get(key) for key in ("batchSize", "maxBatchDelay", "minWorkers", "maxWorkers")}
     settings["workers"] = len(described.get("workers", []))
-    ports = tuple(urlsplit(url).port for url in (server.inference_url, server.management_url, server.metrics_url))
+    ports = tuple(url_port(url) for url in (server.inference_url, server.management_url, server.metrics_url))
     return Endpoint(f"{server.inference_url}/predictions/{model}", server.process.pid, ports, settings)
 
 

@@ -172,7 +172,7 @@ class PredictionHandler:
         name, target = self.service.name, self.service.target
         scored = [p for reply in batch.replies for p in reply.scored]
         positive = sum(p >= self.service.threshold for p in scored)
-        observations = [(PREDICTIONS, count, (name, target, predicted))
+        observations: List[Tuple[str, float, Tuple[str, ...]]] = [(PREDICTIONS, count, (name, target, predicted))
                         for predicted, count in (("true", positive), ("false", len(scored) - positive)) if count]
         if scored:
             bins = Counter(probability_bin(p) for p in scored)
@@ -194,7 +194,8 @@ class PredictionHandler:
 
     def line_format(self, metric: str, dimensions: Tuple[str, ...]) -> str:
         key = (metric, dimensions)
-        if key not in self.line_formats:  # a few metrics times a few label values; only observed with metrics on
+        if key not in self.line_formats:  # a few metrics times a few label values
+            assert self.metrics is not None  # only a handler with metrics on observes
             self.line_formats[key] = metric_format(self.metrics[metric], dimensions)
         return self.line_formats[key]
 

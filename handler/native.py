@@ -79,7 +79,7 @@ class NativeJson:
             payload, shape = payload[INSTANCES], Shape.INSTANCES  # no record has a field of that name
         if not isinstance(payload, (dict, list)):
             raise body_error(f"the body must be a JSON object or a list of objects, not {json_name(payload)}")
-        records = [payload] if shape is Shape.RECORD else payload
+        records = [payload] if isinstance(payload, dict) else payload  # a dict: shape is Shape.RECORD
         if not records:
             raise body_error("the list of records is empty")
         if len(records) > self.model.max_records:

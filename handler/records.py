@@ -24,6 +24,7 @@ class ModelSchema:
         Draft202012Validator.check_schema(schema)
         self.validator = Draft202012Validator(schema)
         self.fields: Dict[str, Dict[str, Any]] = schema["properties"]
+        self.required: List[str] = schema["required"]
         facts = schema["x-model"]
         self.name: str = facts["name"]
         self.categorical: List[str] = facts["categorical"]
@@ -49,7 +50,7 @@ class ModelSchema:
             if name not in self.fields:
                 found.append((name[:64], "is not a known field; known fields are " + ", ".join(self.fields),
                               "unknown_field"))
-        for name in self.validator.schema["required"]:
+        for name in self.required:
             if name not in record:
                 found.append((name, "is required but missing", "missing_field"))
         for error in self.validator.iter_errors(record):

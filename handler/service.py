@@ -57,7 +57,7 @@ class Batch(NamedTuple):
 class Accepted(NamedTuple):
     """A request whose records the model will see."""
 
-    index: int  # its place in the batch
+    place: int  # its index in the batch (a field named index would hide tuple.index)
     rows: List[Row]
     reply_body: Callable[[List[Any]], str]  # its records' results (probabilities or explanations) -> its reply
 
@@ -96,7 +96,7 @@ class PredictionService(ModelSchema):
             request = request if isinstance(request, Request) else Request(*request)
             v2 = request.route in (V2_INFER, V2_METADATA)
             try:
-                accepted = self.accept(index, request)
+                outcome = self.accept(index, request)
             except RequestError as error:
                 replies[index] = error.reply(v2=v2)
                 continue
@@ -104,10 +104,10 @@ class PredictionService(ModelSchema):
                 log.exception("request %d of a batch of %d could not be read", index, len(requests))
                 replies[index] = server_error(500, "the server failed to read this request")
                 continue
-            if isinstance(accepted, Reply):
-                replies[index] = accepted
+            if isinstance(outcome, Reply):
+                replies[index] = outcome
             else:
-                (explained if request.route == EXPLAIN else scored).append(accepted)
+                (explained if request.route == EXPLAIN else scored).append(outcome)
         preprocess, inference = time.perf_counter() - started, 0.0
         for accepted, answer in ((scored, self.answer_requests), (explained, self.explain_requests)):
             if not accepted:
@@ -117,13 +117,13 @@ class PredictionService(ModelSchema):
             except Exception:  # noqa: BLE001 - whatever the model raised, neighbours must not share it
                 # One request the model cannot take must not fail the others: retry them one by one.
                 log.exception("a batch of %d requests failed in the model: answering them one by one", len(accepted))
-                alone = [self.answer_alone(answer, request) for request in accepted]
+                alone = [self.answer_alone(answer, one) for one in accepted]
                 answered = Batch([one.replies[0] for one in alone], sum(one.preprocess_seconds for one in alone),
                                  sum(one.inference_seconds for one in alone))
             preprocess += answered.preprocess_seconds
             inference += answered.inference_seconds
-            for request, reply in zip(accepted, answered.replies):
-                replies[request.index] = reply
+            for done, reply in zip(accepted, answered.replies):
+                replies[done.place] = reply
         missing = [index for index, reply in enumerate(replies) if reply is None]
         if missing:  # every request must get its reply, in its place, or replies go to the wrong clients
             raise RuntimeError(f"no reply for the requests at {missing} of a batch of {len(requests)}")
@@ -180,6 +180,6 @@ class PredictionService(ModelSchema):
         try:
             return answer([request])
         except Exception as error:  # noqa: BLE001 - reported to this request only
-            log.exception("request %d failed in the model", request.index)
+            log.exception("request %d failed in the model", request.place)
             reason = f"the model could not score this request ({type(error).__name__})"
             return Batch([server_error(500, reason)], 0.0, 0.0)

@@ -56,17 +56,18 @@ class TypedRecords:
 
     def __init__(self, schema: Dict[str, Any], names: List[str], max_records: int):
         required = set(schema["required"])
-        fields = []
+        fields: List[Tuple[Any, ...]] = []
         for name in names:
             kind = field_type(schema["properties"][name])
             fields.append((name, kind) if name in required else (name, Union[kind, UnsetType], UNSET))
-        record = msgspec.defstruct("Record", fields, kw_only=True, forbid_unknown_fields=True)
+        # Struct types made at run time from the schema: their fields are known only then.
+        record: Any = msgspec.defstruct("Record", fields, kw_only=True, forbid_unknown_fields=True)
         self.record = record
         self.names = names
         self.max_records = max_records
         self.one = msgspec.json.Decoder(record)
         self.many = msgspec.json.Decoder(List[record])
-        instances = msgspec.defstruct("Instances", [(INSTANCES, List[record])], forbid_unknown_fields=True)
+        instances: Any = msgspec.defstruct("Instances", [(INSTANCES, List[record])], forbid_unknown_fields=True)
         self.instances = msgspec.json.Decoder(instances)
 
     def read(self, body: Any) -> Optional[Tuple[List[tuple], Shape]]:

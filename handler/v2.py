@@ -9,7 +9,7 @@ import json
 import math
 import re
 import struct
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union, cast
 
 from .errors import Problem, RequestError, body_error, json_name, short
 from .native import Body, check_media_type, parse_json
@@ -87,7 +87,7 @@ class OpenInference:
         if rows > self.model.max_records:
             raise body_error(f"{rows} records in one request; at most {self.model.max_records} are accepted",
                              status=413, kind="too_many_records")
-        missing = [name for name in self.model.validator.schema["required"] if name not in columns]
+        missing = [name for name in self.model.required if name not in columns]
         problems = [Problem(None, name, "is required but missing", "missing_field") for name in missing]
         records = [{name: column[row] for name, column in columns.items()} for row in range(rows)]
         for row, record in enumerate(records):
@@ -138,7 +138,7 @@ class OpenInference:
             if name not in self.outputs:
                 raise tensor_error("outputs", f"{short(name)} is not an output of this model; outputs are "
                                    + ", ".join(self.outputs), field="body")
-        return names
+        return cast(List[str], names)  # each one an output's name, checked above
 
     def answer(self, probabilities: List[float], reply_to: V2Reply) -> str:
         target = self.model.target
@@ -190,7 +190,7 @@ def split_binary(body: Body, json_length: Union[int, str, None]) -> Tuple[Body, 
             raise header_error(f"{short(json_length)} is not a length in bytes (1 to 10 digits 0-9)")
         json_length = int(json_length)
     size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-    if not 0 < json_length <= size:
+    if not isinstance(body, (bytes, bytearray)) or not 0 < json_length <= size:
         raise header_error(f"{json_length} does not fit a body of {size} bytes")
     return bytes(body[:json_length]), bytearray(body[json_length:])
 
@@ -223,6 +223,6 @@ def binary_elements(name: str, datatype: str, count: int, size: Any, binary: byt
     width = struct.calcsize("<" + BINARY_FORMATS[datatype])
     if size != width * count:
         raise tensor_error(name, f"binary_data_size {size} is not {count} x {width} bytes of {datatype}")
-    values = list(struct.unpack(f"<{count}{BINARY_FORMATS[datatype]}", chunk))
+    elements = struct.unpack(f"<{count}{BINARY_FORMATS[datatype]}", chunk)
     # NaN is how binary data says "missing" (JSON data says null); infinities are refused by the schema's bounds
-    return [None if isinstance(value, float) and math.isnan(value) else value for value in values]
+    return [None if isinstance(value, float) and math.isnan(value) else value for value in elements]

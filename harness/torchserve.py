@@ -30,6 +30,8 @@ def healthcheck():
     """docker/healthcheck.py, the image's readiness probe, loaded on first use (importing the
     harness runs nothing)."""
     spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker" / "healthcheck.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {ROOT / 'docker' / 'healthcheck.py'}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

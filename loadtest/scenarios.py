@@ -110,7 +110,10 @@ def self_contained_report(page: Path) -> None:
     """Locust's HTML report links its favicons as ../../assets/*.png, files beside its own web UI
     that a report on disk does not have (a browser logs each as not found): embed them."""
     # found, not imported: importing locust monkey-patches this process for gevent
-    assets = Path(importlib.util.find_spec("locust").origin).parent / "webui" / "dist" / "assets"
+    locust = importlib.util.find_spec("locust")
+    if locust is None or locust.origin is None:
+        raise RuntimeError("locust is not installed (make setup installs it)")
+    assets = Path(locust.origin).parent / "webui" / "dist" / "assets"
     html = page.read_text()
     for icon in re.findall(r'href="\.\./\.\./assets/([\w.-]+\.png)"', html):
         data = base64.b64encode((assets / icon).read_bytes()).decode()
@@ -211,7 +214,8 @@ def run_scenario(name: str, spec: dict[str, Any], url: str | None, settings: Set
                  payloads: Path, max_records: int, workdir: Path) -> Outcome:
     model = settings.model.name
     with server_under_test(url, settings, workdir / name, **server_options(spec, workdir)) as server:
-        host = url or server.inference_url
+        host = server.inference_url if server else url
+        assert host, "without a URL, server_under_test starts a server"
         extra: dict[str, float] = {}
         if "workers" in spec and server:
             reply = requests.put(f"{server.management_url}/models/{model}", timeout=120,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -204,7 +205,7 @@ class Settings(Strict):
         return Settings.model_validate(_merge(self.model_dump(), overrides, replace={"features"}))
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any], replace: set[str] = frozenset()) -> dict[str, Any]:
+def _merge(base: dict[str, Any], overrides: dict[str, Any], replace: Collection[str] = ()) -> dict[str, Any]:
     """Deep merge; keys in `replace` are taken whole from the overrides (a feature list is
     a contract, not a patch)."""
     merged = dict(base)

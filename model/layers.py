@@ -40,7 +40,7 @@ def imported(path: Path, known: Iterable[str]) -> set[str]:
     """The package's modules `path` imports anywhere in its source (function-level imports
     included): `from model.x import y` names model.x.y when that is a module, else model.x."""
     known = set(known)
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]

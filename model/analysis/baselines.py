@@ -166,7 +166,8 @@ def cross_validate_over_time(settings: Settings, table: pd.DataFrame,
     months stay unseen): ROC AUC per fold, mean and standard deviation per model."""
     names = names or [*baseline_models(settings), MLP]
     development = split_rows(table, "train", "valid").sort_values(TIME, kind="stable").reset_index(drop=True)
-    folds, scores = [], {name: [] for name in names}
+    folds: list[dict[str, Any]] = []
+    scores: dict[str, list[float]] = {name: [] for name in names}
     for number, (fit_at, score_at) in enumerate(time_folds(development[TIME], settings.evaluation.cv_folds), 1):
         train_rows, score_rows = development.iloc[fit_at], development.iloc[score_at]
         labels = score_rows[TARGET].to_numpy()
@@ -271,6 +272,7 @@ def run(settings: Settings, table: pd.DataFrame | None = None, out_dir: Path | N
     models, test_probability = score_baselines(settings, table)
     cv = cross_validate_over_time(settings, table)
     variants = compare_preprocessing_variants(settings, table, out_dir / VARIANTS_DIR)
+    result: dict[str, Any]
     result = {"models": {MLP: mlp, **models}, "cross_validation": cv, "preprocessing_variants": variants,
               "shipped_preprocessing": {"missing": settings.model.missing,
                                         "categorical_encoding": settings.model.categorical_encoding}}

@@ -213,7 +213,7 @@ def plot_drifted_distributions(reference: pd.DataFrame, current: pd.DataFrame, t
 def plot_predictions(reference_probability: np.ndarray, current_probability: np.ndarray, settings: Settings,
                      path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 3.2))
-    edges = np.linspace(0, 1, 41)
+    edges = np.linspace(0, 1, 41).tolist()
     axis.hist(reference_probability, bins=edges, density=True, alpha=0.5, label="reference")
     axis.hist(current_probability, bins=edges, density=True, alpha=0.5, label="current")
     axis.set_xlabel(f"predicted {settings.data.target} probability")
@@ -228,8 +228,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Setti
     """Compare, then write drift.json and the figures into `folder`. Prediction drift is
     measured when both probability arrays are given."""
     table = feature_drift(reference, current, settings)
-    scored = reference_probability is not None and current_probability is not None
-    if scored:
+    if reference_probability is not None and current_probability is not None:
         table = pd.concat([table, prediction_drift(reference_probability, current_probability, settings)],
                           ignore_index=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -240,7 +239,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Setti
         ("Reference and current distributions of the most drifted features",
          plot_drifted_distributions(reference, current, table, settings, folder / "distributions.png")),
     ]
-    if scored:
+    if reference_probability is not None and current_probability is not None:
         figures.append(("Predicted probabilities, reference and current",
                         plot_predictions(reference_probability, current_probability, settings,
                                          folder / "predictions.png")))

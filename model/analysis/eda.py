@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -81,7 +82,7 @@ def plot_target_over_time(table: pd.DataFrame, settings: Settings, path: Path) -
     figure, axis = plt.subplots(figsize=(12, 3.4))
     axis.plot(weekly.index, weekly["mean"], color="#4c72b0")
     for boundary in (settings.data.split.valid_start, settings.data.split.test_start):
-        axis.axvline(pd.Timestamp(boundary), color="#999", linestyle="--")
+        axis.axvline(mdates.date2num(pd.Timestamp(boundary)), color="#999", linestyle="--")
     axis.set_ylabel(f"{settings.data.target} share (weekly)")
     axis.set_title("target rate over time; dashed: validation and test start", fontsize=10)
     return save_figure(figure, path)

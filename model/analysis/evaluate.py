@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     roc_curve,
@@ -22,7 +21,7 @@ from sklearn.metrics import (
 
 from model import configure_logging
 from model.analysis.tabular_features import logistic_regression
-from model.artifact.predict import load_served_model, predict_probability
+from model.artifact.predict import ServedModel, load_served_model, predict_probability
 from model.config import DEFAULT_CONFIG, Settings, load_settings
 from model.data.prepare import load_table
 from model.data.sources import TARGET
@@ -63,7 +62,7 @@ def curves(labels: np.ndarray, probability: np.ndarray, history: list[dict[str, 
     }
 
 
-def write_plots(settings: Settings, table: pd.DataFrame, model: torch.nn.Module, schema: dict) -> None:
+def write_plots(settings: Settings, table: pd.DataFrame, model: ServedModel, schema: dict) -> None:
     """The test months scored by the exported model, as CSV tables under paths.plots."""
     test = split_rows(table, "test")
     probability = predict_probability(model, schema, test)

@@ -23,7 +23,7 @@ def quality_section(settings: Settings, folder: Path) -> Section:
 
     shown = per_column.loc[per_column["worst_missing"] > 0, "column"].tolist()
     figure, (missing, other) = plt.subplots(1, 2, figsize=(13, 3.8))
-    colors = plt.cm.tab20.colors  # one distinct color per column: the default cycle repeats after ten
+    colors = plt.color_sequences["tab20"]  # one distinct color per column: the default cycle repeats after ten
     for index, name in enumerate(shown):
         series = metrics[metrics["column"] == name]
         missing.plot(series[BATCH], series["missing_share"], marker=".", label=name, color=colors[index % 20])

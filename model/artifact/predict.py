@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 import numpy as np
 import pandas as pd
@@ -85,6 +85,11 @@ class OnnxModel:
 ServedModel = Union["torch.jit.ScriptModule", OnnxModel]
 
 
+@overload
+def load_served_model(export_dir: Path, runtime: Literal["torchscript"] = ...
+                      ) -> tuple[torch.jit.ScriptModule, dict]: ...
+@overload
+def load_served_model(export_dir: Path, runtime: str) -> tuple[ServedModel, dict]: ...
 def load_served_model(export_dir: Path, runtime: str = "torchscript") -> tuple[ServedModel, dict]:
     """The exported model and its schema: model.pt (torch.jit) or model.onnx (ONNX Runtime)."""
     if runtime == "onnx":
@@ -158,13 +163,13 @@ def coerce_features(frame: pd.DataFrame, features: Features,
     def note(mask: pd.Series, text: pd.Series | str) -> None:
         issues.append(pd.Series(np.where(mask, text, ""), index=frame.index, dtype=object))
 
-    for name, spec in features.categorical.items():
+    for name, feature in features.categorical.items():
         if name not in frame.columns:
             log.warning("input has no column %s: missing in every row", name)
-        values = frame.get(name, pd.Series(pd.NA, index=frame.index)).astype("string").str.strip()
+        values: pd.Series = frame.get(name, pd.Series(pd.NA, index=frame.index)).astype("string").str.strip()
         missing = values.isna() | (values == "")
         columns[name] = values.mask(missing, "")
-        note(missing & spec.required, f"{name}: missing")
+        note(missing & feature.required, f"{name}: missing")
         unseen = ~missing & ~values.isin(vocabularies.get(name, set())).fillna(False)
         note(unseen, name + ": unknown category '" + values.fillna("") + "'")
     for name, spec in features.numeric.items():

@@ -67,6 +67,7 @@ def relative_paths(pickled: bytes, roots: List[Tuple[str, str]]) -> bytes:
         for prefix, replacement in roots:
             if argument.startswith(prefix):
                 end = ops[index + 1][2]
+                assert end is not None and position is not None  # genops over bytes knows every position
                 text = (replacement + argument[len(prefix):]).encode("utf-8")
                 out += pickled[last:position] + b"X" + struct.pack("<I", len(text)) + text
                 last = end
@@ -110,6 +111,7 @@ def rewrite_zip(path: Path, transform: Callable[[str, bytes], bytes],
             info.external_attr = 0o100644 << 16
             info.create_system = 3
             # The record's data starts after a 30-byte header, the name and this extra field.
+            assert archive.fp is not None  # open for writing until the with block ends
             start = archive.fp.tell() + 30 + len(name.encode("utf-8")) + 4
             padding = (-start) % ALIGNMENT
             info.extra = PADDING_HEADER + struct.pack("<H", padding) + b"Z" * padding

@@ -17,7 +17,7 @@ def sqlite_transaction(path: Path, immediate: bool = False, timeout: float = 30)
     (BEGIN IMMEDIATE), so nothing another process writes can come between what it reads and
     what it writes: read-then-write steps run one after another. A transaction waits up to
     `timeout` seconds for a lock another one holds."""
-    connection = sqlite3.connect(path, timeout=timeout, isolation_level=None if immediate else "")
+    connection = sqlite3.connect(path, timeout=timeout, isolation_level=None if immediate else "DEFERRED")
     connection.row_factory = sqlite3.Row
     try:
         if not immediate:

@@ -22,7 +22,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -91,18 +91,18 @@ def time_share(values: pd.Series) -> float:
     if present.empty or present.str.contains(LOOKS_DATED).mean() < TIME_SHARE:
         return 0.0
     parsed = _times(present)
-    return float(parsed.notna().mean()) if parsed is not None else 0.0
+    return float(parsed.notna().mean())
 
 
-def _times(values: pd.Series) -> pd.Series | None:
+def _times(values: pd.Series) -> pd.Series[pd.Timestamp]:
     """The values as times where they read as such, as the csv source reads them (pandas' own
-    format inference); None when pandas cannot read the column at all."""
+    format inference); all missing (NaT) when pandas cannot read the column at all."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Could not infer format": the share tells
         try:
             return pd.to_datetime(values, errors="coerce")
         except (ValueError, TypeError, OverflowError):
-            return None
+            return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
 
 
 def examples(values: pd.Series, count: int = 3) -> str:
@@ -130,7 +130,10 @@ def choose_time(frame: pd.DataFrame, wanted: str | None) -> tuple[str, list[str]
             "The pipeline splits, checks and tests the data by time, so the CSV needs a column of when each row "
             "happened (e.g. 2024-03-01 or 2024-03-01 14:30): add one, or name it with --time-column")
     # Of several, the earliest: a later date (a last payment, a closing) often records the outcome.
-    ranked = sorted(times, key=lambda name: (not TIME_NAME.search(str(name)), _times(frame[name]).median()))
+    def rank(name: str) -> tuple[bool, pd.Timestamp]:
+        return not TIME_NAME.search(str(name)), _times(frame[name]).median()
+
+    ranked = sorted(times, key=rank)
     return ranked[0], ranked[1:]
 
 
@@ -156,10 +159,13 @@ def choose_target(frame: pd.DataFrame, wanted: str | None, time: str) -> tuple[s
     position = {name: index for index, name in enumerate(frame.columns)}
     # A target's name first, then a value that names an event (Charged Off, yes, 1), a flag's name,
     # 0/1 values, and the later column (a target often comes last).
-    ranked = sorted(binary, key=lambda name: (
-        not TARGET_NAME.search(str(name)),
-        not any(POSITIVE_VALUE.match(str(value).strip()) for value in frame[name].dropna().unique()),
-        not FLAG_NAME.search(str(name)), not _zero_one(frame[name]), -position[name]))
+    def rank(name: str) -> tuple[bool, bool, bool, bool, int]:
+        return (
+            not TARGET_NAME.search(str(name)),
+            not any(POSITIVE_VALUE.match(str(value).strip()) for value in frame[name].dropna().unique()),
+            not FLAG_NAME.search(str(name)), not _zero_one(frame[name]), -position[name])
+
+    ranked = sorted(binary, key=rank)
     return ranked[0], [name for name in ranked[1:]]
 
 
@@ -268,7 +274,7 @@ def time_bounds(times: pd.Series) -> tuple[dict[str, str], dict[str, str], str]:
     ordered = times.sort_values(ignore_index=True)
     first, last = ordered.iloc[0], ordered.iloc[-1]
     daily = (last - first) >= pd.Timedelta(days=60)
-    unit = "D" if daily else "min"
+    unit: Literal["D", "min"] = "D" if daily else "min"
     text = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
     start = first.floor(unit)
     end = last.floor(unit) + pd.Timedelta(1, unit)
@@ -347,11 +353,11 @@ def draft(csv: Path, time_column: str | None = None, target_column: str | None =
         else:
             result.categorical[name] = spec
             distinct = int(present.nunique())
-            numbers = _numbers_in_text(present)
+            in_text = _numbers_in_text(present)
             result.notes[name] = (f"{distinct} values: {examples(values)}{', ...' if distinct > 3 else ''}; "
                                   f"{missing_note}"
-                                  + (f"; numbers with text (e.g. {numbers}): strip it in the CSV to use them as "
-                                     "numbers" if numbers else ""))
+                                  + (f"; numbers with text (e.g. {in_text}): strip it in the CSV to use them as "
+                                     "numbers" if in_text else ""))
     if not result.categorical and not result.numeric:
         raise DraftError(f"{csv}: no column is left to learn from besides {time} and {target} "
                          f"(left out: {'; '.join(f'{k}: {v}' for k, v in result.left_out.items())})")

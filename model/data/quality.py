@@ -9,7 +9,7 @@ import logging
 import pandas as pd
 import pandera.pandas as pa
 
-from model.config import Settings
+from model.config import CategoricalFeature, NumericFeature, Settings
 from model.data.quality_history import store
 from model.data.schema import table_schema
 from model.data.sources import TIME
@@ -39,7 +39,7 @@ def measure(table: pd.DataFrame, settings: Settings, reference: pd.DataFrame | N
     for batch, part in table.groupby(keys, sort=True):
         duplicates = float(part.duplicated().mean())
         for name in settings.features.categorical:
-            values = part[name].astype("string")
+            values: pd.Series = part[name].astype("string")
             present = values[values.notna() & (values != "")]
             rows.append({BATCH: batch, "column": name, "kind": "categorical", "rows": len(part),
                          "missing_share": 1 - len(present) / len(part), "out_of_range_share": 0.0,
@@ -60,23 +60,24 @@ def measure(table: pd.DataFrame, settings: Settings, reference: pd.DataFrame | N
 def problems(metrics: pd.DataFrame, settings: Settings) -> list[str]:
     """Every limit a batch breaks, as a sentence that names the fix."""
     limits = settings.quality
-    own = {name: spec.max_missing for name, spec in
-           {**settings.features.categorical, **settings.features.numeric}.items() if spec.max_missing is not None}
+    features: dict[str, CategoricalFeature | NumericFeature] = {**settings.features.categorical,
+                                                                 **settings.features.numeric}
+    own = {name: spec.max_missing for name, spec in features.items() if spec.max_missing is not None}
     found = []
-    for row in metrics.itertuples():
-        max_missing = own.get(row.column, limits.max_missing)
-        if row.missing_share > max_missing:
-            found.append(f"batch {row.batch}: {row.column} is {row.missing_share:.1%} missing, over the limit of "
-                         f"{max_missing:.0%} (quality.max_missing, or max_missing on the feature)")
-        if row.out_of_range_share > limits.max_out_of_range:
-            found.append(f"batch {row.batch}: {row.out_of_range_share:.1%} of {row.column} is outside its bounds, "
-                         f"over the limit of {limits.max_out_of_range:.0%} (quality.max_out_of_range)")
+    for row in metrics.to_dict("records"):
+        max_missing = own.get(row["column"], limits.max_missing)
+        if row["missing_share"] > max_missing:
+            found.append(f"batch {row['batch']}: {row['column']} is {row['missing_share']:.1%} missing, over the "
+                         f"limit of {max_missing:.0%} (quality.max_missing, or max_missing on the feature)")
+        if row["out_of_range_share"] > limits.max_out_of_range:
+            found.append(f"batch {row['batch']}: {row['out_of_range_share']:.1%} of {row['column']} is outside its "
+                         f"bounds, over the limit of {limits.max_out_of_range:.0%} (quality.max_out_of_range)")
     per_batch = metrics.drop_duplicates(BATCH)
-    for row in per_batch.itertuples():
-        if row.rows < limits.min_rows:
-            found.append(f"batch {row.batch}: {row.rows} rows, fewer than quality.min_rows = {limits.min_rows}")
-        if row.duplicate_share > limits.max_duplicates:
-            found.append(f"batch {row.batch}: {row.duplicate_share:.1%} duplicated rows, over the limit of "
+    for row in per_batch.to_dict("records"):
+        if row["rows"] < limits.min_rows:
+            found.append(f"batch {row['batch']}: {row['rows']} rows, fewer than quality.min_rows = {limits.min_rows}")
+        if row["duplicate_share"] > limits.max_duplicates:
+            found.append(f"batch {row['batch']}: {row['duplicate_share']:.1%} duplicated rows, over the limit of "
                          f"{limits.max_duplicates:.0%} (quality.max_duplicates)")
     return found
 

@@ -11,8 +11,8 @@ from model.data.sources import TARGET, TIME
 def table_schema(settings: Settings) -> pa.DataFrameSchema:
     """What a cleaned table must look like: the feature contract as a pandera schema."""
     columns: dict[str, pa.Column] = {TIME: pa.Column(pa.DateTime, nullable=False, coerce=True)}
-    for name, spec in settings.features.categorical.items():
-        checks = [pa.Check.str_length(min_value=1)] if spec.required else []
+    for name, feature in settings.features.categorical.items():
+        checks = [pa.Check.str_length(min_value=1)] if feature.required else []
         columns[name] = pa.Column(str, checks=checks, nullable=False, coerce=True)
     for name, spec in settings.features.numeric.items():
         checks = [pa.Check.in_range(spec.min, spec.max)]

@@ -96,6 +96,8 @@ def csv_table(path: Path, settings: Settings, time_column: str, target_column: s
 
 def synthetic_table(settings: Settings) -> pd.DataFrame:
     """Everything the generator wrote under train/ and test/, in time order."""
+    if settings.data.synthetic is None:
+        raise SourceError("data.source is synthetic but the data.synthetic section is not set")
     folder = settings.data.synthetic.dir
     files = sorted(folder.glob("train/*.csv")) + sorted(folder.glob("test/*.csv"))
     if not files:
@@ -111,9 +113,9 @@ def load_source(settings: Settings, flight_tables: dict[str, pd.DataFrame] | Non
     elif source == "synthetic":
         table = synthetic_table(settings)
     else:
-        if settings.data.csv.path is None:
-            raise SourceError("data.source is csv but data.csv.path is not set")
         csv = settings.data.csv
+        if csv.path is None:
+            raise SourceError("data.source is csv but data.csv.path is not set")
         table = csv_table(csv.path, settings, csv.time_column, csv.target_column, csv.positive)
     window = (table[TIME] >= settings.data.window.start) & (table[TIME] < settings.data.window.end)
     columns = [TIME, *settings.features.names, TARGET]

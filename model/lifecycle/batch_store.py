@@ -191,6 +191,7 @@ class Store:
         """Batches stored after the newest one an update has decided about."""
         with self._db() as db:
             last = db.execute("SELECT MAX(last_batch) FROM decisions").fetchone()[0]
+            args: tuple[str, ...]
             query, args = "SELECT batch FROM batches ORDER BY batch", ()
             if last is not None:
                 query, args = "SELECT batch FROM batches WHERE batch > ? ORDER BY batch", (last,)
@@ -221,7 +222,7 @@ class Store:
             quality_rows = quality[QUALITY_COLUMNS].astype(object).where(quality[QUALITY_COLUMNS].notna(), None)
             db.executemany(f"INSERT INTO batch_quality VALUES (?, {', '.join('?' for _ in QUALITY_COLUMNS)})",
                            [(batch, *row) for row in quality_rows.itertuples(index=False, name=None)])
-            if drift is not None:
+            if drift is not None and production is not None:  # drift is measured against production
                 drift_rows = drift[DRIFT_COLUMNS].astype(object).where(drift[DRIFT_COLUMNS].notna(), None)
                 db.executemany(f"INSERT INTO batch_drift VALUES (?, ?, {', '.join('?' for _ in DRIFT_COLUMNS)})",
                                [(batch, production.version, *row)

@@ -72,6 +72,11 @@ class Router:
             self.client = client
             yield
 
+    def upstream_client(self) -> httpx.AsyncClient:
+        if self.client is None:
+            raise RuntimeError("the upstream client opens with the app's lifespan (serve the app, e.g. with uvicorn)")
+        return self.client
+
     def choose(self) -> str:
         with self.lock:
             return self.candidate if self.random.random() < self.share else self.production
@@ -81,8 +86,8 @@ class Router:
         headers = {"Content-Type": request.headers.get("content-type", "")}
         started = time.perf_counter()
         try:
-            reply = await self.client.post(f"{self.upstream}/predictions/{self.name}/{version}",
-                                           content=await request.body(), headers=headers)
+            reply = await self.upstream_client().post(f"{self.upstream}/predictions/{self.name}/{version}",
+                                                      content=await request.body(), headers=headers)
             status, body, kind = reply.status_code, reply.content, reply.headers.get("content-type", "")
         except httpx.HTTPError as error:
             status, body, kind = 502, json.dumps({"code": 502, "error": f"upstream: {error}"}).encode(), \
@@ -101,7 +106,7 @@ class Router:
         return JSONResponse(self.summary())
 
     async def ping(self, request: Request) -> Response:
-        reply = await self.client.get(f"{self.upstream}/ping")
+        reply = await self.upstream_client().get(f"{self.upstream}/ping")
         return Response(reply.content, status_code=reply.status_code, media_type="application/json")
 
 

@@ -106,14 +106,14 @@ def decide(settings: Settings, store: Store, production: ModelVersion, batches: 
         return decision
     triggers = []
     for batch in passed:
-        drifted = [name for name in records.loc[batch, "drifted"] or [] if name not in rule.ignore_features]
+        drifted = [name for name in records["drifted"][batch] or [] if name not in rule.ignore_features]
         if len(drifted) >= rule.drifted_features:
             triggers.append(f"batch {batch}: {len(drifted)} features drift ({', '.join(drifted)}), "
                             f"at least retrain.drifted_features = {rule.drifted_features}")
         if rule.prediction_drift and records.loc[batch, "prediction_drifted"] == 1:
             triggers.append(f"batch {batch}: the production model's predicted probabilities drift")
     newest = passed[-1]
-    metrics = records.loc[newest, "production_metrics"]
+    metrics: dict[str, Any] | None = records["production_metrics"][newest]
     validated = production.metrics["valid"]["roc_auc"]
     if metrics is not None and metrics["roc_auc"] < validated - rule.auc_drop:
         triggers.append(f"batch {newest}: production ROC AUC {metrics['roc_auc']:.4f} is more than "
@@ -195,7 +195,7 @@ def track(settings: Settings, metrics: dict[str, Any], how: str, window: Window,
     """One training of the loop in the MLflow store the pipeline's runs go to (model/training/tracking.py)."""
     from model.training.tracking import track_training  # MLflow is heavy: imported when a model was trained
 
-    extra = {"stream.trained": how, "stream.train_batches": f"{window.train[0]}..{window.train[-1]}",
+    extra: dict[str, Any] = {"stream.trained": how, "stream.train_batches": f"{window.train[0]}..{window.train[-1]}",
              "stream.valid_batches": ",".join(window.valid), "stream.holdout_batch": window.holdout}
     if base is not None:
         extra["stream.warm_start_from_version"] = base
@@ -257,6 +257,9 @@ def retrain(settings: Settings, store: Store, registry: Registry, production: Mo
             for name, metrics in contenders.items()}
     export = version_export(settings, registry, production.version)
     holdout = model_metrics(export, split_rows(table, "test"))
+    if holdout is None:  # the trainings' own ROC AUC on it is NaN: no ranking to compare them by
+        decision.reasons.append(f"the held-out batch {window.holdout} holds one class only: nothing to compare on")
+        return None, False, {}
     best = max(contenders, key=lambda name: contenders[name]["test"]["roc_auc"])
     model_dir = (warm_settings if best == WARM else scratch_settings).paths.model_dir
     aucs = {name: metrics["test"]["roc_auc"] for name, metrics in contenders.items()}
@@ -268,9 +271,10 @@ def retrain(settings: Settings, store: Store, registry: Registry, production: Mo
     candidate = register(registry, settings, model_dir, best, window, table, metrics, tracked,
                          note=f"{best.replace('_', ' ')} on {window.train[0]}..{window.valid[-1]}, "
                               f"held out {window.holdout}")
-    baseline = registry.first_production()
+    baseline = registry.first_production() or production  # production was promoted: never None
     baseline_metrics = holdout if baseline.version == production.version else model_metrics(
         version_export(settings, registry, baseline.version), split_rows(table, "test"))
+    assert baseline_metrics is not None  # measured on the rows holdout was: they hold both classes
     promoted, checks = promotion_check(settings.stream, aucs[best], (production.version, holdout["roc_auc"]),
                                        (baseline.version, baseline_metrics["roc_auc"]))
     detail = {"passed": promoted, "against": production.version, "holdout": window.holdout,
@@ -297,9 +301,9 @@ def update(settings: Settings, source: pd.DataFrame | None = None, batches: int 
         raise ValueError(f"stream.retrain.ignore_features names {', '.join(unknown)}, which are not features; "
                          f"the features are {', '.join(settings.features.names)}")
     source = load_source(settings) if source is None else source
-    if registry.production() is None:
-        return bootstrap(settings, store, registry, source)
     production = registry.production()
+    if production is None:
+        return bootstrap(settings, store, registry, source)
     ingested = ingest(store, source, batches or settings.stream.batches_per_update,
                       current_production(settings, store, registry))
     pending = store.undecided()
@@ -311,6 +315,7 @@ def update(settings: Settings, source: pd.DataFrame | None = None, batches: int 
     decision = decide(settings, store, production, pending)
     for reason in decision.reasons:
         log.info("%s: %s", "retrain" if decision.retrain else "keep", reason)
+    detail: dict[str, Any]
     candidate, promoted, detail = None, False, {}
     if decision.retrain:
         candidate, promoted, detail = retrain(settings, store, registry, production, decision)

@@ -205,6 +205,7 @@ class Registry:
         return [v for v in self.versions() if v.status == CANDIDATE]
 
     def events(self, version: int | None = None) -> list[Event]:
+        args: tuple[int, ...]
         query, args = "SELECT * FROM events ORDER BY id", ()
         if version is not None:
             query, args = "SELECT * FROM events WHERE version = ? ORDER BY id", (int(version),)
@@ -372,6 +373,8 @@ class Registry:
         """The current production is archived and the previous production serves again (its archive
         checked first: it was production before, so no gate is asked of it)."""
         current, previous = self.production(), self.previous_production()
+        if current is None:  # another process archived it since previous_production() looked
+            raise RegistryError(f"{self.name} has no production version to roll back from")
         self.verified_archive(previous.version)
         with self._db(write=True) as db:
             _set_status(db, current.version, ARCHIVED, "rolled back", {"to": previous.version})

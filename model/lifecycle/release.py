@@ -151,7 +151,7 @@ def main() -> None:
         elif args.command == "rollback":
             rollback(registry, served)
         elif args.command == "deploy":
-            deploy(registry, served)
+            deploy(registry, TorchServeVersions(args.management, registry.name))  # --management is required
         elif args.command == "verify":
             print(verify(registry, args.version))
             return

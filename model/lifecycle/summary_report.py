@@ -71,7 +71,7 @@ def quality_over_time_section(settings: Settings, store: Store, folder: Path) ->
     new = quality[quality["kind"] == "categorical"].pivot_table(index="batch", columns="column",
                                                                 values="new_categories", sort=True)
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8))
-    colors = plt.cm.tab20.colors
+    colors = plt.color_sequences["tab20"]
     for index, name in enumerate(missing.columns):
         left.plot(range(len(missing)), missing[name], marker=".", label=name, color=colors[index % 20])
     left.set_title("missing share per batch", fontsize=10)

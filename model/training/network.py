@@ -9,7 +9,7 @@ on Python 3.9 with the serving image's older torch, where the archive is built.
 """
 
 import math
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,16 @@ MISSING_VALUE = ""
 
 
 class TabularNet(nn.Module):
+    if TYPE_CHECKING:  # the buffers registered in __init__, for the type checker only: class annotations
+        # would change what TorchScript infers for nn.Module's own attributes (and so model.pt's bytes)
+        offsets: Tensor
+        fill: Tensor
+        mean: Tensor
+        std: Tensor
+        cyclic_index: Tensor
+        linear_index: Tensor
+        angular: Tensor
+
     def __init__(
         self,
         categorical: List[str],
@@ -69,6 +79,7 @@ class TabularNet(nn.Module):
             self.embedding = nn.Embedding(vocabulary_rows, embedding_dim)
             encoded = embedding_dim * len(categorical)
         width = len(linear) + 2 * len(cyclic) + (len(numeric) if self.indicators else 0) + encoded
+        inputs = width
         layers: List[nn.Module] = []
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
@@ -86,9 +97,9 @@ class TabularNet(nn.Module):
             first = len(order) + (offsets[j] if self.one_hot else j * embedding_dim)
             columns[name] = list(range(first, first + (sizes[j] if self.one_hot else embedding_dim)))
         covered = sorted(position for positions in columns.values() for position in positions)
-        if covered != list(range(self.mlp[0].in_features)):
+        if covered != list(range(inputs)):
             raise RuntimeError("the field layout covers " + str(len(covered)) + " of the first layer's "
-                               + str(self.mlp[0].in_features) + " inputs: features() and this layout disagree")
+                               + str(inputs) + " inputs: features() and this layout disagree")
         self.field_columns: Dict[str, List[int]] = columns
 
     @classmethod

@@ -20,7 +20,7 @@ def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_coun
     vocabularies = []
     for name in features.categorical:
         counts = train[name].value_counts()
-        frequent = [c for c, n in counts.items() if n >= min_category_count and c != MISSING_VALUE]
+        frequent = [str(c) for c, n in counts.items() if n >= min_category_count and c != MISSING_VALUE]
         vocabulary = {MISSING_VALUE: MISSING}
         vocabulary.update({category: index for index, category in enumerate(frequent, start=MISSING + 1)})
         assert UNKNOWN not in vocabulary.values()

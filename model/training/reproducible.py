@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 # What each library reads when it loads. NPY_DISABLE_CPU_FEATURES names numpy's dispatch
 # targets above its x86-64-v2 baseline (numpy 2.x's floor: every machine it runs on has it).
@@ -35,7 +36,7 @@ PINNED_ENVIRONMENT = {
 }
 
 
-def pinned(environment: dict[str, str] | None = None) -> bool:
+def pinned(environment: Mapping[str, str] | None = None) -> bool:
     """Whether `environment` (default: this process's) carries every pinned value."""
     environment = os.environ if environment is None else environment
     return all(environment.get(name) == value for name, value in PINNED_ENVIRONMENT.items())

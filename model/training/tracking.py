@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 def run_params(settings: Settings) -> dict[str, Any]:
     """What decides a model: data window and split, the feature contract, network, training, seed."""
-    params = {"seed": settings.seed, "data.source": settings.data.source,
+    params: dict[str, Any] = {"seed": settings.seed, "data.source": settings.data.source,
               "features": ",".join(settings.features.names)}
     params |= _flat("data.window", settings.data.window.model_dump())
     params |= _flat("data.split", settings.data.split.model_dump())
@@ -77,7 +78,7 @@ def git_commit() -> str:
 
 
 def track_training(settings: Settings, metrics: dict[str, Any], data_hash: str, kind: str = "pipeline",
-                   extra_params: dict[str, Any] | None = None, artifacts: list[Path] = ()) -> str:
+                   extra_params: dict[str, Any] | None = None, artifacts: Sequence[Path] = ()) -> str:
     """Record one training run; returns its MLflow run id. `metrics` is what train() returned."""
     mlflow = _mlflow(settings)
     with mlflow.start_run(run_name=f"{kind} {metrics['model_version']}") as run:

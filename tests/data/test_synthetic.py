@@ -12,7 +12,7 @@ import pytest
 
 from model.config import ROOT, Settings, SyntheticSource, load_settings
 from model.data import synthetic
-from model.data.sources import TARGET, TIME, load_source
+from model.data.sources import TARGET, TIME, SourceError, load_source
 from model.data.synthetic import FAULT_CODES, READINGS, STATION, generate, write_synthetic
 
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
@@ -133,6 +133,12 @@ def test_the_written_files_read_back_as_the_generated_table(tmp_path):
     for name in settings.features.numeric:
         np.testing.assert_array_equal(loaded[name].to_numpy(dtype="float64"),
                                       expected[name].to_numpy(dtype="float64"), err_msg=name)
+
+
+def test_a_synthetic_source_without_its_section_says_so():
+    settings = load_settings(SYNTHETIC).with_overrides({"data": {"synthetic": None}})
+    with pytest.raises(SourceError, match="data.synthetic section is not set"):
+        load_source(settings)
 
 
 def test_the_command_line_writes_what_its_config_asks(tmp_path, monkeypatch):
