@@ -189,8 +189,9 @@ test: setup ## the whole test suite, the images included where they can be built
 test-fast: setup ## the tests that need no trained model, no server and no image, in under a minute (tests/tiers.py)
 	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) $(PYTEST_ARGS)
 
-lint: setup ## ruff, mypy (pyproject.toml [tool.mypy]), the Python 3.9 floor of what runs in the serving image (handler, docker/, the package's closure of model.artifact.archive), hadolint
+lint: setup ## ruff (checks and format), mypy (pyproject.toml [tool.mypy]), the Python 3.9 floor of what runs in the serving image (handler, docker/, the package's closure of model.artifact.archive), hadolint
 	ruff check .
+	ruff format --check .
 	mypy
 	vermin --target=3.9- --no-tips --violations --eval-annotations handler/ docker/healthcheck.py docker/selfcheck.py docker/management_gateway.py \
 		$$($(PYTHON) -m model.layers --closure model.artifact.archive)

@@ -88,8 +88,10 @@ class ServedModel:
 def run_benchmark(model: ServedModel, records: list[dict[str, Any]], plan: BenchPlan, workdir: Path) -> dict[str, Any]:
     bodies = [json.dumps(record) for record in records]
     script = write_script(bodies, workdir / "records.lua")
-    multi = {size: write_script(list_bodies(records, size), workdir / f"records-{size}.lua")
-             for size in plan.records_per_request}
+    multi = {
+        size: write_script(list_bodies(records, size), workdir / f"records-{size}.lua")
+        for size in plan.records_per_request
+    }
     plugins = build_plugin(workdir / "plugins").parent if "tuned" in plan.configurations else None
     starters: dict[str, Callable[[], contextlib.AbstractContextManager[Endpoint]]] = {
         "tuned": lambda: tuned_torchserve(model.archive, workdir / "tuned", model.name, plugins),
@@ -124,8 +126,9 @@ def request_bodies(records: list[dict[str, Any]], size: int) -> list[str]:
     return [json.dumps(record) for record in records] if size == 1 else list_bodies(records, size)
 
 
-def measure_load(endpoint: Endpoint, script: Path, connections: int, plan: BenchPlan
-                 ) -> tuple[Any, dict[str, float], ProcessTreeMemory]:
+def measure_load(
+    endpoint: Endpoint, script: Path, connections: int, plan: BenchPlan
+) -> tuple[Any, dict[str, float], ProcessTreeMemory]:
     """One measured wrk run, after its warm-up: the load, the server's CPU per request, its memory."""
     if plan.warmup_seconds:
         warm = run_wrk(endpoint.url, script, connections, plan.warmup_seconds, plan.wrk_threads)
@@ -133,14 +136,19 @@ def measure_load(endpoint: Endpoint, script: Path, connections: int, plan: Bench
     server_before, client_before = cpu_seconds(endpoint.pid), client_cpu_seconds()
     with ProcessTreeMemory(endpoint.pid) as memory:
         load = run_wrk(endpoint.url, script, connections, plan.seconds, plan.wrk_threads)
-    cpu = cpu_per_request(server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before,
-                          load.requests)
+    cpu = cpu_per_request(server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before, load.requests)
     settle(connections, load.requests_per_s)
     return load, cpu, memory
 
 
-def measure_server(name: str, start: Callable[[], contextlib.AbstractContextManager[Endpoint]], script: Path,
-                   bodies: list[str], plan: BenchPlan, multi: dict[int, Path] | None = None) -> dict[str, Any]:
+def measure_server(
+    name: str,
+    start: Callable[[], contextlib.AbstractContextManager[Endpoint]],
+    script: Path,
+    bodies: list[str],
+    plan: BenchPlan,
+    multi: dict[int, Path] | None = None,
+) -> dict[str, Any]:
     points, multi_points, pids = [], [], set()
     with start() as endpoint:
         check_answers(endpoint.url, bodies[:3])
@@ -151,31 +159,65 @@ def measure_server(name: str, start: Callable[[], contextlib.AbstractContextMana
         for connections in plan.concurrency:
             load, cpu, memory = measure_load(endpoint, script, connections, plan)
             pids |= memory.pids
-            point = {"concurrency": connections, "requests_per_s": load.requests_per_s, "requests": load.requests,
-                     "latency_ms": load.latency_ms, "non_2xx": load.non_2xx, "socket_errors": load.socket_errors,
-                     "cpu_us_per_request": cpu, **memory.summary()}
+            point = {
+                "concurrency": connections,
+                "requests_per_s": load.requests_per_s,
+                "requests": load.requests,
+                "latency_ms": load.latency_ms,
+                "non_2xx": load.non_2xx,
+                "socket_errors": load.socket_errors,
+                "cpu_us_per_request": cpu,
+                **memory.summary(),
+            }
             points.append(point)
-            log.info("%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d errors, RSS %.0f MB",
-                     CONFIGURATIONS[name], connections, point["requests_per_s"], load.latency_ms["p50"],
-                     load.latency_ms["p99"], load.non_2xx + load.socket_errors, point["rss_peak_mb"])
+            log.info(
+                "%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, %d errors, RSS %.0f MB",
+                CONFIGURATIONS[name],
+                connections,
+                point["requests_per_s"],
+                load.latency_ms["p50"],
+                load.latency_ms["p99"],
+                load.non_2xx + load.socket_errors,
+                point["rss_peak_mb"],
+            )
         for size, multi_script in (multi or {}).items():
             for connections in plan.multi_record_concurrency:
                 load, cpu, memory = measure_load(endpoint, multi_script, connections, plan)
                 pids |= memory.pids
-                point = {"records_per_request": size, "concurrency": connections,
-                         "requests_per_s": load.requests_per_s, "records_per_s": load.requests_per_s * size,
-                         "requests": load.requests, "latency_ms": load.latency_ms, "non_2xx": load.non_2xx,
-                         "socket_errors": load.socket_errors, "cpu_us_per_request": cpu, **memory.summary()}
+                point = {
+                    "records_per_request": size,
+                    "concurrency": connections,
+                    "requests_per_s": load.requests_per_s,
+                    "records_per_s": load.requests_per_s * size,
+                    "requests": load.requests,
+                    "latency_ms": load.latency_ms,
+                    "non_2xx": load.non_2xx,
+                    "socket_errors": load.socket_errors,
+                    "cpu_us_per_request": cpu,
+                    **memory.summary(),
+                }
                 multi_points.append(point)
-                log.info("%s, %d records per request, %d connections: %.0f records/s, p50 %.2f ms, %d errors",
-                         CONFIGURATIONS[name], size, connections, point["records_per_s"], load.latency_ms["p50"],
-                         load.non_2xx + load.socket_errors)
+                log.info(
+                    "%s, %d records per request, %d connections: %.0f records/s, p50 %.2f ms, %d errors",
+                    CONFIGURATIONS[name],
+                    size,
+                    connections,
+                    point["records_per_s"],
+                    load.latency_ms["p50"],
+                    load.non_2xx + load.socket_errors,
+                )
         idle = idle_cpu(endpoint.pid, plan.idle_seconds) if plan.idle_seconds else None
     measured = points + multi_points
-    return {"settings": endpoint.settings, "ports": list(endpoint.ports), "pids": sorted(pids), "points": points,
-            "multi_record_points": multi_points, "idle_cpu": idle,
-            "rss_peak_mb": max(p["rss_peak_mb"] for p in measured),
-            "pss_peak_mb": max(p["pss_peak_mb"] for p in measured)}
+    return {
+        "settings": endpoint.settings,
+        "ports": list(endpoint.ports),
+        "pids": sorted(pids),
+        "points": points,
+        "multi_record_points": multi_points,
+        "idle_cpu": idle,
+        "rss_peak_mb": max(p["rss_peak_mb"] for p in measured),
+        "pss_peak_mb": max(p["pss_peak_mb"] for p in measured),
+    }
 
 
 def idle_cpu(pid: int, seconds: float) -> dict[str, float]:
@@ -222,8 +264,9 @@ def client_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_per_request(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], client: float,
-                    requests: int) -> dict[str, float]:
+def cpu_per_request(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], client: float, requests: int
+) -> dict[str, float]:
     """Microseconds of CPU per answered request, by role, over one measured run: where a request's cost goes."""
     spent = {**cpu_by_role(before, after), "client": client}
     return {role: seconds / requests * 1e6 if requests else 0.0 for role, seconds in spent.items()}
@@ -249,13 +292,26 @@ def measure_forward(export_dir: Path, records: list[dict[str, Any]], plan: Bench
     """benchmarks.forward in its own process, so its memory is the model's and torch's alone."""
     log.info("%s: batches of %s", CONFIGURATIONS["forward"], ", ".join(map(str, plan.forward_batches)))
     (workdir / "records.json").write_text(json.dumps(records))
-    command = [sys.executable, "-m", "benchmarks.forward", "--export-dir", str(export_dir),
-               "--records", str(workdir / "records.json"), "--seconds", str(plan.seconds)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.forward",
+        "--export-dir",
+        str(export_dir),
+        "--records",
+        str(workdir / "records.json"),
+        "--seconds",
+        str(plan.seconds),
+    ]
     command += [argument for batch in plan.forward_batches for argument in ("--batch", str(batch))]
     measured = json.loads(subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
     for point in measured["points"]:
-        log.info("forward, batch %d: %.0f records/s, p50 %.3f ms per call", point["batch"], point["requests_per_s"],
-                 point["latency_ms"]["p50"])
+        log.info(
+            "forward, batch %d: %.0f records/s, p50 %.3f ms per call",
+            point["batch"],
+            point["requests_per_s"],
+            point["latency_ms"]["p50"],
+        )
     return {"points": measured["points"], **measured["memory"]}
 
 
@@ -279,10 +335,15 @@ def ratios(results: dict[str, Any], concurrency: tuple[int, ...]) -> list[dict[s
 def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     """What the numbers were measured on, load included: a busy machine makes them provisional."""
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[:1]
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            **{package: metadata.version(package) for package in ("torch", "torchserve", "fastapi", "uvicorn")},
-            "wrk": wrk_version[0].split(" Copyright")[0] if wrk_version else "",
-            "load_average_before": list(load_before), "load_average_after": list(os.getloadavg())}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **{package: metadata.version(package) for package in ("torch", "torchserve", "fastapi", "uvicorn")},
+        "wrk": wrk_version[0].split(" Copyright")[0] if wrk_version else "",
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+    }
 
 
 CAPACITY_MARKERS = block_markers("capacity", "make bench")
@@ -291,8 +352,7 @@ CAPACITY_MARKERS = block_markers("capacity", "make bench")
 def doc_bench_block(doc: Path, table: Path) -> None:
     """bench.md without its title, as the bench block of a page (make: docs/load-and-capacity.md)."""
     text = table.read_text()
-    replace_block(doc, block_markers("bench", "make bench"),
-                  text.split("\n", 1)[1] if text.startswith("# ") else text)
+    replace_block(doc, block_markers("bench", "make bench"), text.split("\n", 1)[1] if text.startswith("# ") else text)
 
 
 def main() -> None:
@@ -300,19 +360,31 @@ def main() -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     parser.add_argument("--duration", type=int, default=BenchPlan.seconds, help="measured seconds per point")
     parser.add_argument("--warmup", type=int, default=BenchPlan.warmup_seconds, help="warm-up seconds per point")
-    parser.add_argument("--server-warmup", type=int, default=BenchPlan.server_warmup_seconds,
-                        help="warm-up seconds per server before its first point, at the highest concurrency")
+    parser.add_argument(
+        "--server-warmup",
+        type=int,
+        default=BenchPlan.server_warmup_seconds,
+        help="warm-up seconds per server before its first point, at the highest concurrency",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(BenchPlan.concurrency))
-    parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS),
-                        help="configurations to measure (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(CONFIGURATIONS),
+        default=list(CONFIGURATIONS),
+        help="configurations to measure (default: all)",
+    )
     parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
     parser.add_argument("--wrk-threads", type=int, default=BenchPlan.wrk_threads)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
-    parser.add_argument("--doc", type=Path,
-                        help="also write bench.md into this page's bench block (make: docs/load-and-capacity.md)")
-    parser.add_argument("--capacity-doc", type=Path,
-                        help="also write the tuned service's capacity summary into this page's capacity block "
-                             "(make: README.md)")
+    parser.add_argument(
+        "--doc", type=Path, help="also write bench.md into this page's bench block (make: docs/load-and-capacity.md)"
+    )
+    parser.add_argument(
+        "--capacity-doc",
+        type=Path,
+        help="also write the tuned service's capacity summary into this page's capacity block (make: README.md)",
+    )
     args = parser.parse_args()
     configure_logging()
     wrk_command()  # fail before minutes of set-up, not after
@@ -322,8 +394,9 @@ def main() -> None:
         parser.error(f"{archive} is missing: run `make archive` first")
     model = ServedModel(settings.model.name, archive, settings.paths.model_dir, settings.paths.export_dir)
     records = real_records(load_table(settings), settings.features, args.records, settings.seed)
-    plan = BenchPlan(tuple(args.concurrency), args.duration, args.warmup, args.server_warmup, tuple(args.only),
-                     args.wrk_threads)
+    plan = BenchPlan(
+        tuple(args.concurrency), args.duration, args.warmup, args.server_warmup, tuple(args.only), args.wrk_threads
+    )
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         results = run_benchmark(model, records, plan, Path(workdir))
     for path in write_report(results, args.out_dir):

@@ -35,8 +35,17 @@ from model.data.prepare import load_table
 log = logging.getLogger(__name__)
 
 
-def measure(model_dir: Path, model: str, variant: dict[str, Any], script: Path, concurrency: list[int],
-            seconds: int, warmup: int, workdir: Path, plugins: Path) -> list[dict[str, Any]]:
+def measure(
+    model_dir: Path,
+    model: str,
+    variant: dict[str, Any],
+    script: Path,
+    concurrency: list[int],
+    seconds: int,
+    warmup: int,
+    workdir: Path,
+    plugins: Path,
+) -> list[dict[str, Any]]:
     plan = BenchPlan(seconds=seconds, warmup_seconds=3)
     points = []
     with variant_server(model_dir, workdir, model, variant, plugins) as endpoint:
@@ -44,14 +53,25 @@ def measure(model_dir: Path, model: str, variant: dict[str, Any], script: Path, 
         settle(max(concurrency), warm.requests_per_s)
         for connections in concurrency:
             load, cpu, _ = measure_load(endpoint, script, connections, plan)
-            point = {"concurrency": connections, "requests_per_s": load.requests_per_s,
-                     "p50_ms": load.latency_ms["p50"], "p99_ms": load.latency_ms["p99"],
-                     "errors": load.non_2xx + load.socket_errors, "cpu_us_per_request": cpu,
-                     "settings": endpoint.settings}
+            point = {
+                "concurrency": connections,
+                "requests_per_s": load.requests_per_s,
+                "p50_ms": load.latency_ms["p50"],
+                "p99_ms": load.latency_ms["p99"],
+                "errors": load.non_2xx + load.socket_errors,
+                "cpu_us_per_request": cpu,
+                "settings": endpoint.settings,
+            }
             points.append({**point, "server_cpu_us": server_cpu_us(point)})
-            log.info("%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f us/request",
-                     variant["name"], connections, load.requests_per_s, load.latency_ms["p50"],
-                     load.latency_ms["p99"], points[-1]["server_cpu_us"])
+            log.info(
+                "%s, %d connections: %.0f requests/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f us/request",
+                variant["name"],
+                connections,
+                load.requests_per_s,
+                load.latency_ms["p50"],
+                load.latency_ms["p99"],
+                points[-1]["server_cpu_us"],
+            )
     return points
 
 
@@ -75,40 +95,57 @@ def summarize(rounds: dict[str, list[list[dict[str, Any]]]], concurrency: list[i
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["# Serving experiments", "",
-             f"Bodies of {result['records_per_request']} record(s); {result['rounds']} alternating rounds; "
-             f"each configuration started afresh per round, warmed up {result['warmup_seconds']} s, "
-             f"then {result['seconds']} s per point. Median of the rounds; "
-             "spread = (max - min) / median across a configuration's own rounds (the noise); "
-             "x = the median over the tuned baseline's.", "",
-             "| configuration | connections | requests/s | spread | x | p50 ms | spread | x | p99 ms | x "
-             "| server CPU µs/request | spread | x | errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Serving experiments",
+        "",
+        f"Bodies of {result['records_per_request']} record(s); {result['rounds']} alternating rounds; "
+        f"each configuration started afresh per round, warmed up {result['warmup_seconds']} s, "
+        f"then {result['seconds']} s per point. Median of the rounds; "
+        "spread = (max - min) / median across a configuration's own rounds (the noise); "
+        "x = the median over the tuned baseline's.",
+        "",
+        "| configuration | connections | requests/s | spread | x | p50 ms | spread | x | p99 ms | x "
+        "| server CPU µs/request | spread | x | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in result["summary"]:
         lines.append(
             f"| {row['configuration']} | {row['concurrency']} | {row['requests_per_s']:,.0f} "
             f"| {row['requests_per_s_spread']:.0%} | {row['requests_per_s_vs_baseline']:.2f} "
             f"| {row['p50_ms']:.2f} | {row['p50_ms_spread']:.0%} | {row['p50_ms_vs_baseline']:.2f} "
             f"| {row['p99_ms']:.2f} | {row['p99_ms_vs_baseline']:.2f} | {row['server_cpu_us']:,.0f} "
-            f"| {row['server_cpu_us_spread']:.0%} | {row['server_cpu_us_vs_baseline']:.2f} | {row['errors']} |")
+            f"| {row['server_cpu_us_spread']:.0%} | {row['server_cpu_us_vs_baseline']:.2f} | {row['errors']} |"
+        )
     lines += ["", "Variants:", ""]
-    lines += [f"- {v['name']}: model-config {v['model_config'] or '-'}, environment {v['env'] or '-'}"
-              for v in result["variants"]]
+    lines += [
+        f"- {v['name']}: model-config {v['model_config'] or '-'}, environment {v['env'] or '-'}"
+        for v in result["variants"]
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
-    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
-                        help="a variant: its name, then its settings")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "KEY=VALUE"),
+        help="a variant: its name, then its settings",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=8, help="measured seconds per point")
     parser.add_argument("--warmup", type=int, default=15, help="unmeasured seconds per server, at the top concurrency")
     parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
-    parser.add_argument("--records-per-request", type=int, default=1,
-                        help="records per body (1: one JSON object; more: a JSON list of them)")
+    parser.add_argument(
+        "--records-per-request",
+        type=int,
+        default=1,
+        help="records per body (1: one JSON object; more: a JSON list of them)",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "experiments")
     args = parser.parse_args()
     configure_logging()
@@ -123,11 +160,29 @@ def main() -> None:
         for round_index in range(args.rounds):
             for variant in variants:
                 folder = Path(workdir) / f"{variant['name']}-{round_index}"
-                rounds[variant["name"]].append(measure(settings.paths.model_dir, settings.model.name, variant, script,
-                                                       args.concurrency, args.seconds, args.warmup, folder, plugins))
-    result = {"rounds": args.rounds, "records_per_request": args.records_per_request, "seconds": args.seconds,
-              "warmup_seconds": args.warmup, "concurrency": args.concurrency, "variants": variants, "measured": rounds,
-              "summary": summarize(rounds, args.concurrency)}
+                rounds[variant["name"]].append(
+                    measure(
+                        settings.paths.model_dir,
+                        settings.model.name,
+                        variant,
+                        script,
+                        args.concurrency,
+                        args.seconds,
+                        args.warmup,
+                        folder,
+                        plugins,
+                    )
+                )
+    result = {
+        "rounds": args.rounds,
+        "records_per_request": args.records_per_request,
+        "seconds": args.seconds,
+        "warmup_seconds": args.warmup,
+        "concurrency": args.concurrency,
+        "variants": variants,
+        "measured": rounds,
+        "summary": summarize(rounds, args.concurrency),
+    }
     print(write_json_and_markdown(result, markdown(result), args.out_dir, "experiment")[1])
 
 

@@ -72,8 +72,16 @@ def main() -> None:
     parser.add_argument("--export-dir", type=Path, required=True, help="model.pt + schema.json")
     args = parser.parse_args()
     # Access log off, as in the tuned TorchServe: a line per request costs throughput.
-    uvicorn.run(create_app(args.export_dir), host=args.host, port=args.port, workers=1, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        create_app(args.export_dir),
+        host=args.host,
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,12 @@ from handler.service import PredictionService
 from model.artifact.export import SCHEMA, TORCHSCRIPT
 
 
-def prepared_batches(service: PredictionService, records: list[dict[str, Any]],
-                     batch: int) -> list[tuple[list[list[str]], torch.Tensor]]:
+def prepared_batches(
+    service: PredictionService, records: list[dict[str, Any]], batch: int
+) -> list[tuple[list[list[str]], torch.Tensor]]:
     batches = []
     for start in range(0, len(records) - batch + 1, batch):
-        categorical, numeric = service.model_inputs(service.rows(records[start:start + batch]))
+        categorical, numeric = service.model_inputs(service.rows(records[start : start + batch]))
         batches.append((categorical, torch.tensor(numeric, dtype=torch.float32).reshape(batch, -1)))
     if not batches:
         raise ValueError(f"{len(records)} records do not fill one batch of {batch}")
@@ -36,8 +37,9 @@ def prepared_batches(service: PredictionService, records: list[dict[str, Any]],
 
 
 @torch.inference_mode()
-def forward_rate(model: torch.jit.ScriptModule, batches: list[tuple[list[list[str]], torch.Tensor]],
-                 seconds: float) -> dict[str, Any]:
+def forward_rate(
+    model: torch.jit.ScriptModule, batches: list[tuple[list[list[str]], torch.Tensor]], seconds: float
+) -> dict[str, Any]:
     """Records per second and per-call latency percentiles (ms) over `seconds` of back-to-back forwards."""
     for categorical, values in batches[:3]:  # TorchScript optimizes its graph on the first calls
         model(categorical, values)
@@ -56,8 +58,10 @@ def forward_rate(model: torch.jit.ScriptModule, batches: list[tuple[list[list[st
         "batch": batches[0][1].shape[0],
         "calls": len(durations),
         "requests_per_s": records / total_s,
-        "latency_ms": {name: durations[min(len(durations) - 1, int(q * len(durations)))] / 1e6
-                       for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))},
+        "latency_ms": {
+            name: durations[min(len(durations) - 1, int(q * len(durations)))] / 1e6
+            for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
+        },
     }
 
 

@@ -83,5 +83,8 @@ class ProcessTreeMemory:
         if not self.samples:
             return {"rss_peak_mb": 0.0, "rss_mean_mb": 0.0, "pss_peak_mb": 0.0}
         rss = [sample.rss / MB for sample in self.samples]
-        return {"rss_peak_mb": max(rss), "rss_mean_mb": sum(rss) / len(rss),
-                "pss_peak_mb": max(sample.pss for sample in self.samples) / MB}
+        return {
+            "rss_peak_mb": max(rss),
+            "rss_mean_mb": sum(rss) / len(rss),
+            "pss_peak_mb": max(sample.pss for sample in self.samples) / MB,
+        }

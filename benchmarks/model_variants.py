@@ -60,8 +60,9 @@ CALIBRATION_BINS = 10
 class Variant:
     """One way to run the model: `prepare(frame)` builds its inputs, `run(inputs)` its probabilities."""
 
-    def __init__(self, name: str, path: Path, prepare: Callable[[pd.DataFrame], Any],
-                 run: Callable[[Any], np.ndarray], note: str):
+    def __init__(
+        self, name: str, path: Path, prepare: Callable[[pd.DataFrame], Any], run: Callable[[Any], np.ndarray], note: str
+    ):
         self.name, self.path, self.prepare, self.run, self.note = name, path, prepare, run, note
 
 
@@ -73,6 +74,7 @@ def torch_run(model: Callable[..., torch.Tensor]) -> Callable[[Any], np.ndarray]
     def run(inputs: Any) -> np.ndarray:
         with torch.inference_mode():
             return model(*inputs).numpy()
+
     return run
 
 
@@ -96,18 +98,25 @@ def build_variants(model_dir: Path, work: Path, fields: tuple[list[str], list[st
     variants = []
     export_model(model_dir, work)
     scripted = torch.jit.load(str(work / "model.pt")).eval()
-    variants.append(Variant("torchscript", work / "model.pt", torch_inputs(fields), torch_run(scripted),
-                            "model.pt as served"))
+    variants.append(
+        Variant("torchscript", work / "model.pt", torch_inputs(fields), torch_run(scripted), "model.pt as served")
+    )
 
     frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(network).eval()))
     frozen.save(str(work / "model-frozen.pt"))
-    variants.append(Variant("torchscript-frozen", work / "model-frozen.pt", torch_inputs(fields), torch_run(frozen),
-                            "torch.jit.freeze + optimize_for_inference"))
+    variants.append(
+        Variant(
+            "torchscript-frozen",
+            work / "model-frozen.pt",
+            torch_inputs(fields),
+            torch_run(frozen),
+            "torch.jit.freeze + optimize_for_inference",
+        )
+    )
 
     try:
         part = TensorPart(network).eval()
-        categorical, numeric = model_inputs(pd.DataFrame({name: [None] * 2 for name in fields[0] + fields[1]}),
-                                            *fields)
+        categorical, numeric = model_inputs(pd.DataFrame({name: [None] * 2 for name in fields[0] + fields[1]}), *fields)
         example = (network.category_indices(categorical, 2), numeric)
         batch = torch.export.Dim("records", min=1, max=100_000)
         exported = torch.export.export(part, example, dynamic_shapes=({0: batch}, {0: batch}))
@@ -118,29 +127,58 @@ def build_variants(model_dir: Path, work: Path, fields: tuple[list[str], list[st
             categorical, numeric = inputs
             with torch.inference_mode():
                 return program(network.category_indices(categorical, numeric.shape[0]), numeric).numpy()
-        variants.append(Variant("torch-export", work / "model.pt2", torch_inputs(fields), exported_run,
-                                "torch.export of the tensor part; lookups in Python"))
+
+        variants.append(
+            Variant(
+                "torch-export",
+                work / "model.pt2",
+                torch_inputs(fields),
+                exported_run,
+                "torch.export of the tensor part; lookups in Python",
+            )
+        )
     except Exception as error:  # noqa: BLE001 - reported in the table instead of a row
         log.warning("torch.export does not apply: %s", error)
 
     export_onnx(model_dir, work)
     for threads in (1, 2):
         session = OnnxModel(work / ONNX_MODEL, threads=threads)
-        variants.append(Variant(f"onnxruntime-{threads}t", work / ONNX_MODEL, session.frame_inputs, onnx_run(session),
-                                f"model.onnx, all graph optimisations, {threads} thread(s)"))
+        variants.append(
+            Variant(
+                f"onnxruntime-{threads}t",
+                work / ONNX_MODEL,
+                session.frame_inputs,
+                onnx_run(session),
+                f"model.onnx, all graph optimisations, {threads} thread(s)",
+            )
+        )
 
     quantized = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
     quantized_script = torch.jit.script(quantized)
     quantized_script.save(str(work / "model-int8.pt"))
-    variants.append(Variant("torch-int8", work / "model-int8.pt", torch_inputs(fields), torch_run(quantized_script),
-                            "dynamic int8 linear layers (torch.ao), scripted"))
+    variants.append(
+        Variant(
+            "torch-int8",
+            work / "model-int8.pt",
+            torch_inputs(fields),
+            torch_run(quantized_script),
+            "dynamic int8 linear layers (torch.ao), scripted",
+        )
+    )
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(work / ONNX_MODEL), str(work / "model-int8.onnx"), weight_type=QuantType.QInt8)
     session8 = OnnxModel(work / "model-int8.onnx", threads=1)
-    variants.append(Variant("onnxruntime-int8", work / "model-int8.onnx", session8.frame_inputs, onnx_run(session8),
-                            "dynamic int8 MatMul/Gemm (onnxruntime.quantization), 1 thread"))
+    variants.append(
+        Variant(
+            "onnxruntime-int8",
+            work / "model-int8.onnx",
+            session8.frame_inputs,
+            onnx_run(session8),
+            "dynamic int8 MatMul/Gemm (onnxruntime.quantization), 1 thread",
+        )
+    )
     return variants
 
 
@@ -152,11 +190,14 @@ def calibration_error(labels: np.ndarray, probability: np.ndarray) -> float:
 
 
 def accuracy(variant: Variant, test: pd.DataFrame, labels: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    probability = np.concatenate([variant.run(variant.prepare(test.iloc[start:start + 1000]))
-                                  for start in range(0, len(test), 1000)]).astype(np.float64)
-    return {"roc_auc": float(roc_auc_score(labels, probability)),
-            "log_loss": float(log_loss(labels, np.clip(probability, 1e-7, 1 - 1e-7))),
-            "calibration_error": calibration_error(labels, probability)}, probability
+    probability = np.concatenate(
+        [variant.run(variant.prepare(test.iloc[start : start + 1000])) for start in range(0, len(test), 1000)]
+    ).astype(np.float64)
+    return {
+        "roc_auc": float(roc_auc_score(labels, probability)),
+        "log_loss": float(log_loss(labels, np.clip(probability, 1e-7, 1 - 1e-7))),
+        "calibration_error": calibration_error(labels, probability),
+    }, probability
 
 
 def records_per_second(variant: Variant, inputs: list[Any], size: int, seconds: float) -> float:
@@ -176,7 +217,7 @@ def measure(variants: list[Variant], test: pd.DataFrame, rounds: int, seconds: f
     for variant in variants:
         for size in BATCHES:
             starts = [rng.randrange(0, len(test) - size) for _ in range(8)]
-            prepared[variant.name, size] = [variant.prepare(test.iloc[s:s + size]) for s in starts]
+            prepared[variant.name, size] = [variant.prepare(test.iloc[s : s + size]) for s in starts]
             variant.run(prepared[variant.name, size][0])  # warm-up: TorchScript profiles its first calls
             variant.run(prepared[variant.name, size][0])
     rates: dict[str, dict[str, list]] = {v.name: {str(size): [] for size in BATCHES} for v in variants}
@@ -185,8 +226,9 @@ def measure(variants: list[Variant], test: pd.DataFrame, rounds: int, seconds: f
         rng.shuffle(order)
         for variant in order:
             for size in BATCHES:
-                rates[variant.name][str(size)].append(records_per_second(variant, prepared[variant.name, size], size,
-                                                                    seconds))
+                rates[variant.name][str(size)].append(
+                    records_per_second(variant, prepared[variant.name, size], size, seconds)
+                )
         log.info("round %d/%d done", round_number + 1, rounds)
     return rates
 
@@ -206,16 +248,25 @@ def speed(row: dict, rates: dict, reference: str) -> dict:
         row[f"noise_{size}"] = (max(own) - min(own)) / 2 / statistics.median(own)
         row[f"speedup_{size}"] = statistics.median(ratios)
         row[f"speedup_min_{size}"], row[f"speedup_max_{size}"] = min(ratios), max(ratios)
-    row["wins"] = (row["variant"] != reference and all(row[f"speedup_min_{size}"] > 1 for size in BATCHES)
-                   and row["delta_roc_auc"] >= -MAX_ROC_AUC_LOSS and row["delta_log_loss"] <= MAX_LOG_LOSS_GAIN)
+    row["wins"] = (
+        row["variant"] != reference
+        and all(row[f"speedup_min_{size}"] > 1 for size in BATCHES)
+        and row["delta_roc_auc"] >= -MAX_ROC_AUC_LOSS
+        and row["delta_log_loss"] <= MAX_LOG_LOSS_GAIN
+    )
     return row
 
 
 def summary(variants: list[Variant], rates: dict, scores: dict, reference: str, deltas: dict) -> list[dict]:
     rows = []
     for variant in variants:
-        row = {"variant": variant.name, "note": variant.note, "bytes": variant.path.stat().st_size,
-               **scores[variant.name], "max_abs_diff": deltas[variant.name]}
+        row = {
+            "variant": variant.name,
+            "note": variant.note,
+            "bytes": variant.path.stat().st_size,
+            **scores[variant.name],
+            "max_abs_diff": deltas[variant.name],
+        }
         for key in ("roc_auc", "log_loss", "calibration_error"):
             row[f"delta_{key}"] = scores[variant.name][key] - scores[reference][key]
         rows.append(speed(row, rates, reference))
@@ -223,29 +274,40 @@ def summary(variants: list[Variant], rates: dict, scores: dict, reference: str, 
 
 
 def markdown(rows: list[dict], facts: dict[str, Any]) -> str:
-    lines = [f"Model {facts['model_version']} ({facts['model']}), {facts['test_rows']:,} test-month records, "
-             f"{facts['rounds']} alternating rounds of at least {facts['seconds']:g} s per variant and batch "
-             f"on {facts['cpu']} ({facts['cores']} cores, load average {facts['load']:.1f} at the start, "
-             f"{facts['load_end']:.1f} at the end). Records/s: the median of the rounds ± half their range "
-             f"relative to it (the machine's noise). Accuracy: on all test-month records, Δ against `torchscript`.",
-             "",
-             "| variant | size | records/s at 1 | at 32 | at 1,000 | ROC AUC (Δ) | log loss (Δ) "
-             "| calibration error (Δ) | max \\|Δp\\| |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Model {facts['model_version']} ({facts['model']}), {facts['test_rows']:,} test-month records, "
+        f"{facts['rounds']} alternating rounds of at least {facts['seconds']:g} s per variant and batch "
+        f"on {facts['cpu']} ({facts['cores']} cores, load average {facts['load']:.1f} at the start, "
+        f"{facts['load_end']:.1f} at the end). Records/s: the median of the rounds ± half their range "
+        f"relative to it (the machine's noise). Accuracy: on all test-month records, Δ against `torchscript`.",
+        "",
+        "| variant | size | records/s at 1 | at 32 | at 1,000 | ROC AUC (Δ) | log loss (Δ) "
+        "| calibration error (Δ) | max \\|Δp\\| |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         rates = " | ".join(f"{row[f'records_per_s_{size}']:,.0f} ± {row[f'noise_{size}']:.0%}" for size in BATCHES)
-        lines.append(f"| `{row['variant']}` | {row['bytes'] / 1024:,.0f} KiB | {rates} "
-                     f"| {row['roc_auc']:.4f} ({row['delta_roc_auc']:+.4f}) "
-                     f"| {row['log_loss']:.4f} ({row['delta_log_loss']:+.4f}) "
-                     f"| {row['calibration_error']:.4f} ({row['delta_calibration_error']:+.4f}) "
-                     f"| {row['max_abs_diff']:.1e} |")
-    lines += ["", "Speed against `torchscript` measured in the same round (median, lowest–highest of the rounds), "
-              f"and the verdict: faster in every round at every batch size, ROC AUC down at most "
-              f"{MAX_ROC_AUC_LOSS}, log loss up at most {MAX_LOG_LOSS_GAIN}.", "",
-              "| variant | × at 1 | × at 32 | × at 1,000 | wins |", "| --- | ---: | ---: | ---: | --- |"]
+        lines.append(
+            f"| `{row['variant']}` | {row['bytes'] / 1024:,.0f} KiB | {rates} "
+            f"| {row['roc_auc']:.4f} ({row['delta_roc_auc']:+.4f}) "
+            f"| {row['log_loss']:.4f} ({row['delta_log_loss']:+.4f}) "
+            f"| {row['calibration_error']:.4f} ({row['delta_calibration_error']:+.4f}) "
+            f"| {row['max_abs_diff']:.1e} |"
+        )
+    lines += [
+        "",
+        "Speed against `torchscript` measured in the same round (median, lowest–highest of the rounds), "
+        f"and the verdict: faster in every round at every batch size, ROC AUC down at most "
+        f"{MAX_ROC_AUC_LOSS}, log loss up at most {MAX_LOG_LOSS_GAIN}.",
+        "",
+        "| variant | × at 1 | × at 32 | × at 1,000 | wins |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
     for row in rows[1:]:
-        ratios = " | ".join(f"{row[f'speedup_{size}']:.2f} ({row[f'speedup_min_{size}']:.2f}–"
-                            f"{row[f'speedup_max_{size}']:.2f})" for size in BATCHES)
+        ratios = " | ".join(
+            f"{row[f'speedup_{size}']:.2f} ({row[f'speedup_min_{size}']:.2f}–{row[f'speedup_max_{size}']:.2f})"
+            for size in BATCHES
+        )
         lines.append(f"| `{row['variant']}` | {ratios} | {'yes' if row['wins'] else 'no'} |")
     lines += ["", "What each variant is: " + "; ".join(f"`{row['variant']}`: {row['note']}" for row in rows) + "."]
     return "\n".join(lines)
@@ -276,9 +338,17 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
         deltas = {name: float(np.abs(p - probabilities[reference]).max()) for name, p in probabilities.items()}
         rates = measure(variants, test, rounds, seconds)
         rows = summary(variants, rates, scores, reference, deltas)
-    facts = {"model_version": network_config["version"], "model": str(settings.paths.model_dir),
-             "test_rows": len(test), "rounds": rounds, "seconds": seconds, "cpu": cpu_name(),
-             "cores": os.cpu_count(), "load": facts_start, "load_end": os.getloadavg()[0]}
+    facts = {
+        "model_version": network_config["version"],
+        "model": str(settings.paths.model_dir),
+        "test_rows": len(test),
+        "rounds": rounds,
+        "seconds": seconds,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load": facts_start,
+        "load_end": os.getloadavg()[0],
+    }
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"facts": facts, "rows": rows, "rates": rates}, indent=2) + "\n")

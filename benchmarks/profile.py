@@ -65,8 +65,17 @@ def tool(name: str) -> str:
     return found
 
 
-def profile(model_dir: Path, model: str, variant: dict[str, Any], bodies: list[str], connections: int, seconds: int,
-            warmup: int, workdir: Path, plugins: Path) -> dict[str, Any]:
+def profile(
+    model_dir: Path,
+    model: str,
+    variant: dict[str, Any],
+    bodies: list[str],
+    connections: int,
+    seconds: int,
+    warmup: int,
+    workdir: Path,
+    plugins: Path,
+) -> dict[str, Any]:
     script = write_script(bodies, workdir / "records.lua")
     with variant_server(model_dir, workdir / "server", model, variant, plugins) as endpoint:
         warm = run_wrk(endpoint.url, script, max(connections, 16), warmup)  # the JVM compiles its request path
@@ -76,21 +85,53 @@ def profile(model_dir: Path, model: str, variant: dict[str, Any], bodies: list[s
         threads_before = {role: thread_cpu(pids) for role, pids in processes.items()}
         server_before, client_before = cpu_seconds(endpoint.pid), client_cpu_seconds()
         load = run_wrk(endpoint.url, script, connections, seconds)
-        cpu = cpu_per_request(server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before,
-                              load.requests)
-        threads = {role: thread_table(threads_before[role], thread_cpu(pids), load.requests)
-                   for role, pids in processes.items()}
+        cpu = cpu_per_request(
+            server_before, cpu_seconds(endpoint.pid), client_cpu_seconds() - client_before, load.requests
+        )
+        threads = {
+            role: thread_table(threads_before[role], thread_cpu(pids), load.requests)
+            for role, pids in processes.items()
+        }
         settle(connections, load.requests_per_s)
         # Then the same load again, sampled.
         recording = workdir / "frontend.jfr"
         (java,) = processes["frontend"]
-        subprocess.run([tool("jcmd"), str(java), "JFR.start", "name=profile", "settings=profile",
-                        f"duration={seconds}s", f"filename={recording}"], check=True, capture_output=True)
-        samplers = [subprocess.Popen([tool("py-spy"), "record", "--pid", str(pid), "--duration", str(seconds),
-                                      "--rate", "500", "--format", "raw", "--nonblocking",
-                                      "--output", str(workdir / f"worker-{pid}.txt")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                    for pid in processes["workers"]]
+        subprocess.run(
+            [
+                tool("jcmd"),
+                str(java),
+                "JFR.start",
+                "name=profile",
+                "settings=profile",
+                f"duration={seconds}s",
+                f"filename={recording}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        samplers = [
+            subprocess.Popen(
+                [
+                    tool("py-spy"),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(seconds),
+                    "--rate",
+                    "500",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(workdir / f"worker-{pid}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for pid in processes["workers"]
+        ]
         sampled = run_wrk(endpoint.url, script, connections, seconds)
         for sampler in samplers:
             _, errors = sampler.communicate(timeout=seconds + 60)
@@ -106,10 +147,19 @@ def profile(model_dir: Path, model: str, variant: dict[str, Any], bodies: list[s
             stack, _, count = line.rpartition(" ")
             if stack:
                 worker_stacks[stack] += int(count)
-    return {"connections": connections, "seconds": seconds, "variant": variant, "settings": endpoint.settings,
-            "requests_per_s": load.requests_per_s, "sampled_requests_per_s": sampled.requests_per_s,
-            "latency_ms": load.latency_ms, "cpu_us_per_request": cpu, "threads": threads,
-            "frontend": frontend_profile(recording), "workers": worker_profile(worker_stacks)}
+    return {
+        "connections": connections,
+        "seconds": seconds,
+        "variant": variant,
+        "settings": endpoint.settings,
+        "requests_per_s": load.requests_per_s,
+        "sampled_requests_per_s": sampled.requests_per_s,
+        "latency_ms": load.latency_ms,
+        "cpu_us_per_request": cpu,
+        "threads": threads,
+        "frontend": frontend_profile(recording),
+        "workers": worker_profile(worker_stacks),
+    }
 
 
 def thread_cpu(pids: list[int]) -> dict[tuple[int, int], tuple[str, float, float]]:
@@ -132,8 +182,11 @@ def thread_group(name: str) -> str:
     return re.sub(r"\d+", "N", name)
 
 
-def thread_table(before: dict[tuple[int, int], tuple[str, float, float]],
-                 after: dict[tuple[int, int], tuple[str, float, float]], requests: int) -> list[dict[str, Any]]:
+def thread_table(
+    before: dict[tuple[int, int], tuple[str, float, float]],
+    after: dict[tuple[int, int], tuple[str, float, float]],
+    requests: int,
+) -> list[dict[str, Any]]:
     """CPU microseconds per request by kind of thread, user and system, busiest first."""
     spent: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for key, (name, user, system) in after.items():
@@ -141,8 +194,11 @@ def thread_table(before: dict[tuple[int, int], tuple[str, float, float]],
         spent[thread_group(name)][0] += user - user_before
         spent[thread_group(name)][1] += system - system_before
     rows: list[dict[str, Any]]
-    rows = [{"thread": name, "user_us": user / requests * 1e6, "system_us": system / requests * 1e6}
-            for name, (user, system) in spent.items() if requests and user + system > 0]
+    rows = [
+        {"thread": name, "user_us": user / requests * 1e6, "system_us": system / requests * 1e6}
+        for name, (user, system) in spent.items()
+        if requests and user + system > 0
+    ]
     return sorted(rows, key=lambda row: -(row["user_us"] + row["system_us"]))[:TOP]
 
 
@@ -153,8 +209,12 @@ def frame_name(frame: dict[str, Any]) -> str:
 
 def frontend_profile(recording: Path) -> dict[str, Any]:
     """JFR's execution samples: the hottest methods by self samples, and samples by package."""
-    printed = subprocess.run([tool("jfr"), "print", "--json", "--events", "jdk.ExecutionSample", str(recording)],
-                             check=True, capture_output=True, text=True).stdout
+    printed = subprocess.run(
+        [tool("jfr"), "print", "--json", "--events", "jdk.ExecutionSample", str(recording)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     events = json.loads(printed)["recording"]["events"]
     own, packages, threads = collections.Counter[str](), collections.Counter[str](), collections.Counter[str]()
     for event in events:
@@ -167,8 +227,12 @@ def frontend_profile(recording: Path) -> dict[str, Any]:
         packages[frames[0]["method"]["type"]["name"].rpartition("/")[0].replace("/", ".") or "(default package)"] += 1
         threads[event["values"]["sampledThread"]["javaName"].rstrip("0123456789-")] += 1
     total = sum(own.values())
-    return {"samples": total, "self": share(own, total), "packages": share(packages, total),
-            "threads": share(threads, total)}
+    return {
+        "samples": total,
+        "self": share(own, total),
+        "packages": share(packages, total),
+        "threads": share(threads, total),
+    }
 
 
 # The parts of a worker's request path, by the function a sample passes through (its name, without
@@ -188,8 +252,9 @@ def worker_parts(stacks: collections.Counter, total: int) -> list[dict[str, Any]
     """The share of the workers' samples that pass through each of WORKER_PARTS."""
     rows = []
     for part, function in WORKER_PARTS.items():
-        count = sum(n for stack, n in stacks.items()
-                    if any(frame.partition(" (")[0] == function for frame in stack.split(";")))
+        count = sum(
+            n for stack, n in stacks.items() if any(frame.partition(" (")[0] == function for frame in stack.split(";"))
+        )
         rows.append({"name": part, "function": function, "samples": count, "share": count / total if total else 0.0})
     return rows
 
@@ -204,13 +269,19 @@ def worker_profile(stacks: collections.Counter) -> dict[str, Any]:
         for frame in set(frames):
             inclusive[frame] += count
     total = sum(own.values())
-    return {"samples": total, "self": share(own, total), "inclusive": share(inclusive, total),
-            "parts": worker_parts(stacks, total)}
+    return {
+        "samples": total,
+        "self": share(own, total),
+        "inclusive": share(inclusive, total),
+        "parts": worker_parts(stacks, total),
+    }
 
 
 def share(counter: collections.Counter, total: int) -> list[dict[str, Any]]:
-    return [{"name": name, "samples": count, "share": count / total if total else 0.0}
-            for name, count in counter.most_common(TOP)]
+    return [
+        {"name": name, "samples": count, "share": count / total if total else 0.0}
+        for name, count in counter.most_common(TOP)
+    ]
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -218,37 +289,67 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for result in results:
         cpu = result["cpu_us_per_request"]
         changes = {**result["variant"]["model_config"], **result["variant"]["env"]}
-        lines += [f"## {result['connections']} connection(s), {result['records_per_request']} record(s) per request, "
-                  f"{result['seconds']} s", "",
-                  f"Settings: {result['settings']}" + (f", changed: {changes}" if changes else "") + ".", "",
-                  f"{result['requests_per_s']:,.0f} requests/s, p50 {result['latency_ms']['p50']:.2f} ms, "
-                  f"p99 {result['latency_ms']['p99']:.2f} ms. CPU per request: frontend {cpu['frontend']:.0f} µs, "
-                  f"workers {cpu['workers']:.0f} µs, launcher {cpu['server']:.0f} µs, wrk {cpu['client']:.0f} µs.",
-                  "", "CPU per request by kind of thread (/proc, user and kernel time), in the same window, "
-                  "before the samplers start:", "",
-                  "| process | thread | user µs | system µs |", "| --- | --- | ---: | ---: |"]
-        lines += [f"| {role} | `{row['thread']}` | {row['user_us']:.0f} | {row['system_us']:.0f} |"
-                  for role, rows in result["threads"].items() for row in rows]
-        lines += ["", "Linux keeps 15 characters of a thread's name: `W-N-mymodel_` is TorchServe's thread per worker "
-                  "and the one reading that worker's output (its log and metric lines) together; `CN CompilerThre` "
-                  "the JIT compilers.", "",
-                  f"Then the same load sampled ({result['sampled_requests_per_s']:,.0f} requests/s under the "
-                  f"samplers). Frontend, Java Flight Recorder ({result['frontend']['samples']} samples of running Java "
-                  "code), hottest methods by own samples:", "", "| method | share |", "| --- | ---: |"]
+        lines += [
+            f"## {result['connections']} connection(s), {result['records_per_request']} record(s) per request, "
+            f"{result['seconds']} s",
+            "",
+            f"Settings: {result['settings']}" + (f", changed: {changes}" if changes else "") + ".",
+            "",
+            f"{result['requests_per_s']:,.0f} requests/s, p50 {result['latency_ms']['p50']:.2f} ms, "
+            f"p99 {result['latency_ms']['p99']:.2f} ms. CPU per request: frontend {cpu['frontend']:.0f} µs, "
+            f"workers {cpu['workers']:.0f} µs, launcher {cpu['server']:.0f} µs, wrk {cpu['client']:.0f} µs.",
+            "",
+            "CPU per request by kind of thread (/proc, user and kernel time), in the same window, "
+            "before the samplers start:",
+            "",
+            "| process | thread | user µs | system µs |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {role} | `{row['thread']}` | {row['user_us']:.0f} | {row['system_us']:.0f} |"
+            for role, rows in result["threads"].items()
+            for row in rows
+        ]
+        lines += [
+            "",
+            "Linux keeps 15 characters of a thread's name: `W-N-mymodel_` is TorchServe's thread per worker "
+            "and the one reading that worker's output (its log and metric lines) together; `CN CompilerThre` "
+            "the JIT compilers.",
+            "",
+            f"Then the same load sampled ({result['sampled_requests_per_s']:,.0f} requests/s under the "
+            f"samplers). Frontend, Java Flight Recorder ({result['frontend']['samples']} samples of running Java "
+            "code), hottest methods by own samples:",
+            "",
+            "| method | share |",
+            "| --- | ---: |",
+        ]
         lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in result["frontend"]["self"]]
         lines += ["", "By package:", "", "| package | share |", "| --- | ---: |"]
         lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in result["frontend"]["packages"]]
         lines += ["", "By thread:", "", "| thread | share |", "| --- | ---: |"]
         lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in result["frontend"]["threads"]]
-        lines += ["", f"Workers, py-spy ({result['workers']['samples']} samples of every thread, waiting ones "
-                  "mostly left out), by own samples and inclusive:", "", "| function (own) | share |", "| --- | ---: |"]
+        lines += [
+            "",
+            f"Workers, py-spy ({result['workers']['samples']} samples of every thread, waiting ones "
+            "mostly left out), by own samples and inclusive:",
+            "",
+            "| function (own) | share |",
+            "| --- | ---: |",
+        ]
         lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in result["workers"]["self"]]
         workers_us = cpu["workers"]
-        lines += ["", "The workers' request path: the share of their samples through each part, and about that "
-                  f"share of their {workers_us:.0f} µs per request:", "",
-                  "| part | function | share | µs per request |", "| --- | --- | ---: | ---: |"]
-        lines += [f"| {row['name']} | `{row['function']}` | {row['share']:.1%} | {row['share'] * workers_us:.0f} |"
-                  for row in result["workers"]["parts"]]
+        lines += [
+            "",
+            "The workers' request path: the share of their samples through each part, and about that "
+            f"share of their {workers_us:.0f} µs per request:",
+            "",
+            "| part | function | share | µs per request |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {row['name']} | `{row['function']}` | {row['share']:.1%} | {row['share'] * workers_us:.0f} |"
+            for row in result["workers"]["parts"]
+        ]
         lines += ["", "| function (inclusive) | share |", "| --- | ---: |"]
         lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in result["workers"]["inclusive"]]
         lines.append("")
@@ -262,10 +363,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="profiled seconds per connection count")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured seconds first, at 16 connections or more")
     parser.add_argument("--records", type=int, default=300, help="test-month records the requests rotate through")
-    parser.add_argument("--records-per-request", type=int, default=1,
-                        help="records per body (1: one JSON object; more: a JSON list of them)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="changes",
-                        help="profile the tuned settings with these changed (benchmarks/variants.py)")
+    parser.add_argument(
+        "--records-per-request",
+        type=int,
+        default=1,
+        help="records per body (1: one JSON object; more: a JSON list of them)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="changes",
+        help="profile the tuned settings with these changed (benchmarks/variants.py)",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "profile")
     args = parser.parse_args()
     configure_logging()
@@ -280,8 +391,17 @@ def main() -> None:
         plugins = build_plugin(Path(built)).parent
         for connections in args.connections:
             with tempfile.TemporaryDirectory(prefix="profile-") as workdir:
-                result = profile(settings.paths.model_dir, settings.model.name, variant, bodies, connections,
-                                 args.seconds, args.warmup, Path(workdir), plugins)
+                result = profile(
+                    settings.paths.model_dir,
+                    settings.model.name,
+                    variant,
+                    bodies,
+                    connections,
+                    args.seconds,
+                    args.warmup,
+                    Path(workdir),
+                    plugins,
+                )
                 results.append({**result, "records_per_request": args.records_per_request})
     print(write_json_and_markdown(results, markdown(results), args.out_dir, "profile")[1])
 

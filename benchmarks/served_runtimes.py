@@ -60,7 +60,7 @@ def served_answers(model_dir: Path, model: str, records: list[dict[str, Any]], w
         with variant_server(model_dir, workdir / f"answers-{runtime}", model, variant(runtime), None) as endpoint:
             found: list[float] = []
             for start in range(0, len(records), 1000):
-                body = json.dumps(records[start:start + 1000]).encode()
+                body = json.dumps(records[start : start + 1000]).encode()
                 request = urllib.request.Request(endpoint.url, data=body, headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(request, timeout=60) as reply:
                     found += [answer[probability] for answer in json.load(reply)]
@@ -87,16 +87,34 @@ def run(config: Path, rounds: int, seconds: int, warmup: int, doc: Path | None, 
             rng.shuffle(order)
             for runtime in order:
                 for size in BODIES:
-                    points = measure(model_dir, model, variant(runtime), scripts[size], CONCURRENCY, seconds, warmup,
-                                     work / f"{runtime}-{size}-{round_index}", plugins)
+                    points = measure(
+                        model_dir,
+                        model,
+                        variant(runtime),
+                        scripts[size],
+                        CONCURRENCY,
+                        seconds,
+                        warmup,
+                        work / f"{runtime}-{size}-{round_index}",
+                        plugins,
+                    )
                     measured[runtime][str(size)].append(points)
             log.info("round %d/%d done", round_index + 1, rounds)
     labels = test[TARGET].astype(int).tolist()
     accuracy = {runtime: roc_auc_score(labels, answers[runtime]) for runtime in RUNTIMES}
-    facts = {"rounds": rounds, "seconds": seconds, "warmup": warmup, "cpu": cpu_name(), "cores": os.cpu_count(),
-             "load": load_start, "load_end": os.getloadavg()[0], "records": len(labels),
-             "model_version": json.loads((model_dir / "config.json").read_text())["version"],
-             "roc_auc": accuracy, "max_abs_difference": max(abs(a - b) for a, b in zip(*answers.values()))}
+    facts = {
+        "rounds": rounds,
+        "seconds": seconds,
+        "warmup": warmup,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load": load_start,
+        "load_end": os.getloadavg()[0],
+        "records": len(labels),
+        "model_version": json.loads((model_dir / "config.json").read_text())["version"],
+        "roc_auc": accuracy,
+        "max_abs_difference": max(abs(a - b) for a, b in zip(*answers.values())),
+    }
     saved = {"facts": facts, "measured": measured}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -136,30 +154,43 @@ def verdict(saved: dict) -> tuple[bool, str]:
 
 def markdown(saved: dict) -> str:
     facts, measured = saved["facts"], saved["measured"]
-    lines = [f"Model {facts['model_version']}, the tuned TorchServe (2 workers, adaptive batching) with "
-             f"`runtime: torchscript` and with `runtime: onnx`, {facts['rounds']} alternating rounds, each "
-             f"configuration started afresh per body size, warmed up {facts['warmup']} s, then {facts['seconds']} s "
-             f"per point with wrk, on {facts['cpu']} ({facts['cores']} cores, load average {facts['load']:.1f} at the "
-             f"start, {facts['load_end']:.1f} at the end). Median of the rounds ± half their range relative to it "
-             "(the noise); × is ONNX Runtime over torch within each round: median (lowest–highest).", "",
-             "| records per body | p50 ms at 1 connection, torchscript | onnx | × p50 | records/s at 16 "
-             "connections, torchscript | onnx | × records/s |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Model {facts['model_version']}, the tuned TorchServe (2 workers, adaptive batching) with "
+        f"`runtime: torchscript` and with `runtime: onnx`, {facts['rounds']} alternating rounds, each "
+        f"configuration started afresh per body size, warmed up {facts['warmup']} s, then {facts['seconds']} s "
+        f"per point with wrk, on {facts['cpu']} ({facts['cores']} cores, load average {facts['load']:.1f} at the "
+        f"start, {facts['load_end']:.1f} at the end). Median of the rounds ± half their range relative to it "
+        "(the noise); × is ONNX Runtime over torch within each round: median (lowest–highest).",
+        "",
+        "| records per body | p50 ms at 1 connection, torchscript | onnx | × p50 | records/s at 16 "
+        "connections, torchscript | onnx | × records/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for size in BODIES:
         pt, ox = measured["torchscript"][str(size)], measured["onnx"][str(size)]
         p50 = [[points[0]["p50_ms"] for points in rounds] for rounds in (pt, ox)]
         rate = [[points[1]["requests_per_s"] * size for points in rounds] for rounds in (pt, ox)]
         p50_ratio = [b / a for a, b in zip(*p50)]
         rate_ratio = [b / a for a, b in zip(*rate)]
-        lines.append(f"| {size:,} | {spread(p50[0])} | {spread(p50[1])} | {statistics.median(p50_ratio):.2f} "
-                     f"({min(p50_ratio):.2f}–{max(p50_ratio):.2f}) | {spread(rate[0])} | {spread(rate[1])} "
-                     f"| {statistics.median(rate_ratio):.2f} ({min(rate_ratio):.2f}–{max(rate_ratio):.2f}) |")
-    errors = sum(point["errors"] for runtime in measured.values() for rounds in runtime.values()
-                 for points in rounds for point in points)
+        lines.append(
+            f"| {size:,} | {spread(p50[0])} | {spread(p50[1])} | {statistics.median(p50_ratio):.2f} "
+            f"({min(p50_ratio):.2f}–{max(p50_ratio):.2f}) | {spread(rate[0])} | {spread(rate[1])} "
+            f"| {statistics.median(rate_ratio):.2f} ({min(rate_ratio):.2f}–{max(rate_ratio):.2f}) |"
+        )
+    errors = sum(
+        point["errors"]
+        for runtime in measured.values()
+        for rounds in runtime.values()
+        for points in rounds
+        for point in points
+    )
     auc = facts["roc_auc"]
-    lines += ["", f"Answers, all {facts['records']:,} test-month records served by both: ROC AUC "
-              f"{auc['torchscript']:.6f} (torchscript) and {auc['onnx']:.6f} (onnx), probabilities within "
-              f"{facts['max_abs_difference']:.1e}; {errors} failed requests in the load."]
+    lines += [
+        "",
+        f"Answers, all {facts['records']:,} test-month records served by both: ROC AUC "
+        f"{auc['torchscript']:.6f} (torchscript) and {auc['onnx']:.6f} (onnx), probabilities within "
+        f"{facts['max_abs_difference']:.1e}; {errors} failed requests in the load.",
+    ]
     wins, reason = verdict(saved)
     lines += ["", f"Verdict: `runtime: onnx` {'wins' if wins else 'does not win'} ({reason})."]
     return "\n".join(lines)
@@ -173,8 +204,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=15, help="unmeasured seconds per server, at 16 connections")
     parser.add_argument("--doc", type=Path, default=None, help="write the table between the markers of this page")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/served_runtimes.json"))
-    parser.add_argument("--from-saved", type=Path, default=None,
-                        help="no measuring: write the table of a saved run (its --out file)")
+    parser.add_argument(
+        "--from-saved", type=Path, default=None, help="no measuring: write the table of a saved run (its --out file)"
+    )
     args = parser.parse_args()
     configure_logging()
     if args.from_saved is not None:

@@ -48,9 +48,13 @@ def onnx_server(export_dir: Path, workdir: Path) -> Iterator[str]:
     (port,) = free_ports(1)
     log_path = workdir / "onnx-server.log"
     with open(log_path, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "serving.onnx_server", "--export-dir", str(export_dir),
-                                    "--port", str(port)], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving.onnx_server", "--export-dir", str(export_dir), "--port", str(port)],
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/v2/health/ready", process, log_path, 120)
         yield f"http://127.0.0.1:{port}"
@@ -90,8 +94,7 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
         export_model(settings.paths.model_dir, work)
         export_onnx(settings.paths.model_dir, work)
         with fastapi_server(work, work / "fastapi", name) as torch_endpoint, onnx_server(work, work) as onnx_url:
-            ports = {"model.pt": torch_endpoint.ports[0],
-                     "model.onnx": int(onnx_url.rsplit(":", 1)[1])}
+            ports = {"model.pt": torch_endpoint.ports[0], "model.onnx": int(onnx_url.rsplit(":", 1)[1])}
             rng = random.Random(0)
             for round_number in range(rounds):
                 order = list(ports)
@@ -99,13 +102,21 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
                 for variant in order:
                     for size in BODIES:
                         found = latencies(ports[variant], f"/predictions/{name}", bodies[size], seconds)
-                        measured = {"p50_ms": 1000 * statistics.median(found),
-                                    "records_per_s": size * len(found) / sum(found)}
+                        measured = {
+                            "p50_ms": 1000 * statistics.median(found),
+                            "records_per_s": size * len(found) / sum(found),
+                        }
                         results[variant].setdefault(str(size), []).append(measured)
                 log.info("round %d/%d done", round_number + 1, rounds)
-    facts = {"rounds": rounds, "seconds": seconds, "cpu": cpu_name(), "cores": os.cpu_count(), "load": load_start,
-             "load_end": os.getloadavg()[0], "model_version": json.loads(
-                 (settings.paths.model_dir / "config.json").read_text())["version"]}
+    facts = {
+        "rounds": rounds,
+        "seconds": seconds,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load": load_start,
+        "load_end": os.getloadavg()[0],
+        "model_version": json.loads((settings.paths.model_dir / "config.json").read_text())["version"],
+    }
     saved = {"facts": facts, "results": results}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -119,20 +130,26 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
 
 def markdown(saved: dict) -> str:
     facts, results = saved["facts"], saved["results"]
-    lines = [f"Model {facts['model_version']}, one connection, {facts['rounds']} alternating rounds of at least "
-             f"{facts['seconds']:g} s per server and body on {facts['cpu']} ({facts['cores']} cores, load average "
-             f"{facts['load']:.1f} at the start, {facts['load_end']:.1f} at the end). Medians of the rounds; the "
-             "ratio is ONNX Runtime against torch within each round (lowest–highest).", "",
-             "| records per body | p50 ms, model.pt | p50 ms, model.onnx | records/s, model.pt | records/s, model.onnx "
-             "| × records/s |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Model {facts['model_version']}, one connection, {facts['rounds']} alternating rounds of at least "
+        f"{facts['seconds']:g} s per server and body on {facts['cpu']} ({facts['cores']} cores, load average "
+        f"{facts['load']:.1f} at the start, {facts['load_end']:.1f} at the end). Medians of the rounds; the "
+        "ratio is ONNX Runtime against torch within each round (lowest–highest).",
+        "",
+        "| records per body | p50 ms, model.pt | p50 ms, model.onnx | records/s, model.pt | records/s, model.onnx "
+        "| × records/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for size in BODIES:
         pt, ox = results["model.pt"][str(size)], results["model.onnx"][str(size)]
         ratios = [b["records_per_s"] / a["records_per_s"] for a, b in zip(pt, ox)]
-        lines.append(f"| {size:,} | {statistics.median(r['p50_ms'] for r in pt):.2f} "
-                     f"| {statistics.median(r['p50_ms'] for r in ox):.2f} "
-                     f"| {statistics.median(r['records_per_s'] for r in pt):,.0f} "
-                     f"| {statistics.median(r['records_per_s'] for r in ox):,.0f} "
-                     f"| {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
+        lines.append(
+            f"| {size:,} | {statistics.median(r['p50_ms'] for r in pt):.2f} "
+            f"| {statistics.median(r['p50_ms'] for r in ox):.2f} "
+            f"| {statistics.median(r['records_per_s'] for r in pt):,.0f} "
+            f"| {statistics.median(r['records_per_s'] for r in ox):,.0f} "
+            f"| {statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |"
+        )
     return "\n".join(lines)
 
 

@@ -71,13 +71,21 @@ def fastapi_server(export_dir: Path, workdir: Path, model: str, timeout: float =
     (port,) = free_ports(1)
     log = workdir / "fastapi.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "benchmarks.fastapi_server", "--port", str(port),
-                                    "--export-dir", str(export_dir)], cwd=ROOT, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fastapi_server", "--port", str(port), "--export-dir", str(export_dir)],
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", process, log, timeout)
-        yield Endpoint(f"http://127.0.0.1:{port}/predictions/{model}", process.pid, (port,),
-                       {"workers": 1, "torch_threads": 1, "server": "uvicorn (httptools, uvloop)"})
+        yield Endpoint(
+            f"http://127.0.0.1:{port}/predictions/{model}",
+            process.pid,
+            (port,),
+            {"workers": 1, "torch_threads": 1, "server": "uvicorn (httptools, uvloop)"},
+        )
     finally:
         stop(process)
 

@@ -80,11 +80,20 @@ def default_torchserve(model_dir: Path, workdir: Path, model: str, timeout: floa
     default_archive(model_dir, store)
     inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
     properties = workdir / "config.properties"
-    properties.write_text(PROPERTIES.format(inference=inference, management=management, metrics=metrics,
-                                            grpc_inference=grpc_inference, grpc_management=grpc_management,
-                                            store=store, model=model))
+    properties.write_text(
+        PROPERTIES.format(
+            inference=inference,
+            management=management,
+            metrics=metrics,
+            grpc_inference=grpc_inference,
+            grpc_management=grpc_management,
+            store=store,
+            model=model,
+        )
+    )
     launcher = Path(sys.executable).parent / "torchserve"
     command = [str(launcher), "--foreground", "--ncs", "--ts-config", str(properties), "--model-store", str(store)]
-    with running(command, isolated_env(workdir), workdir, (inference, management, metrics), model, timeout,
-                 cwd=workdir) as server:
+    with running(
+        command, isolated_env(workdir), workdir, (inference, management, metrics), model, timeout, cwd=workdir
+    ) as server:
         yield server

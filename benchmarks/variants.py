@@ -50,8 +50,9 @@ def variant_config(changes: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def variant_server(model_dir: Path, workdir: Path, model: str, variant: dict[str, Any],
-                   plugins: Path | None) -> Iterator[Endpoint]:
+def variant_server(
+    model_dir: Path, workdir: Path, model: str, variant: dict[str, Any], plugins: Path | None
+) -> Iterator[Endpoint]:
     """The tuned server (config.properties, the entrypoint, the frontend plugins) with the variant's
     archive and environment."""
     store = workdir / "model-store"

@@ -89,16 +89,29 @@ def wrk_command() -> str:
     return found
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int, threads: int = 1,
-            timeout_s: int = 10) -> LoadResult:
+def run_wrk(
+    url: str, script: Path, connections: int, seconds: int, threads: int = 1, timeout_s: int = 10
+) -> LoadResult:
     """`connections` keep one request in flight each for `seconds` (whole seconds: wrk's unit)."""
-    command = [wrk_command(), "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds}s",
-               "--timeout", f"{timeout_s}s", "-s", str(script), url]
+    command = [
+        wrk_command(),
+        "-t",
+        str(min(threads, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        f"{timeout_s}s",
+        "-s",
+        str(script),
+        url,
+    ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
     lines = [line for line in finished.stdout.splitlines() if line.startswith(SUMMARY_MARK)]
     if finished.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({finished.returncode}): {finished.stderr or finished.stdout}")
-    return parse_summary(lines[-1][len(SUMMARY_MARK):])
+    return parse_summary(lines[-1][len(SUMMARY_MARK) :])
 
 
 def parse_summary(text: str) -> LoadResult:

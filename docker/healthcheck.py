@@ -118,8 +118,11 @@ def wait_loaded(management_url: str, model: Optional[str], timeout: float) -> Op
             # API: an answer without the model means it failed to load (the log above says why).
             unknown += 1
             if unknown >= 3:
-                what = f"model {model} did not load: the server is up without it" if model else \
-                    "the models of load_models did not load: the server is up without them"
+                what = (
+                    f"model {model} did not load: the server is up without it"
+                    if model
+                    else "the models of load_models did not load: the server is up without them"
+                )
                 return what + " (see its log above)"
         elif described and all(described):
             unknown = 0
@@ -127,13 +130,15 @@ def wait_loaded(management_url: str, model: Optional[str], timeout: float) -> Op
                 return None
         time.sleep(1)
     return "the workers of {} are not READY after {:.0f} s".format(
-        f"model {model}" if model else "the models of load_models", timeout)
+        f"model {model}" if model else "the models of load_models", timeout
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--management-url",
-                        help=f"default: the address the entrypoint noted, else {DEFAULT_MANAGEMENT}")
+    parser.add_argument(
+        "--management-url", help=f"default: the address the entrypoint noted, else {DEFAULT_MANAGEMENT}"
+    )
     parser.add_argument("--model", help="default: every model the server registered (at least one)")
     parser.add_argument("--wait-loaded", action="store_true", help="wait for READY workers (startup watcher)")
     parser.add_argument("--timeout", type=float, default=600, help="with --wait-loaded: seconds to wait")

@@ -64,14 +64,24 @@ LINGER_BYTES = 4 * MAX_BODY
 METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
 MUTATING = {"POST", "PUT", "DELETE"}
 # Hop-by-hop headers are the proxy's own business (RFC 9110 section 7.6.1); Expect is answered here.
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-              "expect"}
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 DIGITS = re.compile(r"[0-9]+")
 # An origin-form target, printable ASCII only: anything else would not be forwarded as it was sent.
 TARGET = re.compile(r"/[!-~]*")
-TYPES = {400: "invalid_request", 401: "unauthorized", 405: "method_not_allowed", 408: "timeout",
-         411: "length_required", 413: "payload_too_large", 414: "uri_too_long", 431: "bad_header",
-         502: "bad_gateway", 503: "overloaded", 504: "timeout", 505: "http_version_not_supported"}
+TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    405: "method_not_allowed",
+    408: "timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "bad_header",
+    502: "bad_gateway",
+    503: "overloaded",
+    504: "timeout",
+    505: "http_version_not_supported",
+}
 
 
 class Limits(NamedTuple):
@@ -127,8 +137,11 @@ def authorised(given: Optional[bytes], token_file: Path) -> bool:
 def body_length(headers: http.client.HTTPMessage) -> int:
     """The request body's length from its one Content-Length, refusing what could be read two ways."""
     if headers.get_all("Transfer-Encoding"):
-        raise Refusal(411, "the management gateway takes request bodies with a Content-Length only, "
-                           "not with a Transfer-Encoding", "Transfer-Encoding")
+        raise Refusal(
+            411,
+            "the management gateway takes request bodies with a Content-Length only, not with a Transfer-Encoding",
+            "Transfer-Encoding",
+        )
     values = headers.get_all("Content-Length") or []
     if len(values) > 1:
         raise Refusal(400, "the header Content-Length must appear once", "Content-Length", "bad_header")
@@ -136,8 +149,12 @@ def body_length(headers: http.client.HTTPMessage) -> int:
         return 0
     text = values[0].strip(" \t")
     if not DIGITS.fullmatch(text):
-        raise Refusal(400, f"the header Content-Length must be a number of bytes, got {text[:40]!r}",
-                      "Content-Length", "bad_header")
+        raise Refusal(
+            400,
+            f"the header Content-Length must be a number of bytes, got {text[:40]!r}",
+            "Content-Length",
+            "bad_header",
+        )
     if len(text.lstrip("0")) > len(str(MAX_BODY)) or int(text) > MAX_BODY:
         raise Refusal(413, f"management request bodies are limited to {MAX_BODY} bytes", "Content-Length")
     return int(text)
@@ -167,7 +184,7 @@ class DeadlineReader(io.RawIOBase):
         self.connection.settimeout(left)
         view = memoryview(buffer)
         if self.budget is not None:
-            view = view[:self.budget]
+            view = view[: self.budget]
         count = self.connection.recv_into(view)
         self.received += count
         if self.budget is not None:
@@ -221,9 +238,12 @@ class Gateway(BaseHTTPRequestHandler):
                     return  # the reply could not be sent in time: nothing more to say
                 if self.answered and self.reader.received == waited_from:
                     return  # a kept-alive connection that stayed idle: closed quietly
-                raise Refusal(408, "the request did not arrive within the time allowed "
-                                   f"({limits.header_seconds:g} s for the headers, {limits.body_seconds:g} s "
-                                   "for the body)") from None
+                raise Refusal(
+                    408,
+                    "the request did not arrive within the time allowed "
+                    f"({limits.header_seconds:g} s for the headers, {limits.body_seconds:g} s "
+                    "for the body)",
+                ) from None
         except Refusal as refusal:
             with contextlib.suppress(OSError):  # a client that does not take its refusal: closed all the same
                 self.refuse(refusal)
@@ -247,8 +267,12 @@ class Gateway(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """The standard library's own refusals (a malformed request line, too many headers) as JSON."""
         status = 400 if code not in TYPES else code
-        self.refuse(Refusal(status, f"{message or http.client.responses.get(code, 'bad request')}"
-                                    f"{': ' + explain if explain else ''}"))
+        self.refuse(
+            Refusal(
+                status,
+                f"{message or http.client.responses.get(code, 'bad request')}{': ' + explain if explain else ''}",
+            )
+        )
 
     # --- the request ----------------------------------------------------------------------------
 
@@ -265,11 +289,11 @@ class Gateway(BaseHTTPRequestHandler):
         try:
             allowed = authorised(self.token, self.server.token_file)
         except OSError as error:
-            raise Refusal(503, f"the management token file cannot be read: {error.strerror}",
-                          kind="unavailable") from None
+            raise Refusal(
+                503, f"the management token file cannot be read: {error.strerror}", kind="unavailable"
+            ) from None
         if not allowed:
-            raise Refusal(401, "the management API needs the header 'Authorization: Bearer <token>'",
-                          "Authorization")
+            raise Refusal(401, "the management API needs the header 'Authorization: Bearer <token>'", "Authorization")
         if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
             self.send_response_only(100)
             self.end_headers()
@@ -279,8 +303,11 @@ class Gateway(BaseHTTPRequestHandler):
         if length and (body is None or len(body) < length):
             self.close_connection = True
             return  # the client closed the connection before its body was complete
-        headers = {key: value for key, value in self.headers.items()
-                   if key.lower() not in HOP_BY_HOP and key.lower() != "authorization"}
+        headers = {
+            key: value
+            for key, value in self.headers.items()
+            if key.lower() not in HOP_BY_HOP and key.lower() != "authorization"
+        }
         connection = http.client.HTTPConnection(*self.server.upstream, timeout=limits.upstream_seconds)
         try:
             connection.request(self.command, self.path, body=body, headers=headers)
@@ -289,8 +316,9 @@ class Gateway(BaseHTTPRequestHandler):
         except ValueError as error:  # http.client will not send what it cannot frame
             raise Refusal(400, f"a header cannot be forwarded: {error}", kind="bad_header") from None
         except socket.timeout:
-            raise Refusal(504, "TorchServe's management API did not answer "
-                               f"within {limits.upstream_seconds:g} s") from None
+            raise Refusal(
+                504, f"TorchServe's management API did not answer within {limits.upstream_seconds:g} s"
+            ) from None
         except (OSError, http.client.HTTPException) as error:
             raise Refusal(502, f"TorchServe's management API did not answer: {error}") from None
         finally:
@@ -315,8 +343,9 @@ class Gateway(BaseHTTPRequestHandler):
         """The project's JSON error; the connection is closed after it."""
         self.refusal, self.close_connection = refusal, True
         errors: List[Dict[str, str]] = [{"field": refusal.field, "reason": refusal.error}] if refusal.field else []
-        body = json.dumps({"code": refusal.status, "type": refusal.type, "error": refusal.error,
-                           "errors": errors}).encode()
+        body = json.dumps(
+            {"code": refusal.status, "type": refusal.type, "error": refusal.error, "errors": errors}
+        ).encode()
         self.connection.settimeout(self.server.limits.reply_seconds)
         if not self.request_version.startswith("HTTP/1."):
             self.request_version = "HTTP/1.1"  # a status line even when the request line was unreadable
@@ -335,9 +364,14 @@ class Gateway(BaseHTTPRequestHandler):
     # --- the log --------------------------------------------------------------------------------
 
     def log_call(self) -> None:
-        entry = {"client": self.client_address[0], "token": fingerprint(self.token), "method": self.command,
-                 "path": self.path[:256], "status": self.status,
-                 "ms": round((time.monotonic() - self.began) * 1000, 1)}
+        entry = {
+            "client": self.client_address[0],
+            "token": fingerprint(self.token),
+            "method": self.command,
+            "path": self.path[:256],
+            "status": self.status,
+            "ms": round((time.monotonic() - self.began) * 1000, 1),
+        }
         if self.refusal:
             entry["type"] = self.refusal.type
         level = logging.ERROR if self.status >= 500 else logging.WARNING if self.status >= 400 else logging.INFO
@@ -358,11 +392,19 @@ class GatewayServer(ThreadingHTTPServer):
         self.json_lines = os.environ.get("LOG_FORMAT", "text").strip().lower() == "json"
         self.logger = logging.getLogger(LOGGER)
         self.turned_away, self.turned_away_logged = 0, 0.0
-        body = json.dumps({"code": 503, "type": "overloaded", "errors": [],
-                           "error": f"the management gateway is serving {limits.connections} connections, "
-                                    "its limit: retry shortly"}).encode()
-        self.overloaded = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                           b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        body = json.dumps(
+            {
+                "code": 503,
+                "type": "overloaded",
+                "errors": [],
+                "error": f"the management gateway is serving {limits.connections} connections, "
+                "its limit: retry shortly",
+            }
+        ).encode()
+        self.overloaded = (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
 
     def process_request(self, request: socket.socket, client_address) -> None:
         if not self.slots.acquire(blocking=False):
@@ -396,8 +438,16 @@ class GatewayServer(ThreadingHTTPServer):
         self.turned_away += 1
         now = time.monotonic()
         if now - self.turned_away_logged >= 10:  # one line per 10 s at most, however many are turned away
-            self.log(logging.WARNING, {"client": client_address[0], "status": 503, "type": "overloaded",
-                                       "turned_away": self.turned_away, "limit": self.limits.connections})
+            self.log(
+                logging.WARNING,
+                {
+                    "client": client_address[0],
+                    "status": 503,
+                    "type": "overloaded",
+                    "turned_away": self.turned_away,
+                    "limit": self.limits.connections,
+                },
+            )
             self.turned_away, self.turned_away_logged = 0, now
 
     def shutdown_request(self, request: socket.socket) -> None:
@@ -426,8 +476,7 @@ class GatewayServer(ThreadingHTTPServer):
         if self.json_lines:
             stamp = time.time()
             when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}Z"
-            line = json.dumps({"time": when, "level": logging.getLevelName(level).lower(), "logger": LOGGER,
-                               **entry})
+            line = json.dumps({"time": when, "level": logging.getLevelName(level).lower(), "logger": LOGGER, **entry})
         else:
             line = f"{LOGGER}: " + " ".join(f"{key}={text(value)}" for key, value in entry.items())
         self.logger.log(level, line)
@@ -458,8 +507,9 @@ def main() -> None:
     if not args.token_file.is_file() or not args.token_file.read_bytes().strip():
         sys.exit(f"MANAGEMENT_TOKEN_FILE {args.token_file} must be a file holding the token")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    limits = Limits(args.max_connections, args.header_seconds, args.body_seconds, args.reply_seconds,
-                    args.upstream_seconds)
+    limits = Limits(
+        args.max_connections, args.header_seconds, args.body_seconds, args.reply_seconds, args.upstream_seconds
+    )
     server = GatewayServer(host_port(args.listen), host_port(args.upstream), args.token_file, limits)
     server.log(logging.INFO, {"listen": args.listen, "upstream": args.upstream, **limits._asdict()})
     server.serve_forever()

@@ -28,11 +28,19 @@ def answer(archive: Path, bodies: List[bytes]) -> List[Any]:
         model_config = yaml.safe_load((Path(model_dir) / manifest["model"]["configFile"]).read_text())
         sys.path.insert(0, model_dir)
         handler_module = importlib.import_module(Path(manifest["model"]["handler"]).stem)
-        (handler_class,) = [c for c in vars(handler_module).values()
-                            if isinstance(c, type) and c.__module__ == handler_module.__name__]
+        (handler_class,) = [
+            c for c in vars(handler_module).values() if isinstance(c, type) and c.__module__ == handler_module.__name__
+        ]
         handler = handler_class()
-        context = Context(manifest["model"]["modelName"], model_dir, manifest, len(bodies), None, "selfcheck",
-                          model_yaml_config=model_config)
+        context = Context(
+            manifest["model"]["modelName"],
+            model_dir,
+            manifest,
+            len(bodies),
+            None,
+            "selfcheck",
+            model_yaml_config=model_config,
+        )
         handler.initialize(context)
         headers: Dict[str, Any] = {"body": {"content-type": "application/json"}, "Content-Type": "application/json"}
         context.request_processor = [RequestProcessor(dict(headers)) for _ in bodies]

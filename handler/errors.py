@@ -18,12 +18,18 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 # max_response_size (1 MiB), and a 1,000-record request can hold 16,000 problems.
 MAX_REPORTED_PROBLEMS = 50
 # The stable `type` of each refusal, by the kind of its first problem (else invalid_request).
-TYPES_BY_KIND = {"media_type": "unsupported_media_type", "too_many_records": "too_many_records",
-                 "header": "bad_header"}
+TYPES_BY_KIND = {"media_type": "unsupported_media_type", "too_many_records": "too_many_records", "header": "bad_header"}
 # The `type` of the errors that are no request's fault, or no field's.
 TYPES_BY_STATUS = {404: "not_found", 500: "internal_error", 501: "not_implemented"}
-JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-              float: "a number", type(None): "null"}
+JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
 
 
 class Problem(NamedTuple):
@@ -57,8 +63,9 @@ class RequestError(Exception):
             where = f"input '{first.field}'" if first.field != "body" else "body"
             where += "" if first.record is None else f", element {first.record}"
         else:
-            where = f"field '{first.field}'" if first.record is None else \
-                f"record {first.record}, field '{first.field}'"
+            where = (
+                f"field '{first.field}'" if first.record is None else f"record {first.record}, field '{first.field}'"
+            )
         text = f"{where}: {first.reason}"
         if len(self.problems) > 1:
             text += " (and {} more problem{})".format(len(self.problems) - 1, "s" if len(self.problems) > 2 else "")
@@ -78,8 +85,12 @@ class RequestError(Exception):
         """The error reply; v2: worded for the Open Inference Protocol (inputs and elements), which
         reads the message from `error`."""
         shown = self.problems[:MAX_REPORTED_PROBLEMS]
-        body = error_body(self.status, self.type(), self.summary(v2=v2),
-                          [{"record": p.record, "field": p.field, "reason": p.reason} for p in shown])
+        body = error_body(
+            self.status,
+            self.type(),
+            self.summary(v2=v2),
+            [{"record": p.record, "field": p.field, "reason": p.reason} for p in shown],
+        )
         if len(self.problems) > len(shown):
             body["errors_omitted"] = len(self.problems) - len(shown)
         return Reply(self.status, json.dumps(body), refused=self.refused(), fields=self.fields())

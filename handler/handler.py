@@ -98,8 +98,9 @@ class PredictionHandler:
         with open(os.path.join(model_dir, "schema.json")) as handle:
             schema = json.load(handle)
         self.steps = int(options.get("explain_steps", 64))
-        self.service = PredictionService(schema, self.predict, max_explained_records=int(
-            options.get("max_explained_records", MAX_EXPLAINED_RECORDS)))
+        self.service = PredictionService(
+            schema, self.predict, max_explained_records=int(options.get("max_explained_records", MAX_EXPLAINED_RECORDS))
+        )
         self.runtime = str(options.get("runtime", "torchscript"))
         if self.runtime == "onnx":
             self.service.predict = self.onnx_forward(model_dir, int(options.get("torch_threads", 1)))
@@ -127,8 +128,10 @@ class PredictionHandler:
         """runtime: onnx: the archive's model.onnx in ONNX Runtime, or a clear refusal to load."""
         path = os.path.join(model_dir, ONNX_MODEL)
         if not os.path.exists(path):
-            raise RuntimeError(f"runtime onnx: the archive has no {ONNX_MODEL} (pack it with model/artifact/archive.py "
-                               "from an export that has one)")
+            raise RuntimeError(
+                f"runtime onnx: the archive has no {ONNX_MODEL} (pack it with model/artifact/archive.py "
+                "from an export that has one)"
+            )
         if importlib.util.find_spec("onnxruntime") is None:
             raise RuntimeError("runtime onnx: onnxruntime is not installed in the worker's Python")
         return OnnxForward(path, self.service.categorical, self.service.numeric, self.service.target, threads)
@@ -172,12 +175,17 @@ class PredictionHandler:
         name, target = self.service.name, self.service.target
         scored = [p for reply in batch.replies for p in reply.scored]
         positive = sum(p >= self.service.threshold for p in scored)
-        observations: List[Tuple[str, float, Tuple[str, ...]]] = [(PREDICTIONS, count, (name, target, predicted))
-                        for predicted, count in (("true", positive), ("false", len(scored) - positive)) if count]
+        observations: List[Tuple[str, float, Tuple[str, ...]]] = [
+            (PREDICTIONS, count, (name, target, predicted))
+            for predicted, count in (("true", positive), ("false", len(scored) - positive))
+            if count
+        ]
         if scored:
             bins = Counter(probability_bin(p) for p in scored)
-            observations += [(PROBABILITY_RECORDS, count, (name, target, PROBABILITY_BINS[index]))
-                             for index, count in sorted(bins.items())]
+            observations += [
+                (PROBABILITY_RECORDS, count, (name, target, PROBABILITY_BINS[index]))
+                for index, count in sorted(bins.items())
+            ]
             observations.append((PROBABILITY_SUM, math.fsum(scored), (name, target)))
         refused = Counter(kind for reply in batch.replies for kind in reply.refused)
         observations += [(INVALID_RECORDS, count, (name, reason)) for reason, count in refused.items()]
@@ -189,8 +197,11 @@ class PredictionHandler:
     def observe(self, observations: List[Tuple[str, float, Tuple[str, ...]]]) -> None:
         """(metric, value, label values) as metric lines in one log record."""
         stamp = f"{self.hostname},{int(time.time())}"
-        METRICS_LOG.info("\n".join(self.line_format(metric, dimensions) % (value, stamp)
-                                   for metric, value, dimensions in observations))
+        METRICS_LOG.info(
+            "\n".join(
+                self.line_format(metric, dimensions) % (value, stamp) for metric, value, dimensions in observations
+            )
+        )
 
     def line_format(self, metric: str, dimensions: Tuple[str, ...]) -> str:
         key = (metric, dimensions)
@@ -236,13 +247,22 @@ class PredictionHandler:
             reference_logit = float(self.head(self.reference)[0])
         integrated_gradients = importlib.import_module("captum.attr").IntegratedGradients
         attributions = integrated_gradients(self.head).attribute(
-            features, baselines=self.reference.expand_as(features), n_steps=self.steps,
-            internal_batch_size=max(self.steps, 4096))
+            features,
+            baselines=self.reference.expand_as(features),
+            n_steps=self.steps,
+            internal_batch_size=max(self.steps, 4096),
+        )
         per_field = {name: attributions[:, positions].sum(1).tolist() for name, positions in self.columns.items()}
-        return [{"probability": _sigmoid(float(logit)), "logit": float(logit),
-                 "baseline_probability": _sigmoid(reference_logit), "baseline_logit": reference_logit,
-                 "attributions": {name: column[row] for name, column in per_field.items()}}
-                for row, logit in enumerate(logits.tolist())]
+        return [
+            {
+                "probability": _sigmoid(float(logit)),
+                "logit": float(logit),
+                "baseline_probability": _sigmoid(reference_logit),
+                "baseline_logit": reference_logit,
+                "attributions": {name: column[row] for name, column in per_field.items()},
+            }
+            for row, logit in enumerate(logits.tolist())
+        ]
 
 
 def request_of(index: int, parameters: Any, context: Any) -> Tuple[Request, Tuple[str, str]]:
@@ -261,15 +281,24 @@ def request_of(index: int, parameters: Any, context: Any) -> Tuple[Request, Tupl
         return Request(None, None, UNREADABLE), ("", "")
 
 
-def log_requests(log_of: RequestLog, requests: List[Tuple[Request, Tuple[str, str]]], batch: Batch,
-                 milliseconds: float) -> None:
+def log_requests(
+    log_of: RequestLog, requests: List[Tuple[Request, Tuple[str, str]]], batch: Batch, milliseconds: float
+) -> None:
     """A request-log line per request the log's level takes."""
     for (request, (identifier, client_id)), reply in zip(requests, batch.replies):
         if not log_of.enabled_for(reply.status):
             continue
         error = json.loads(reply.body).get("error") if reply.status >= 400 else None
-        log_of.write(identifier, request.route, reply.status, milliseconds, len(reply.scored), reply.fields,
-                     error, client_request_id(client_id))
+        log_of.write(
+            identifier,
+            request.route,
+            reply.status,
+            milliseconds,
+            len(reply.scored),
+            reply.fields,
+            error,
+            client_request_id(client_id),
+        )
 
 
 def _header(headers: Dict[str, Any], name: str) -> str:

@@ -43,9 +43,15 @@ def declared_metrics(metrics: Any) -> Optional[Dict[str, Any]]:
         return None
     from ts.metrics.metric_type_enum import MetricTypes
 
-    wanted = {PREDICTIONS: MetricTypes.COUNTER, INVALID_RECORDS: MetricTypes.COUNTER,
-              PROBABILITY_RECORDS: MetricTypes.COUNTER, PROBABILITY_SUM: MetricTypes.COUNTER,
-              PREPROCESS_MS: MetricTypes.HISTOGRAM, INFERENCE_MS: MetricTypes.HISTOGRAM, MODEL_INFO: MetricTypes.GAUGE}
+    wanted = {
+        PREDICTIONS: MetricTypes.COUNTER,
+        INVALID_RECORDS: MetricTypes.COUNTER,
+        PROBABILITY_RECORDS: MetricTypes.COUNTER,
+        PROBABILITY_SUM: MetricTypes.COUNTER,
+        PREPROCESS_MS: MetricTypes.HISTOGRAM,
+        INFERENCE_MS: MetricTypes.HISTOGRAM,
+        MODEL_INFO: MetricTypes.GAUGE,
+    }
     try:
         return {name: metrics.get_metric(name, kind) for name, kind in wanted.items()}
     except Exception as error:  # noqa: BLE001 - TorchServe's MetricsCacheKeyError: serve without them

@@ -23,8 +23,12 @@ def check_media_type(content_type: Optional[str]) -> None:
     application/octet-stream or no Content-Type at all."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type not in JSON_TYPES and not media_type.endswith("+json"):
-        raise body_error(f"Content-Type '{media_type[:100]}' is not supported; send the records as JSON with "
-                         "'Content-Type: application/json'", status=415, kind="media_type")
+        raise body_error(
+            f"Content-Type '{media_type[:100]}' is not supported; send the records as JSON with "
+            "'Content-Type: application/json'",
+            status=415,
+            kind="media_type",
+        )
 
 
 def parse_json(body: Body) -> Any:
@@ -42,8 +46,9 @@ def parse_json(body: Body) -> Any:
     if not text.strip():
         raise body_error("the body is empty; send a JSON object or a list of objects")
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
-                          object_pairs_hook=_unique_keys)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+        )
     except RecursionError:
         raise body_error("the body is nested too deeply") from None
     except ValueError as error:  # JSONDecodeError is a ValueError; so are our refusals
@@ -83,8 +88,11 @@ class NativeJson:
         if not records:
             raise body_error("the list of records is empty")
         if len(records) > self.model.max_records:
-            raise body_error(f"{len(records)} records in one request; at most {self.model.max_records} are accepted",
-                             status=413, kind="too_many_records")
+            raise body_error(
+                f"{len(records)} records in one request; at most {self.model.max_records} are accepted",
+                status=413,
+                kind="too_many_records",
+            )
         return records, shape
 
     def answer(self, probabilities: List[float], shape: Shape) -> str:

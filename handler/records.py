@@ -42,14 +42,18 @@ class ModelSchema:
         """(field, reason, kind) for everything wrong with one record."""
         if not isinstance(record, dict):
             return [("record", f"must be a JSON object, not {json_name(record)}", "not_an_object")]
-        found = [(name, "holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text", "not_text")
-                 for name in self.categorical if isinstance(record.get(name), str) and not is_text(record[name])]
+        found = [
+            (name, "holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text", "not_text")
+            for name in self.categorical
+            if isinstance(record.get(name), str) and not is_text(record[name])
+        ]
         if self.typed.is_valid(record):
             return found
         for name in record:
             if name not in self.fields:
-                found.append((name[:64], "is not a known field; known fields are " + ", ".join(self.fields),
-                              "unknown_field"))
+                found.append(
+                    (name[:64], "is not a known field; known fields are " + ", ".join(self.fields), "unknown_field")
+                )
         for name in self.required:
             if name not in record:
                 found.append((name, "is required but missing", "missing_field"))
@@ -68,8 +72,9 @@ class ModelSchema:
         first = len(self.categorical)
         columns = itertools.islice(zip(*rows), first)  # the categorical columns only: zip is lazy
         categorical = [[value or "" for value in column] for column in columns]
-        numeric = [[math.nan if value is None or value is ABSENT else float(value) for value in row[first:]]
-                   for row in rows]
+        numeric = [
+            [math.nan if value is None or value is ABSENT else float(value) for value in row[first:]] for row in rows
+        ]
         return categorical, numeric
 
     def example(self) -> Dict[str, Any]:
@@ -82,16 +87,24 @@ class ModelSchema:
         return record
 
     def answer(self, probability: float) -> Dict[str, Any]:
-        return {f"{self.target}_probability": probability, self.target: probability >= self.threshold,
-                "model_version": self.version}
+        return {
+            f"{self.target}_probability": probability,
+            self.target: probability >= self.threshold,
+            "model_version": self.version,
+        }
 
     def explanation(self, explained: Dict[str, Any]) -> Dict[str, Any]:
         """One record's explanation: its answer, the reference record's probability and logit, and
         per field attributions in logit units that add up to logit - baseline_logit."""
         answer = self.answer(float(explained["probability"]))
-        answer.update({"baseline_probability": float(explained["baseline_probability"]),
-                       "logit": float(explained["logit"]), "baseline_logit": float(explained["baseline_logit"]),
-                       "attributions": {name: float(value) for name, value in explained["attributions"].items()}})
+        answer.update(
+            {
+                "baseline_probability": float(explained["baseline_probability"]),
+                "logit": float(explained["logit"]),
+                "baseline_logit": float(explained["baseline_logit"]),
+                "attributions": {name: float(value) for name, value in explained["attributions"].items()},
+            }
+        )
         return answer
 
 
@@ -102,8 +115,10 @@ def reason(error: Any) -> str:
     if rule == "type":
         expected = error.validator_value
         expected = [expected] if isinstance(expected, str) else expected
-        wanted = " or ".join("null" if t == "null" else "a string" if t == "string" else "an integer"
-                             if t == "integer" else "a number" for t in expected)
+        wanted = " or ".join(
+            "null" if t == "null" else "a string" if t == "string" else "an integer" if t == "integer" else "a number"
+            for t in expected
+        )
         return f"must be {wanted}, got {json_name(value)}"
     if rule in ("minimum", "maximum"):
         side = "below the minimum" if rule == "minimum" else "above the maximum"
@@ -117,8 +132,13 @@ def reason(error: Any) -> str:
 
 def problem_kind(rule: str) -> str:
     """The fixed label of a JSON Schema rule's refusal (metrics count refusals by it)."""
-    return {"type": "wrong_type", "minimum": "out_of_range", "maximum": "out_of_range",
-            "minLength": "empty_value", "maxLength": "too_long"}.get(rule, "invalid_value")
+    return {
+        "type": "wrong_type",
+        "minimum": "out_of_range",
+        "maximum": "out_of_range",
+        "minLength": "empty_value",
+        "maxLength": "too_long",
+    }.get(rule, "invalid_value")
 
 
 def is_text(value: str) -> bool:

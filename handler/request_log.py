@@ -30,8 +30,14 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")
 LOGGER = "model.requests"
 # One line when a worker has loaded the model, whatever ACCESS_LOG_LEVEL says: which version it serves.
 SERVING_LOGGER = "model.serving"
-LEVELS = {"off": logging.CRITICAL + 10, "error": logging.ERROR, "warn": logging.WARNING,
-          "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+LEVELS = {
+    "off": logging.CRITICAL + 10,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
 
 
 def client_request_id(value: Optional[str]) -> Optional[str]:
@@ -47,8 +53,9 @@ class RequestLog:
     """Writes the request lines of one model's worker to the logger "model.requests", which the
     worker's output (and so TorchServe's MODEL_LOG) carries."""
 
-    def __init__(self, model: str, version: str, environ: Mapping[str, str] = os.environ,
-                 logger: Optional[logging.Logger] = None):
+    def __init__(
+        self, model: str, version: str, environ: Mapping[str, str] = os.environ, logger: Optional[logging.Logger] = None
+    ):
         self.model = model
         self.version = version
         self.json_lines = environ.get("LOG_FORMAT", "text").strip().lower() == "json"
@@ -59,8 +66,17 @@ class RequestLog:
     def enabled_for(self, status: int) -> bool:
         return self.logger.isEnabledFor(status_level(status))
 
-    def write(self, request_id: str, route: str, status: int, milliseconds: float, records: int,
-              fields: Sequence[str] = (), error: Optional[str] = None, client_id: Optional[str] = None) -> None:
+    def write(
+        self,
+        request_id: str,
+        route: str,
+        status: int,
+        milliseconds: float,
+        records: int,
+        fields: Sequence[str] = (),
+        error: Optional[str] = None,
+        client_id: Optional[str] = None,
+    ) -> None:
         """One request's line. milliseconds: the worker's time for the batch the request was in
         (parsing, validation, the forward pass); its time queued in the frontend is not visible here."""
         level = status_level(status)
@@ -69,9 +85,16 @@ class RequestLog:
         entry: Dict[str, Any] = {"request_id": request_id}
         if client_id and client_id != request_id:
             entry["client_request_id"] = client_id
-        entry.update({"model": self.model, "model_version": self.version,
-                                 "route": route, "status": status, "latency_ms": round(milliseconds, 3),
-                      "scored": records})
+        entry.update(
+            {
+                "model": self.model,
+                "model_version": self.version,
+                "route": route,
+                "status": status,
+                "latency_ms": round(milliseconds, 3),
+                "scored": records,
+            }
+        )
         if fields:
             entry["fields"] = list(fields)
         if error:
@@ -79,14 +102,16 @@ class RequestLog:
         self.logger.log(level, log_line(entry, level, LOGGER, self.json_lines))
 
 
-def log_serving(model: str, version: str, environ: Mapping[str, str] = os.environ,
-                logger: Optional[logging.Logger] = None) -> str:
+def log_serving(
+    model: str, version: str, environ: Mapping[str, str] = os.environ, logger: Optional[logging.Logger] = None
+) -> str:
     """Log, at INFO whatever the worker's level, the model and version a worker now serves."""
     logger = logger or logging.getLogger(SERVING_LOGGER)
     logger.setLevel(logging.INFO)
     json_lines = environ.get("LOG_FORMAT", "text").strip().lower() == "json"
-    line = log_line({"event": "model_loaded", "model": model, "model_version": version}, logging.INFO,
-                    SERVING_LOGGER, json_lines)
+    line = log_line(
+        {"event": "model_loaded", "model": model, "model_version": version}, logging.INFO, SERVING_LOGGER, json_lines
+    )
     logger.info(line)
     return line
 

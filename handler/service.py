@@ -74,8 +74,13 @@ def route_of(url_path: Optional[str], explain: Optional[str]) -> str:
 class PredictionService(ModelSchema):
     """Turns batched request bodies into replies, one per request, for the schema's model."""
 
-    def __init__(self, schema: Dict[str, Any], predict: Predict, explain: Optional[Explain] = None,
-                 max_explained_records: int = MAX_EXPLAINED_RECORDS):
+    def __init__(
+        self,
+        schema: Dict[str, Any],
+        predict: Predict,
+        explain: Optional[Explain] = None,
+        max_explained_records: int = MAX_EXPLAINED_RECORDS,
+    ):
         super().__init__(schema)
         self.predict = predict
         self.explain = explain
@@ -118,8 +123,11 @@ class PredictionService(ModelSchema):
                 # One request the model cannot take must not fail the others: retry them one by one.
                 log.exception("a batch of %d requests failed in the model: answering them one by one", len(accepted))
                 alone = [self.answer_alone(answer, one) for one in accepted]
-                answered = Batch([one.replies[0] for one in alone], sum(one.preprocess_seconds for one in alone),
-                                 sum(one.inference_seconds for one in alone))
+                answered = Batch(
+                    [one.replies[0] for one in alone],
+                    sum(one.preprocess_seconds for one in alone),
+                    sum(one.inference_seconds for one in alone),
+                )
             preprocess += answered.preprocess_seconds
             inference += answered.inference_seconds
             for done, reply in zip(accepted, answered.replies):
@@ -139,9 +147,12 @@ class PredictionService(ModelSchema):
         if request.route in (PREDICT, EXPLAIN):
             rows, shape = self.native.parse(request.body, request.content_type)
             if request.route == EXPLAIN and len(rows) > self.max_explained_records:
-                raise body_error(f"{len(rows)} records in one explanation request; at most "
-                                 f"{self.max_explained_records} are explained at once", status=413,
-                                 kind="too_many_records")
+                raise body_error(
+                    f"{len(rows)} records in one explanation request; at most "
+                    f"{self.max_explained_records} are explained at once",
+                    status=413,
+                    kind="too_many_records",
+                )
             write = self.native.explained if request.route == EXPLAIN else self.native.answer
             return Accepted(index, rows, lambda results: write(results, shape))
         if request.route == UNREADABLE:
@@ -156,7 +167,7 @@ class PredictionService(ModelSchema):
         probabilities = [float(p) for p in self.predict(categorical, numeric)]
         replies, offset = [], 0
         for request in accepted:
-            mine = probabilities[offset:offset + len(request.rows)]
+            mine = probabilities[offset : offset + len(request.rows)]
             offset += len(request.rows)
             replies.append(Reply(200, request.reply_body(mine), tuple(mine)))
         return Batch(replies, prepared - started, time.perf_counter() - prepared)
@@ -164,15 +175,16 @@ class PredictionService(ModelSchema):
     def explain_requests(self, accepted: List[Accepted]) -> Batch:
         """Integrated gradients for every record of every accepted /explanations request."""
         if self.explain is None:
-            return Batch([server_error(501, "explanations are not available for this model") for _ in accepted],
-                         0.0, 0.0)
+            return Batch(
+                [server_error(501, "explanations are not available for this model") for _ in accepted], 0.0, 0.0
+            )
         started = time.perf_counter()
         categorical, numeric = self.model_inputs([row for request in accepted for row in request.rows])
         prepared = time.perf_counter()
         explanations = self.explain(categorical, numeric)
         replies, offset = [], 0
         for request in accepted:
-            replies.append(Reply(200, request.reply_body(explanations[offset:offset + len(request.rows)])))
+            replies.append(Reply(200, request.reply_body(explanations[offset : offset + len(request.rows)])))
             offset += len(request.rows)
         return Batch(replies, prepared - started, time.perf_counter() - prepared)
 

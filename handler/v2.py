@@ -17,8 +17,18 @@ from .records import ModelSchema, Row
 
 # What each kind of field accepts, and the struct format of one element in the binary-data
 # extension (little-endian).
-BINARY_FORMATS = {"INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q", "UINT8": "B", "UINT16": "H",
-                  "UINT32": "I", "UINT64": "Q", "FP32": "f", "FP64": "d"}
+BINARY_FORMATS = {
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "FP32": "f",
+    "FP64": "d",
+}
 INTEGERS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
 NUMBERS = ("FP64", "FP32") + INTEGERS
 REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
@@ -40,20 +50,27 @@ class OpenInference:
 
     def __init__(self, model: ModelSchema):
         self.model = model
-        self.inputs = {name: datatypes_of(model.fields[name], name in model.categorical)
-                       for name in model.categorical + model.numeric}
+        self.inputs = {
+            name: datatypes_of(model.fields[name], name in model.categorical)
+            for name in model.categorical + model.numeric
+        }
         self.outputs = {f"{model.target}_probability": "FP64", model.target: "BOOL"}
 
     def metadata(self) -> Dict[str, Any]:
         """Model metadata: one input tensor per request field, shape [-1] (one element per record)."""
-        return {"name": self.model.name, "versions": [self.model.version], "platform": "pytorch_torchscript",
-                "inputs": [{"name": name, "datatype": datatypes[0], "shape": [-1]}
-                           for name, datatypes in self.inputs.items()],
-                "outputs": [{"name": name, "datatype": datatype, "shape": [-1]}
-                            for name, datatype in self.outputs.items()]}
+        return {
+            "name": self.model.name,
+            "versions": [self.model.version],
+            "platform": "pytorch_torchscript",
+            "inputs": [
+                {"name": name, "datatype": datatypes[0], "shape": [-1]} for name, datatypes in self.inputs.items()
+            ],
+            "outputs": [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in self.outputs.items()],
+        }
 
-    def parse(self, body: Body, content_type: Optional[str],
-              json_length: Union[int, str, None]) -> Tuple[List[Row], V2Reply]:
+    def parse(
+        self, body: Body, content_type: Optional[str], json_length: Union[int, str, None]
+    ) -> Tuple[List[Row], V2Reply]:
         """A v2 inference request -> rows (one per element of the input tensors). json_length: the
         Inference-Header-Content-Length header as sent (or its value), None or "" when absent."""
         check_media_type(content_type)
@@ -63,8 +80,9 @@ class OpenInference:
             raise body_error(f"the body must be a JSON object with 'inputs', not {json_name(payload)}")
         for key in payload:
             if key not in REQUEST_KEYS:
-                raise tensor_error(key[:64], "is not a key of an inference request; expected "
-                                   + ", ".join(REQUEST_KEYS), field="body")
+                raise tensor_error(
+                    key[:64], "is not a key of an inference request; expected " + ", ".join(REQUEST_KEYS), field="body"
+                )
         request_id = payload.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise tensor_error("id", f"must be a string, got {json_name(request_id)}", field="body")
@@ -85,14 +103,20 @@ class OpenInference:
             raise tensor_error(next(iter(columns)), f"inputs must all have the same shape [n]; got {shapes}")
         rows = sizes.pop()
         if rows > self.model.max_records:
-            raise body_error(f"{rows} records in one request; at most {self.model.max_records} are accepted",
-                             status=413, kind="too_many_records")
+            raise body_error(
+                f"{rows} records in one request; at most {self.model.max_records} are accepted",
+                status=413,
+                kind="too_many_records",
+            )
         missing = [name for name in self.model.required if name not in columns]
         problems = [Problem(None, name, "is required but missing", "missing_field") for name in missing]
         records = [{name: column[row] for name, column in columns.items()} for row in range(rows)]
         for row, record in enumerate(records):
-            problems.extend(Problem(row, field, reason, kind) for field, reason, kind in self.model.problems(record)
-                            if kind != "missing_field")
+            problems.extend(
+                Problem(row, field, reason, kind)
+                for field, reason, kind in self.model.problems(record)
+                if kind != "missing_field"
+            )
         if problems:
             raise RequestError(400, problems)
         return self.model.rows(records), V2Reply(request_id, self.requested(payload.get("outputs")))
@@ -103,16 +127,23 @@ class OpenInference:
             raise tensor_error(f"inputs[{position}]", f"must be an object, not {json_name(tensor)}")
         name = tensor.get("name")
         if not isinstance(name, str) or name not in self.inputs:
-            raise tensor_error(str(name)[:64] if name is not None else f"inputs[{position}]",
-                               "is not an input of this model; inputs are " + ", ".join(self.inputs),
-                               kind="unknown_field")
+            raise tensor_error(
+                str(name)[:64] if name is not None else f"inputs[{position}]",
+                "is not an input of this model; inputs are " + ", ".join(self.inputs),
+                kind="unknown_field",
+            )
         datatype = tensor.get("datatype")
         accepted = self.inputs[name]
         if datatype not in accepted:
             raise tensor_error(name, f"datatype {str(datatype)[:20]} is not accepted; send {' or '.join(accepted)}")
         shape = tensor.get("shape")
-        if (not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int)
-                or isinstance(shape[0], bool) or shape[0] < 1):
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 1
+            or not isinstance(shape[0], int)
+            or isinstance(shape[0], bool)
+            or shape[0] < 1
+        ):
             raise tensor_error(name, f"shape must be [n] with n >= 1 records, got {short(shape)}")
         parameters = tensor.get("parameters") or {}
         if not isinstance(parameters, dict):
@@ -132,12 +163,17 @@ class OpenInference:
     def requested(self, outputs: Any) -> List[str]:
         if outputs is None:
             return list(self.outputs)
-        names = [output.get("name") if isinstance(output, dict) else None
-                 for output in (outputs if isinstance(outputs, list) else [None])]
+        names = [
+            output.get("name") if isinstance(output, dict) else None
+            for output in (outputs if isinstance(outputs, list) else [None])
+        ]
         for name in names:
             if name not in self.outputs:
-                raise tensor_error("outputs", f"{short(name)} is not an output of this model; outputs are "
-                                   + ", ".join(self.outputs), field="body")
+                raise tensor_error(
+                    "outputs",
+                    f"{short(name)} is not an output of this model; outputs are " + ", ".join(self.outputs),
+                    field="body",
+                )
         return cast(List[str], names)  # each one an output's name, checked above
 
     def answer(self, probabilities: List[float], reply_to: V2Reply) -> str:
@@ -146,8 +182,10 @@ class OpenInference:
         answer: Dict[str, Any] = {"model_name": self.model.name, "model_version": self.model.version}
         if reply_to.request_id is not None:
             answer["id"] = reply_to.request_id
-        answer["outputs"] = [{"name": name, "datatype": self.outputs[name], "shape": [len(probabilities)],
-                              "data": values[name]} for name in reply_to.outputs]
+        answer["outputs"] = [
+            {"name": name, "datatype": self.outputs[name], "shape": [len(probabilities)], "data": values[name]}
+            for name in reply_to.outputs
+        ]
         return json.dumps(answer)
 
 
@@ -209,7 +247,7 @@ def binary_elements(name: str, datatype: str, count: int, size: Any, binary: byt
         values, offset = [], 0
         while offset + 4 <= len(chunk):
             (length,) = struct.unpack_from("<I", chunk, offset)
-            value = chunk[offset + 4:offset + 4 + length]
+            value = chunk[offset + 4 : offset + 4 + length]
             if len(value) != length:
                 break
             try:

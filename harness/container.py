@@ -28,8 +28,10 @@ SERVE_IMAGE = os.environ.get("SERVE_IMAGE", "mymodel-serve")
 OFFLINE_IMAGE = os.environ.get("OFFLINE_IMAGE", "mymodel-offline")
 # podman/buildah settings for machines without systemd (docker/podman/): used unless the caller
 # has its own.
-PODMAN_CONFIG = {"CONTAINERS_CONF": ROOT / "docker" / "podman" / "containers.conf",
-                 "CONTAINERS_STORAGE_CONF": ROOT / "docker" / "podman" / "storage.conf"}
+PODMAN_CONFIG = {
+    "CONTAINERS_CONF": ROOT / "docker" / "podman" / "containers.conf",
+    "CONTAINERS_STORAGE_CONF": ROOT / "docker" / "podman" / "storage.conf",
+}
 # The ports the serving image publishes: predictions, management, metrics, Open Inference Protocol.
 INFERENCE, MANAGEMENT, METRICS, OIP = 8080, 8081, 8082, 8083
 
@@ -65,8 +67,9 @@ def engine_env(name: str) -> dict[str, str]:
 
 def run_engine(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     name = engine()
-    result = subprocess.run([name, *args], capture_output=True, text=True, timeout=timeout, env=engine_env(name),
-                            **kwargs)
+    result = subprocess.run(
+        [name, *args], capture_output=True, text=True, timeout=timeout, env=engine_env(name), **kwargs
+    )
     if check and result.returncode != 0:
         raise RuntimeError(f"{name} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -114,8 +117,10 @@ class Container:
         """The management API's description of the model (default: the one params.yaml names),
         asked from inside the container (management listens on the container's loopback)."""
         model = model or load_settings().model.name
-        script = ("import json, sys; sys.path.insert(0, '/home/model-server/docker'); import healthcheck; "
-                  f"print(json.dumps(healthcheck.describe(healthcheck.management_address(), {model!r})))")
+        script = (
+            "import json, sys; sys.path.insert(0, '/home/model-server/docker'); import healthcheck; "
+            f"print(json.dumps(healthcheck.describe(healthcheck.management_address(), {model!r})))"
+        )
         result = self.exec("python", "-c", script, check=True)
         return json.loads(result.stdout) or []
 
@@ -147,16 +152,22 @@ class Container:
         return time.monotonic() - began, int(self.state()["ExitCode"])
 
 
-def run_command(image: str, name: str, ports: dict[int, int], options: Sequence[str] = (),
-                arguments: Sequence[str] = ()) -> list[str]:
+def run_command(
+    image: str, name: str, ports: dict[int, int], options: Sequence[str] = (), arguments: Sequence[str] = ()
+) -> list[str]:
     """The `run` command a user types, with each container port published on a loopback port."""
     published = [f"--publish=127.0.0.1:{host}:{inside}" for inside, host in ports.items()]
     return ["run", "--detach", f"--name={name}", *published, *options, image, *arguments]
 
 
 @contextlib.contextmanager
-def started(image: str = SERVE_IMAGE, options: Sequence[str] = (), publish: Sequence[int] = (INFERENCE, METRICS, OIP),
-            wait: bool = True, timeout: float = 300) -> Iterator[Container]:
+def started(
+    image: str = SERVE_IMAGE,
+    options: Sequence[str] = (),
+    publish: Sequence[int] = (INFERENCE, METRICS, OIP),
+    wait: bool = True,
+    timeout: float = 300,
+) -> Iterator[Container]:
     """Start a container of `image` with `publish` on free loopback ports, wait for its
     HEALTHCHECK (unless `wait` is false), always remove it."""
     name = f"mymodel-{uuid.uuid4().hex[:8]}"

@@ -67,19 +67,35 @@ def isolated_env(workdir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple[int, int, int],
-            model: str | None = None, timeout: float = 180, cwd: Path | None = None,
-            oip_url: str = "", upstream_url: str = "") -> Iterator[Server]:
+def running(
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    ports: tuple[int, int, int],
+    model: str | None = None,
+    timeout: float = 180,
+    cwd: Path | None = None,
+    oip_url: str = "",
+    upstream_url: str = "",
+) -> Iterator[Server]:
     """Start a TorchServe command, wait until `model`'s workers (by default, those of every model
     it loaded at start) are READY, always stop it. ports: inference, management, metrics."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "torchserve.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     inference, management, metrics = ports
-    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
-                    f"http://127.0.0.1:{metrics}", process, log, oip_url, upstream_url)
+    server = Server(
+        f"http://127.0.0.1:{inference}",
+        f"http://127.0.0.1:{management}",
+        f"http://127.0.0.1:{metrics}",
+        process,
+        log,
+        oip_url,
+        upstream_url,
+    )
     try:
         wait_until_ready(server, model, timeout)
         yield server
@@ -87,9 +103,13 @@ def running(command: list[str], env: dict[str, str], workdir: Path, ports: tuple
         stop(process)
 
 
-def torchserve_command(model_store: Path, workdir: Path, extra_env: dict[str, str] | None = None,
-                       command_prefix: list[str] | None = None, plugins: Path | None = None
-                       ) -> tuple[list[str], dict[str, str], tuple[int, int, int], str]:
+def torchserve_command(
+    model_store: Path,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    command_prefix: list[str] | None = None,
+    plugins: Path | None = None,
+) -> tuple[list[str], dict[str, str], tuple[int, int, int], str]:
     """The image's start command (entrypoint + config.properties) with every port free on loopback:
     (command, environment, (inference, management, metrics) ports, Open Inference Protocol URL).
     The inference port is the bounding proxy's; TorchServe's own is env["INFERENCE_UPSTREAM_ADDRESS"].
@@ -115,16 +135,30 @@ def torchserve_command(model_store: Path, workdir: Path, extra_env: dict[str, st
 
 
 @contextlib.contextmanager
-def torchserve(model_store: Path, workdir: Path, model: str | None = None, timeout: float = 180,
-               extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None,
-               plugins: Path | None = None) -> Iterator[Server]:
+def torchserve(
+    model_store: Path,
+    workdir: Path,
+    model: str | None = None,
+    timeout: float = 180,
+    extra_env: dict[str, str] | None = None,
+    command_prefix: list[str] | None = None,
+    plugins: Path | None = None,
+) -> Iterator[Server]:
     """Start TorchServe the way the image does (entrypoint + config.properties) with
     `model_store`, on free ports, its files under `workdir`; stop it on exit.
     `command_prefix` wraps the entrypoint (e.g. ["taskset", "-c", "0"]: the server and its
     workers inherit it). With `plugins`, the server's oip_url is where the v2 routes are."""
     command, env, ports, oip = torchserve_command(model_store, workdir, extra_env, command_prefix, plugins)
-    with running(command, env, workdir, ports, model, timeout, oip_url=oip if plugins else "",
-                 upstream_url=env["INFERENCE_UPSTREAM_ADDRESS"]) as server:
+    with running(
+        command,
+        env,
+        workdir,
+        ports,
+        model,
+        timeout,
+        oip_url=oip if plugins else "",
+        upstream_url=env["INFERENCE_UPSTREAM_ADDRESS"],
+    ) as server:
         yield server
 
 

@@ -56,8 +56,9 @@ class BaselineUser(FastHttpUser):
 
     @task
     def predict_one(self) -> None:
-        with self.client.post(URL, data=json.dumps(random.choice(RECORDS)), headers=JSON, name="one record",
-                              catch_response=True) as response:
+        with self.client.post(
+            URL, data=json.dumps(random.choice(RECORDS)), headers=JSON, name="one record", catch_response=True
+        ) as response:
             check(response, 200)
 
 
@@ -70,8 +71,9 @@ class AnomalousUser(FastHttpUser):
     @task(3)
     def anomalous(self) -> None:
         case = random.choice(ANOMALOUS)
-        with self.client.post(URL, data=json.dumps(case["record"]), headers=JSON, name=f"anomalous: {case['kind']}",
-                              catch_response=True) as response:
+        with self.client.post(
+            URL, data=json.dumps(case["record"]), headers=JSON, name=f"anomalous: {case['kind']}", catch_response=True
+        ) as response:
             check(response, case["expected_status"])
 
     @task(1)
@@ -79,8 +81,9 @@ class AnomalousUser(FastHttpUser):
         if not ADVERSARIAL:  # none without a model at hand (a server tested by URL before any training)
             return
         case = random.choice(ADVERSARIAL)
-        with self.client.post(URL, data=json.dumps(case["record"]), headers=JSON, name="adversarial",
-                              catch_response=True) as response:
+        with self.client.post(
+            URL, data=json.dumps(case["record"]), headers=JSON, name="adversarial", catch_response=True
+        ) as response:
             check(response, 200)
 
 
@@ -97,18 +100,21 @@ class OversizedUser(FastHttpUser):
 
     @task(3)
     def largest_batch(self) -> None:
-        with self.client.post(URL, data=self.largest, headers=JSON, name=f"{MAX_RECORDS} records",
-                              catch_response=True) as response:
+        with self.client.post(
+            URL, data=self.largest, headers=JSON, name=f"{MAX_RECORDS} records", catch_response=True
+        ) as response:
             check(response, 200)
 
     @task(1)
     def one_record_over(self) -> None:
-        with self.client.post(URL, data=self.one_over, headers=JSON, name=f"{MAX_RECORDS + 1} records",
-                              catch_response=True) as response:
+        with self.client.post(
+            URL, data=self.one_over, headers=JSON, name=f"{MAX_RECORDS + 1} records", catch_response=True
+        ) as response:
             check(response, 413)
 
     @task(1)
     def body_over_the_limit(self) -> None:
-        with self.client.post(URL, data=self.too_big, headers=JSON, name="body over the size limit",
-                              catch_response=True) as response:
+        with self.client.post(
+            URL, data=self.too_big, headers=JSON, name="body over the size limit", catch_response=True
+        ) as response:
             check(response, 413)

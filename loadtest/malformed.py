@@ -61,14 +61,30 @@ def max_request_size(path: Path = SERVER_CONFIG) -> int:
 def valid_records(count: int = 8) -> list[dict[str, Any]]:
     """Good records to mix in with the bad ones: the sample with the schedule and route varied."""
     sample = sample_record()
-    routes = [("UA", "EWR", "ORD", 719), ("DL", "JFK", "ATL", 760), ("AA", "LGA", "MIA", 1096),
-              ("B6", "JFK", "BOS", 187), ("WN", "LGA", "DEN", 1620), ("US", "LGA", "CLT", 544)]
+    routes = [
+        ("UA", "EWR", "ORD", 719),
+        ("DL", "JFK", "ATL", 760),
+        ("AA", "LGA", "MIA", 1096),
+        ("B6", "JFK", "BOS", 187),
+        ("WN", "LGA", "DEN", 1620),
+        ("US", "LGA", "CLT", 544),
+    ]
     records = []
     for i in range(count):
         carrier, origin, dest, distance = routes[i % len(routes)]
-        records.append({**sample, "carrier": carrier, "origin": origin, "dest": dest, "distance": distance,
-                        "month": 1 + (i * 5) % 12, "day_of_week": i % 7, "hour": 6 + (i * 3) % 17,
-                        "minute": (i * 13) % 60})
+        records.append(
+            {
+                **sample,
+                "carrier": carrier,
+                "origin": origin,
+                "dest": dest,
+                "distance": distance,
+                "month": 1 + (i * 5) % 12,
+                "day_of_week": i % 7,
+                "hour": 6 + (i * 3) % 17,
+                "minute": (i * 13) % 60,
+            }
+        )
     return records
 
 
@@ -115,11 +131,13 @@ def _body_defects(sample: dict[str, Any], good: bytes) -> list[HostileRequest]:
         HostileRequest("deeply_nested_array_in_a_field", _literal(sample, "temp", "[" * 5000 + "]" * 5000)),
         # Deep enough to pass the JSON parser, close to where validating it could hit the recursion limit.
         HostileRequest("array_nested_near_the_recursion_limit", _literal(sample, "temp", "[" * 950 + "]" * 950)),
-        HostileRequest("deeply_nested_object_in_a_field",
-                       _literal(sample, "temp", '{"a":' * 5000 + "1" + "}" * 5000)),
+        HostileRequest("deeply_nested_object_in_a_field", _literal(sample, "temp", '{"a":' * 5000 + "1" + "}" * 5000)),
         HostileRequest("latin1_bytes", good.replace(b"BOEING", "AÉROSPATIALE".encode("latin-1"))),
-        HostileRequest("latin1_declared_in_charset", good.replace(b"BOEING", "AÉROSPATIALE".encode("latin-1")),
-                       {"Content-Type": "application/json; charset=iso-8859-1"}),
+        HostileRequest(
+            "latin1_declared_in_charset",
+            good.replace(b"BOEING", "AÉROSPATIALE".encode("latin-1")),
+            {"Content-Type": "application/json; charset=iso-8859-1"},
+        ),
         HostileRequest("stray_continuation_byte", good.replace(b"BOEING", b"BOE\x80ING")),
         HostileRequest("overlong_utf8_encoding", good.replace(b"BOEING", b"BOE\xc0\xafING")),
         HostileRequest("utf16_body_with_bom", json.dumps(sample).encode("utf-16")),
@@ -170,8 +188,10 @@ def _field_defects(sample: dict[str, Any]) -> list[HostileRequest]:
 def _list_defects(sample: dict[str, Any], max_records: int) -> list[HostileRequest]:
     """Lists of records: empty, too long, mixed good and bad, wrong element types."""
     good = valid_records(3)
-    out_of_bounds = {name: (10**6 if isinstance(value, (int, float)) and not isinstance(value, bool) else value)
-                     for name, value in sample.items()}
+    out_of_bounds = {
+        name: (10**6 if isinstance(value, (int, float)) and not isinstance(value, bool) else value)
+        for name, value in sample.items()
+    }
     return [
         HostileRequest("empty_list", b"[]"),
         HostileRequest("good_records_and_one_out_of_range", _dumps([good[0], {**good[1], "month": 40}, good[2]])),
@@ -188,18 +208,32 @@ def _list_defects(sample: dict[str, Any], max_records: int) -> list[HostileReque
 def _transport_defects(good: bytes, limit: int) -> list[HostileRequest]:
     """Right records, wrong envelope: media types, forms, sizes."""
     boundary = "mymodel-boundary"
-    multipart = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"r.json\"\r\n"
-                 f"Content-Type: application/json\r\n\r\n").encode() + good + f"\r\n--{boundary}--\r\n".encode()
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="data"; filename="r.json"\r\n'
+            f"Content-Type: application/json\r\n\r\n"
+        ).encode()
+        + good
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return [
         HostileRequest("content_type_text_csv", b"carrier,origin\nUA,EWR\n", {"Content-Type": "text/csv"}, 415),
         HostileRequest("content_type_xml", b"<flight carrier='UA'/>", {"Content-Type": "application/xml"}, 415),
         HostileRequest("content_type_png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", {"Content-Type": "image/png"}, 415),
         HostileRequest("json_labelled_as_html", good, {"Content-Type": "text/html"}, 415),
-        HostileRequest("form_encoded", b"data=" + good.replace(b" ", b"+"),
-                       {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        HostileRequest(
+            "form_encoded",
+            b"data=" + good.replace(b" ", b"+"),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            415,
+        ),
         HostileRequest("multipart_form", multipart, {"Content-Type": f"multipart/form-data; boundary={boundary}"}, 415),
-        HostileRequest("body_over_max_request_size", good[:-1] + b" " * (limit + 1 - len(good)) + b"}", status=413,
-                       refused_by_frontend=True),
+        HostileRequest(
+            "body_over_max_request_size",
+            good[:-1] + b" " * (limit + 1 - len(good)) + b"}",
+            status=413,
+            refused_by_frontend=True,
+        ),
     ]
 
 
@@ -208,8 +242,12 @@ def malformed_requests(config: str | Path = DEFAULT_CONFIG) -> list[HostileReque
     sample = sample_record()
     good = _dumps(sample)
     max_records = load_settings(config).serving.max_records
-    corpus = [*_body_defects(sample, good), *_field_defects(sample), *_list_defects(sample, max_records),
-              *_transport_defects(good, max_request_size())]
+    corpus = [
+        *_body_defects(sample, good),
+        *_field_defects(sample),
+        *_list_defects(sample, max_records),
+        *_transport_defects(good, max_request_size()),
+    ]
     names = [request.name for request in corpus]
     assert len(names) == len(set(names)), "corpus names must be unique"
     return corpus

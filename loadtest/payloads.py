@@ -80,8 +80,9 @@ class FieldBounds:
         return int(math.ceil(value) if above else math.floor(value)) if self.integer[name] else round(value, 4)
 
 
-def anomalous_cases(records: list[dict[str, Any]], schema: dict[str, Any], spread: dict[str, float],
-                    seed: int, noise: float = NOISE) -> list[dict[str, Any]]:
+def anomalous_cases(
+    records: list[dict[str, Any]], schema: dict[str, Any], spread: dict[str, float], seed: int, noise: float = NOISE
+) -> list[dict[str, Any]]:
     """Five variants of every record, each tagged with the status the server must answer:
     noisy numbers within bounds (200), one number out of range (400), an unknown category (200),
     optional fields missing or null (200), a required field missing (400)."""
@@ -90,13 +91,25 @@ def anomalous_cases(records: list[dict[str, Any]], schema: dict[str, Any], sprea
     optional = [name for name in bounds.categorical + bounds.numeric if name not in bounds.required]
     cases = []
     for index, record in enumerate(records):
-        noisy = {**record, **{name: bounds.within(name, record[name] + rng.gauss(0, noise * spread[name]))
-                              for name in bounds.numeric if record.get(name) is not None}}
+        noisy = {
+            **record,
+            **{
+                name: bounds.within(name, record[name] + rng.gauss(0, noise * spread[name]))
+                for name in bounds.numeric
+                if record.get(name) is not None
+            },
+        }
         cases.append(_case("noisy", None, 200, noisy))
 
         name = rng.choice(bounds.numeric)
-        cases.append(_case("out_of_range", name, 400,
-                           {**record, name: bounds.outside(name, spread[name], above=rng.random() < 0.5)}))
+        cases.append(
+            _case(
+                "out_of_range",
+                name,
+                400,
+                {**record, name: bounds.outside(name, spread[name], above=rng.random() < 0.5)},
+            )
+        )
 
         name = rng.choice(bounds.categorical)
         cases.append(_case("unknown_category", name, 200, {**record, name: UNSEEN.format(index)}))
@@ -114,8 +127,9 @@ def _case(kind: str, field: str | None, status: int, record: dict[str, Any]) -> 
     return {"kind": kind, "field": field, "expected_status": status, "record": record}
 
 
-def late_probabilities(model: torch.jit.ScriptModule, schema: dict[str, Any], records: list[dict[str, Any]],
-                       gradient: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def late_probabilities(
+    model: torch.jit.ScriptModule, schema: dict[str, Any], records: list[dict[str, Any]], gradient: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, numeric input) for request records, encoded exactly as the handler encodes them;
     with gradient=True the numeric input requires grad."""
     service = PredictionService(schema, _no_predict)
@@ -132,8 +146,13 @@ def _no_predict(categorical: list[list[str]], numeric: list[list[float]]) -> lis
     raise RuntimeError("only the service's encoding is used here")
 
 
-def adversarial_cases(model: torch.jit.ScriptModule, schema: dict[str, Any], records: list[dict[str, Any]],
-                      spread: dict[str, float], epsilon: float = EPSILON) -> list[dict[str, Any]]:
+def adversarial_cases(
+    model: torch.jit.ScriptModule,
+    schema: dict[str, Any],
+    records: list[dict[str, Any]],
+    spread: dict[str, float],
+    epsilon: float = EPSILON,
+) -> list[dict[str, Any]]:
     """FGSM on the numbers: each present number steps by epsilon x its training std in the
     direction that raises the late probability. Integer fields are rounded (they move only
     when the step is at least half a unit) and everything is clipped to the schema's bounds,
@@ -151,38 +170,66 @@ def adversarial_cases(model: torch.jit.ScriptModule, schema: dict[str, Any], rec
                 changed[name] = bounds.within(name, record[name] + sign * epsilon * spread[name])
         perturbed.append(changed)
     after, _ = late_probabilities(model, schema, perturbed)
-    return [{"kind": "fgsm", "epsilon": epsilon, "expected_status": 200, "record": changed, "original": record,
-             "probability_before": float(p), "probability_after": float(q)}
-            for record, changed, p, q in zip(records, perturbed, before.tolist(), after.tolist())]
+    return [
+        {
+            "kind": "fgsm",
+            "epsilon": epsilon,
+            "expected_status": 200,
+            "record": changed,
+            "original": record,
+            "probability_before": float(p),
+            "probability_after": float(q),
+        }
+        for record, changed, p, q in zip(records, perturbed, before.tolist(), after.tolist())
+    ]
 
 
 def probability_shift(cases: list[dict[str, Any]]) -> dict[str, float]:
     """How far the adversarial records move the offline probability."""
     shifts = [case["probability_after"] - case["probability_before"] for case in cases]
-    return {"cases": len(shifts), "mean_shift": sum(shifts) / len(shifts), "max_shift": max(shifts),
-            "share_raised": sum(shift > 0 for shift in shifts) / len(shifts)}
+    return {
+        "cases": len(shifts),
+        "mean_shift": sum(shifts) / len(shifts),
+        "max_shift": max(shifts),
+        "share_raised": sum(shift > 0 for shift in shifts) / len(shifts),
+    }
 
 
 def contract_schema(settings: Settings) -> dict[str, Any]:
     """The request schema the params file's feature contract exports to (without vocabularies):
     what a server of this config's model checks, for testing one with no model at hand."""
     features = settings.features
-    return input_schema({
-        "name": settings.model.name, "target": settings.data.target, "version": settings.model.version,
-        "features": features.model_dump(), "serving": settings.serving.model_dump(),
-        "categorical": list(features.categorical), "numeric": list(features.numeric),
-        "vocabularies": [{} for _ in features.categorical]})
+    return input_schema(
+        {
+            "name": settings.model.name,
+            "target": settings.data.target,
+            "version": settings.model.version,
+            "features": features.model_dump(),
+            "serving": settings.serving.model_dump(),
+            "categorical": list(features.categorical),
+            "numeric": list(features.numeric),
+            "vocabularies": [{} for _ in features.categorical],
+        }
+    )
 
 
 def table_spread(table: pd.DataFrame, features: Features) -> dict[str, float]:
     """Each number's standard deviation on the training rows, as training would scale it."""
     train = split_rows(table, "train")
-    return {name: float(train[name].astype("float64").std()) if train[name].notna().sum() > 1 else 1.0
-            for name in features.numeric}
+    return {
+        name: float(train[name].astype("float64").std()) if train[name].notna().sum() > 1 else 1.0
+        for name in features.numeric
+    }
 
 
-def write_payloads(settings: Settings, out_dir: Path, records: int = 1000, seed: int | None = None,
-                   epsilon: float = EPSILON, table: pd.DataFrame | None = None) -> Path:
+def write_payloads(
+    settings: Settings,
+    out_dir: Path,
+    records: int = 1000,
+    seed: int | None = None,
+    epsilon: float = EPSILON,
+    table: pd.DataFrame | None = None,
+) -> Path:
     """Write records.json, anomalous.json and adversarial.json into out_dir and return it. Without
     a trained model (a running server tested by URL) the schema comes from the feature contract,
     the spreads from the training rows, and there are no adversarial records (FGSM needs the model)."""
@@ -194,8 +241,9 @@ def write_payloads(settings: Settings, out_dir: Path, records: int = 1000, seed:
         spread = training_spread(settings.paths.model_dir)
         adversarial = adversarial_cases(model, schema, real, spread, epsilon)
     else:
-        log.info("no model in %s: the schema from the feature contract, no adversarial records",
-                 settings.paths.export_dir)
+        log.info(
+            "no model in %s: the schema from the feature contract, no adversarial records", settings.paths.export_dir
+        )
         schema, spread, adversarial = contract_schema(settings), table_spread(table, settings.features), []
     anomalous = anomalous_cases(real, schema, spread, seed)
     out_dir = Path(out_dir)
@@ -205,10 +253,20 @@ def write_payloads(settings: Settings, out_dir: Path, records: int = 1000, seed:
     if not adversarial:
         return out_dir
     shift = probability_shift(adversarial)
-    log.info("%d real records, %d anomalous cases, %d adversarial records in %s", len(real), len(anomalous),
-             len(adversarial), out_dir)
-    log.info("FGSM at epsilon %.3g raises the late probability of %.0f%% of records, by %.4f on average "
-             "(at most %.4f)", epsilon, 100 * shift["share_raised"], shift["mean_shift"], shift["max_shift"])
+    log.info(
+        "%d real records, %d anomalous cases, %d adversarial records in %s",
+        len(real),
+        len(anomalous),
+        len(adversarial),
+        out_dir,
+    )
+    log.info(
+        "FGSM at epsilon %.3g raises the late probability of %.0f%% of records, by %.4f on average (at most %.4f)",
+        epsilon,
+        100 * shift["share_raised"],
+        shift["mean_shift"],
+        shift["max_shift"],
+    )
     return out_dir
 
 

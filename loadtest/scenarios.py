@@ -82,17 +82,47 @@ def config_property(name: str) -> str:
     raise KeyError(name)
 
 
-def run_locust(name: str, spec: dict[str, Any], host: str, out_dir: Path, payloads: Path,
-               max_records: int, model: str) -> subprocess.Popen:
+def run_locust(
+    name: str, spec: dict[str, Any], host: str, out_dir: Path, payloads: Path, max_records: int, model: str
+) -> subprocess.Popen:
     """Start Locust headless for one scenario; CSV and HTML land in out_dir/<name>*."""
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", spec["user"],
-               "-u", str(spec["users"]), "-r", str(spec["spawn_rate"]), "-t", f"{spec['duration_s']}s",
-               "--host", host, "--csv", str(out_dir / name), "--csv-full-history", "--html",
-               str(out_dir / f"{name}.html"), "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
-               "--loglevel", "WARNING"]
-    env = {**os.environ, "LOADTEST_PAYLOADS": str(payloads), "LOADTEST_RATE": str(spec["rate"]),
-           "LOADTEST_MODEL": model,
-           "LOADTEST_MAX_RECORDS": str(max_records), "LOADTEST_MAX_BYTES": config_property("max_request_size")}
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        spec["user"],
+        "-u",
+        str(spec["users"]),
+        "-r",
+        str(spec["spawn_rate"]),
+        "-t",
+        f"{spec['duration_s']}s",
+        "--host",
+        host,
+        "--csv",
+        str(out_dir / name),
+        "--csv-full-history",
+        "--html",
+        str(out_dir / f"{name}.html"),
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
+    env = {
+        **os.environ,
+        "LOADTEST_PAYLOADS": str(payloads),
+        "LOADTEST_RATE": str(spec["rate"]),
+        "LOADTEST_MODEL": model,
+        "LOADTEST_MAX_RECORDS": str(max_records),
+        "LOADTEST_MAX_BYTES": config_property("max_request_size"),
+    }
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -138,22 +168,29 @@ def locust_stats(out_dir: Path, name: str) -> dict[str, float]:
             elif not got:
                 connection_errors += int(row["Occurrences"])
     return {
-        "requests": requests_total, "rps": float(total["Requests/s"]),
-        "p50_ms": float(total["50%"]), "p95_ms": float(total["95%"]), "p99_ms": float(total["99%"]),
+        "requests": requests_total,
+        "rps": float(total["Requests/s"]),
+        "p50_ms": float(total["50%"]),
+        "p95_ms": float(total["95%"]),
+        "p99_ms": float(total["99%"]),
         "mean_ms": float(total["Average Response Time"]),
         "error_pct": 100 * failures / max(requests_total, 1),
-        "server_errors": server_errors, "connection_errors": connection_errors, "worker_died": worker_died,
+        "server_errors": server_errors,
+        "connection_errors": connection_errors,
+        "worker_died": worker_died,
     }
 
 
 def judge(outcome: Outcome, slo: dict[str, float]) -> list[str]:
     stats = {**outcome.stats, **outcome.extra}
-    limits = {"p95_ms": ("p95_ms", "p95 latency {value:.0f} ms > {limit:g} ms"),
-              "mean_ms": ("mean_ms", "mean latency {value:.0f} ms > {limit:g} ms"),
-              "max_error_pct": ("error_pct", "{value:.2f}% failed requests > {limit:g}%"),
-              "max_unexpected_pct": ("error_pct", "{value:.2f}% unexpected answers > {limit:g}%"),
-              "max_5xx": ("server_errors", "{value:.0f} answers 5xx > {limit:g}"),
-              "max_recovery_s": ("recovery_s", "workers READY again after {value:.1f} s > {limit:g} s")}
+    limits = {
+        "p95_ms": ("p95_ms", "p95 latency {value:.0f} ms > {limit:g} ms"),
+        "mean_ms": ("mean_ms", "mean latency {value:.0f} ms > {limit:g} ms"),
+        "max_error_pct": ("error_pct", "{value:.2f}% failed requests > {limit:g}%"),
+        "max_unexpected_pct": ("error_pct", "{value:.2f}% unexpected answers > {limit:g}%"),
+        "max_5xx": ("server_errors", "{value:.0f} answers 5xx > {limit:g}"),
+        "max_recovery_s": ("recovery_s", "workers READY again after {value:.1f} s > {limit:g} s"),
+    }
     broken = []
     for key, limit in slo.items():
         metric, message = limits[key]
@@ -210,17 +247,27 @@ def server_options(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return options
 
 
-def run_scenario(name: str, spec: dict[str, Any], url: str | None, settings: Settings, out_dir: Path,
-                 payloads: Path, max_records: int, workdir: Path) -> Outcome:
+def run_scenario(
+    name: str,
+    spec: dict[str, Any],
+    url: str | None,
+    settings: Settings,
+    out_dir: Path,
+    payloads: Path,
+    max_records: int,
+    workdir: Path,
+) -> Outcome:
     model = settings.model.name
     with server_under_test(url, settings, workdir / name, **server_options(spec, workdir)) as server:
         host = server.inference_url if server else url
         assert host, "without a URL, server_under_test starts a server"
         extra: dict[str, float] = {}
         if "workers" in spec and server:
-            reply = requests.put(f"{server.management_url}/models/{model}", timeout=120,
-                                 params={"min_worker": spec["workers"], "max_worker": spec["workers"],
-                                         "synchronous": "true"})
+            reply = requests.put(
+                f"{server.management_url}/models/{model}",
+                timeout=120,
+                params={"min_worker": spec["workers"], "max_worker": spec["workers"], "synchronous": "true"},
+            )
             reply.raise_for_status()
         locust = run_locust(name, spec, host, out_dir, payloads, max_records, model)
         if "kill_after_s" in spec and server:
@@ -251,8 +298,7 @@ def plot_over_time(out_dir: Path, outcomes: list[Outcome]) -> Path:
         history = history[history["Name"] == "Aggregated"]
         seconds = history["Timestamp"] - history["Timestamp"].min()
         for column, color in (("50%", "#4c72b0"), ("95%", "#dd8452")):
-            axis.plot(seconds, pd.to_numeric(history[column], errors="coerce"), label=f"p{column[:-1]} ms",
-                      color=color)
+            axis.plot(seconds, pd.to_numeric(history[column], errors="coerce"), label=f"p{column[:-1]} ms", color=color)
         twin = axis.twinx()
         twin.plot(seconds, history["Requests/s"], color="#55a868", linestyle=":", label="requests/s")
         twin.plot(seconds, history["Failures/s"], color="#c44e52", linestyle=":", label="failures/s")
@@ -271,13 +317,22 @@ def summary_table(outcomes: list[Outcome]) -> pd.DataFrame:
     rows = []
     for outcome in outcomes:
         stats, extra = outcome.stats, outcome.extra
-        rows.append({"scenario": outcome.scenario, "requests": stats["requests"], "rps": round(stats["rps"], 1),
-                     "p50 ms": stats["p50_ms"], "p95 ms": stats["p95_ms"], "p99 ms": stats["p99_ms"],
-                     "mean ms": round(stats["mean_ms"], 1), "errors %": round(stats["error_pct"], 2),
-                     "5xx": stats["server_errors"],
-                     "recovery s": round(extra["recovery_s"], 2) if "recovery_s" in extra else "",
-                     "server RSS MB": round(extra["server_rss_mb"]) if "server_rss_mb" in extra else "",
-                     "SLO": "met" if not outcome.broken else "BROKEN: " + "; ".join(outcome.broken)})
+        rows.append(
+            {
+                "scenario": outcome.scenario,
+                "requests": stats["requests"],
+                "rps": round(stats["rps"], 1),
+                "p50 ms": stats["p50_ms"],
+                "p95 ms": stats["p95_ms"],
+                "p99 ms": stats["p99_ms"],
+                "mean ms": round(stats["mean_ms"], 1),
+                "errors %": round(stats["error_pct"], 2),
+                "5xx": stats["server_errors"],
+                "recovery s": round(extra["recovery_s"], 2) if "recovery_s" in extra else "",
+                "server RSS MB": round(extra["server_rss_mb"]) if "server_rss_mb" in extra else "",
+                "SLO": "met" if not outcome.broken else "BROKEN: " + "; ".join(outcome.broken),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -288,9 +343,14 @@ def write_payloads(settings: Settings, folder: Path, records: int) -> Path:
     return folder
 
 
-def run_load_tests(settings: Settings, slo_file: Path = SLO_FILE, names: list[str] | None = None,
-                   out_dir: Path = ROOT / "reports" / "loadtest", url: str | None = None,
-                   short: bool = False) -> list[Outcome]:
+def run_load_tests(
+    settings: Settings,
+    slo_file: Path = SLO_FILE,
+    names: list[str] | None = None,
+    out_dir: Path = ROOT / "reports" / "loadtest",
+    url: str | None = None,
+    short: bool = False,
+) -> list[Outcome]:
     """Every named scenario in turn (each against a fresh server unless `url` is given);
     writes the reports and returns the outcomes with their broken SLOs."""
     scenarios = read_slos(slo_file, short)
@@ -299,22 +359,31 @@ def run_load_tests(settings: Settings, slo_file: Path = SLO_FILE, names: list[st
     records = yaml.safe_load(slo_file.read_text())["defaults"]["records"]
     payloads = write_payloads(settings, out_dir / "payloads", min(records, 200) if short else records)
     schema_file = settings.paths.export_dir / "schema.json"  # absent when a server is tested before any training
-    max_records = (json.loads(schema_file.read_text())["x-model"]["max_records"] if schema_file.exists()
-                   else settings.serving.max_records)
+    max_records = (
+        json.loads(schema_file.read_text())["x-model"]["max_records"]
+        if schema_file.exists()
+        else settings.serving.max_records
+    )
     outcomes = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
             spec = scenarios[name]
             log.info("scenario %s: %d users for %d s", name, spec["users"], spec["duration_s"])
-            outcome = run_scenario(name, spec, url, settings, out_dir, payloads, max_records,
-                                   Path(workdir))
+            outcome = run_scenario(name, spec, url, settings, out_dir, payloads, max_records, Path(workdir))
             log.info("%s: %s", name, "SLO met" if not outcome.broken else "SLO BROKEN: " + "; ".join(outcome.broken))
             outcomes.append(outcome)
     table = summary_table(outcomes)
     (out_dir / "summary.md").write_text(markdown(table))
-    (out_dir / "summary.json").write_text(json.dumps(
-        [{"scenario": o.scenario, **o.stats, **o.extra, "slo": scenarios[o.scenario]["slo"], "broken": o.broken}
-         for o in outcomes], indent=2) + "\n")
+    (out_dir / "summary.json").write_text(
+        json.dumps(
+            [
+                {"scenario": o.scenario, **o.stats, **o.extra, "slo": scenarios[o.scenario]["slo"], "broken": o.broken}
+                for o in outcomes
+            ],
+            indent=2,
+        )
+        + "\n"
+    )
     plot_over_time(out_dir, outcomes)
     print(table.to_string(index=False))
     return outcomes
@@ -329,9 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", help="start this serving image (docker/podman run) and test it like --url")
     parser.add_argument("--short", action="store_true", help="seconds, not minutes: the gate's own test")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "loadtest")
-    parser.add_argument("--doc", "--readme", dest="doc", type=Path,
-                        help="also write the summary table into this page's loadtest block "
-                             "(make: docs/load-and-capacity.md)")
+    parser.add_argument(
+        "--doc",
+        "--readme",
+        dest="doc",
+        type=Path,
+        help="also write the summary table into this page's loadtest block (make: docs/load-and-capacity.md)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     settings = load_settings(args.config)
@@ -346,9 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = run_load_tests(settings, args.slo, args.scenarios, args.out_dir, args.url, args.short)
         where, markers = "`make loadtest`", DOC_MARKERS
     if args.doc:
-        replace_block(args.doc, markers, f"{where} on {time.strftime('%Y-%m-%d')}, "
-                      f"{os.cpu_count()} cores, load generator and server on the same machine:\n\n"
-                      + markdown(summary_table(outcomes)))
+        replace_block(
+            args.doc,
+            markers,
+            f"{where} on {time.strftime('%Y-%m-%d')}, "
+            f"{os.cpu_count()} cores, load generator and server on the same machine:\n\n"
+            + markdown(summary_table(outcomes)),
+        )
     return 1 if any(o.broken for o in outcomes) else 0
 
 

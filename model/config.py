@@ -178,11 +178,11 @@ class ServingSettings(Strict):
 
 
 class CanarySettings(Strict):
-    share: float = Field(gt=0, lt=1)                 # of prediction traffic the router sends to the candidate
-    requests: int = Field(gt=0)                      # labelled requests replayed through the router
+    share: float = Field(gt=0, lt=1)  # of prediction traffic the router sends to the candidate
+    requests: int = Field(gt=0)  # labelled requests replayed through the router
     concurrency: int = Field(gt=0)
-    roc_auc_tolerance: float = Field(ge=0)           # promoted when ROC AUC >= production's - this
-    latency_ratio: float = Field(ge=1)               # ... and p95 latency <= production's * this + slack
+    roc_auc_tolerance: float = Field(ge=0)  # promoted when ROC AUC >= production's - this
+    latency_ratio: float = Field(ge=1)  # ... and p95 latency <= production's * this + slack
     latency_slack_ms: float = Field(ge=0)
 
 
@@ -248,12 +248,12 @@ class RetrainRule(Strict):
     """When `run.py --mode update` retrains: any one condition is enough
     (see model/lifecycle/continuous_training.py)."""
 
-    drifted_features: int = Field(ge=1)        # a new batch with at least this many drifted features
-    ignore_features: list[str] = []            # ... not counting these (they drift by construction)
-    prediction_drift: bool                     # ... or the production model's predictions drift
-    auc_drop: float = Field(ge=0)              # ... or production's ROC AUC on the newest batch is this far
+    drifted_features: int = Field(ge=1)  # a new batch with at least this many drifted features
+    ignore_features: list[str] = []  # ... not counting these (they drift by construction)
+    prediction_drift: bool  # ... or the production model's predictions drift
+    auc_drop: float = Field(ge=0)  # ... or production's ROC AUC on the newest batch is this far
     #                                            below its validation ROC AUC (metric decay)
-    max_batches: int = Field(ge=1)             # ... or this many batches arrived since the last training
+    max_batches: int = Field(ge=1)  # ... or this many batches arrived since the last training
 
 
 class WarmStart(Strict):
@@ -264,16 +264,16 @@ class WarmStart(Strict):
 class StreamSettings(Strict):
     """The time-ordered replay of the source in batches, with continuous training (run.py)."""
 
-    dir: Path                                  # the raw store, the replay's registry and model store, logs
-    batch: str = "W"                           # a pandas period: W = weeks, Monday to Sunday
-    bootstrap_batches: int = Field(ge=3)       # the first update trains on these and promotes the model
+    dir: Path  # the raw store, the replay's registry and model store, logs
+    batch: str = "W"  # a pandas period: W = weeks, Monday to Sunday
+    bootstrap_batches: int = Field(ge=3)  # the first update trains on these and promotes the model
     batches_per_update: int = Field(ge=1)
-    window_batches: int = Field(ge=2)          # retraining uses the newest batches before the held-out one
-    valid_batches: int = Field(ge=1)           # ... of which these last ones validate
+    window_batches: int = Field(ge=2)  # retraining uses the newest batches before the held-out one
+    valid_batches: int = Field(ge=1)  # ... of which these last ones validate
     retrain: RetrainRule
     warm_start: WarmStart
     promote_tolerance: float = Field(ge=-1, le=1)  # promoted when held-out ROC AUC >= production's - this
-    baseline_margin: float = Field(ge=-1, le=1)    # ... and >= the first production version's - this (the floor)
+    baseline_margin: float = Field(ge=-1, le=1)  # ... and >= the first production version's - this (the floor)
 
     @model_validator(mode="before")
     @classmethod
@@ -283,11 +283,15 @@ class StreamSettings(Strict):
     @model_validator(mode="after")
     def _windows(self) -> StreamSettings:
         if self.valid_batches >= self.window_batches:
-            raise ValueError(f"stream.valid_batches ({self.valid_batches}) must be below stream.window_batches "
-                             f"({self.window_batches}): some batches must be left to train on")
+            raise ValueError(
+                f"stream.valid_batches ({self.valid_batches}) must be below stream.window_batches "
+                f"({self.window_batches}): some batches must be left to train on"
+            )
         if self.bootstrap_batches < self.valid_batches + 2:
-            raise ValueError(f"stream.bootstrap_batches ({self.bootstrap_batches}) must hold the training, "
-                             f"validation ({self.valid_batches}) and one held-out batch")
+            raise ValueError(
+                f"stream.bootstrap_batches ({self.bootstrap_batches}) must hold the training, "
+                f"validation ({self.valid_batches}) and one held-out batch"
+            )
         return self
 
 

@@ -45,8 +45,10 @@ def imported(path: Path, known: Iterable[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
-                     for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
+                for alias in node.names
+            ]
         else:
             continue
         found.update(name for name in names if name in known)
@@ -68,17 +70,22 @@ def layer(name: str) -> int:
     if name in BASE or (len(parts) > 1 and parts[1] == BASE_PACKAGE):
         return -1
     if len(parts) < 2 or parts[1] not in LAYERS:
-        raise ValueError(f"{name} is in no layer: put it in one of {PACKAGE}/{{{','.join(LAYERS)}}}/, "
-                         f"or in {PACKAGE}/{BASE_PACKAGE}/ when every layer may use it")
+        raise ValueError(
+            f"{name} is in no layer: put it in one of {PACKAGE}/{{{','.join(LAYERS)}}}/, "
+            f"or in {PACKAGE}/{BASE_PACKAGE}/ when every layer may use it"
+        )
     return LAYERS.index(parts[1])
 
 
 def upward_imports(edges: dict[str, set[str]]) -> list[str]:
     """Every import of a later layer (or of a layer from the base), as a sentence."""
-    return [f"{source} (layer {LAYERS[layer(source)] if layer(source) >= 0 else 'base'}) imports {target} "
-            f"(layer {LAYERS[layer(target)]})"
-            for source, targets in sorted(edges.items()) for target in sorted(targets)
-            if layer(target) > layer(source)]
+    return [
+        f"{source} (layer {LAYERS[layer(source)] if layer(source) >= 0 else 'base'}) imports {target} "
+        f"(layer {LAYERS[layer(target)]})"
+        for source, targets in sorted(edges.items())
+        for target in sorted(targets)
+        if layer(target) > layer(source)
+    ]
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:

@@ -124,9 +124,18 @@ def main() -> None:
     parser.add_argument("--body-seconds", type=float, default=BODY_SECONDS)
     args = parser.parse_args()
     app = create_app(args.export_dir, args.max_body_bytes, args.body_seconds)
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, loop="uvloop", http="httptools",
-                limit_concurrency=args.max_connections, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

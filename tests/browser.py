@@ -9,9 +9,16 @@ from pathlib import Path
 from typing import Any
 
 # Headless, and quiet on a machine with no network: no background fetches, no component updates.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 IMAGES = """() => Array.from(document.images).map(image => ({
     src: image.currentSrc.slice(0, 80), loaded: image.complete && image.naturalWidth > 0}))"""
 
@@ -43,13 +50,25 @@ def visit(browser: Any, url: str, screenshot: Path, wait_for: str | None = None,
     the network never idles), for the text `wait_for`; save a full-page screenshot to `screenshot`."""
     seen = Visit(url, screenshot)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("console", lambda message: seen.console_errors.append(f"console {message.type}: {message.text}")
-            if message.type == "error" else None)
+    page.on(
+        "console",
+        lambda message: (
+            seen.console_errors.append(f"console {message.type}: {message.text}") if message.type == "error" else None
+        ),
+    )
     page.on("pageerror", lambda error: seen.page_errors.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: seen.failed_requests.append(
-        f"request failed: {request.url[:120]} ({request.failure})"))
-    page.on("response", lambda response: seen.failed_requests.append(
-        f"HTTP {response.status}: {response.url[:120]}") if response.status >= 400 else None)
+    page.on(
+        "requestfailed",
+        lambda request: seen.failed_requests.append(f"request failed: {request.url[:120]} ({request.failure})"),
+    )
+    page.on(
+        "response",
+        lambda response: (
+            seen.failed_requests.append(f"HTTP {response.status}: {response.url[:120]}")
+            if response.status >= 400
+            else None
+        ),
+    )
     try:
         page.goto(url, wait_until="load", timeout=timeout_ms)
         if wait_for:

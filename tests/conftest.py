@@ -29,8 +29,10 @@ for _name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
 # Three winter months keep the suite fast: train on Jan-Feb, validate on early
 # March, test on late March.
 SLICE = {
-    "data": {"window": {"start": "2013-01-01", "end": "2013-04-01"},
-             "split": {"valid_start": "2013-03-01", "test_start": "2013-03-16"}},
+    "data": {
+        "window": {"start": "2013-01-01", "end": "2013-04-01"},
+        "split": {"valid_start": "2013-03-01", "test_start": "2013-03-16"},
+    },
     "train": {"max_epochs": 6, "patience": 2},
 }
 
@@ -38,11 +40,21 @@ SLICE = {
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     work = tmp_path_factory.mktemp("pipeline")
-    paths = {"raw": work / "raw.parquet", "processed": work / "table.parquet", "plots": work / "plots",
-             "tracking": work / "mlflow", "quality_db": work / "quality.sqlite", "quality": work / "quality.parquet",
-             "model_dir": work / "model", "export_dir": work / "export", "metrics": work / "metrics.json",
-             "comparison": work / "comparison.json", "model_store": work / "model-store", "report_dir": work / "report",
-             "registry": work / "registry"}
+    paths = {
+        "raw": work / "raw.parquet",
+        "processed": work / "table.parquet",
+        "plots": work / "plots",
+        "tracking": work / "mlflow",
+        "quality_db": work / "quality.sqlite",
+        "quality": work / "quality.parquet",
+        "model_dir": work / "model",
+        "export_dir": work / "export",
+        "metrics": work / "metrics.json",
+        "comparison": work / "comparison.json",
+        "model_store": work / "model-store",
+        "report_dir": work / "report",
+        "registry": work / "registry",
+    }
     return load_settings().with_overrides({**SLICE, "paths": paths})
 
 

@@ -67,5 +67,7 @@ def mark_tiers(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 def refuse_slow_fixture(definition: Any) -> None:
     if fast_run() and _key(definition) in _SLOW:
-        pytest.fail(f"the fast tier set up the slow fixture '{definition.argname}': the test belongs in the "
-                    f"whole suite (mark it slow, or give it a fixture that needs no trained model or server)")
+        pytest.fail(
+            f"the fast tier set up the slow fixture '{definition.argname}': the test belongs in the "
+            f"whole suite (mark it slow, or give it a fixture that needs no trained model or server)"
+        )

@@ -22,8 +22,10 @@ def main() -> None:
     _, settings = step_start(__doc__)
     say(f"training on {settings.paths.processed} (at most {settings.train.max_epochs} epochs)")
     metrics = train(settings)
-    say(f"model {metrics['model_version']}: {metrics['epochs']} epochs, valid ROC AUC "
-        f"{metrics['valid']['roc_auc']:.4f}, threshold {metrics['threshold']}, {metrics['train_seconds']:.0f} s")
+    say(
+        f"model {metrics['model_version']}: {metrics['epochs']} epochs, valid ROC AUC "
+        f"{metrics['valid']['roc_auc']:.4f}, threshold {metrics['threshold']}, {metrics['train_seconds']:.0f} s"
+    )
     exported = export_model(settings.paths.model_dir, settings.paths.export_dir)
     say(f"exported {exported}")
 

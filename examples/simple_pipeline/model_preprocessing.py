@@ -26,8 +26,10 @@ def main() -> None:
     features = settings.features.names
     say(f"raw table: {len(raw)} rows, {int(raw[features].isna().to_numpy().sum())} missing values")
     table = validate(settings)
-    say(f"checked and cleaned: {int(table[features].isna().to_numpy().sum())} missing values "
-        f"(fault codes set missing; the model imputes them)")
+    say(
+        f"checked and cleaned: {int(table[features].isna().to_numpy().sum())} missing values "
+        f"(fault codes set missing; the model imputes them)"
+    )
     for name in SPLITS:
         rows = table[table[SPLIT] == name]
         say(f"{name}: {len(rows)} rows, {rows[TARGET].mean():.1%} {settings.data.target}")

@@ -24,14 +24,20 @@ say = step_printer("4/4 testing")
 
 
 def main() -> None:
-    args, settings = step_start(__doc__, lambda parser: parser.add_argument(
-        "--min-roc-auc", type=float, default=0.6, help="fail below this test ROC AUC (default 0.6)"))
+    args, settings = step_start(
+        __doc__,
+        lambda parser: parser.add_argument(
+            "--min-roc-auc", type=float, default=0.6, help="fail below this test ROC AUC (default 0.6)"
+        ),
+    )
     model, schema = load_served_model(settings.paths.export_dir)
     facts = schema["x-model"]
     test = split_rows(load_table(settings), "test")
     threshold = float(facts["threshold"])
-    say(f"model {facts['version']} from {settings.paths.export_dir}, test split: {len(test)} rows, "
-        f"threshold {threshold}")
+    say(
+        f"model {facts['version']} from {settings.paths.export_dir}, test split: {len(test)} rows, "
+        f"threshold {threshold}"
+    )
     metrics = classification_metrics(test[TARGET].to_numpy(), predict_probability(model, schema, test), threshold)
     for name, value in metrics.items():
         say(f"  {name:<14} {value:.4f}" if isinstance(value, float) else f"  {name:<14} {value}")

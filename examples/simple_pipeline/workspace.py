@@ -21,17 +21,29 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_WORK_DIR = HERE / "work"
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
 # Friendlier names for the paths the steps use; every other path is <work>/<key><suffix>.
-NAMES = {"raw": "raw.parquet", "processed": "processed.parquet", "quality": "quality.parquet",
-         "quality_db": "quality.sqlite", "model_dir": "model", "export_dir": "export", "metrics": "metrics.json"}
+NAMES = {
+    "raw": "raw.parquet",
+    "processed": "processed.parquet",
+    "quality": "quality.parquet",
+    "quality_db": "quality.sqlite",
+    "model_dir": "model",
+    "export_dir": "export",
+    "metrics": "metrics.json",
+}
 
 
-def step_start(doc: str, options: Callable[[argparse.ArgumentParser], None] | None = None
-               ) -> tuple[argparse.Namespace, Settings]:
+def step_start(
+    doc: str, options: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, Settings]:
     """What every step does first: its command line (--work-dir, and the step's own `options`),
     logging, and the settings that point at the work folder."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("WORK_DIR") or DEFAULT_WORK_DIR),
-                        help=f"where every output goes (default: $WORK_DIR, else {DEFAULT_WORK_DIR.relative_to(ROOT)})")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(os.environ.get("WORK_DIR") or DEFAULT_WORK_DIR),
+        help=f"where every output goes (default: $WORK_DIR, else {DEFAULT_WORK_DIR.relative_to(ROOT)})",
+    )
     if options:
         options(parser)
     args = parser.parse_args()
@@ -51,8 +63,10 @@ def write_params(work_dir: Path) -> Path:
         "stream": {"dir": str(work_dir / "stream")},
     }
     path = work_dir / "params.yaml"
-    path.write_text("# Written by examples/simple_pipeline/workspace.py: configs/synthetic.yaml, outputs moved here.\n"
-                    + yaml.safe_dump(params, sort_keys=False))
+    path.write_text(
+        "# Written by examples/simple_pipeline/workspace.py: configs/synthetic.yaml, outputs moved here.\n"
+        + yaml.safe_dump(params, sort_keys=False)
+    )
     return path
 
 
@@ -63,6 +77,8 @@ def work_settings(work_dir: Path) -> Settings:
 
 def step_printer(step: str):
     """print() with the step's name in front: the progress lines of pipeline.sh."""
+
     def say(message: str) -> None:
         print(f"[{step}] {message}", flush=True)
+
     return say

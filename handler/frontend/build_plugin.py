@@ -52,8 +52,21 @@ def build_plugin(out_dir: Path, sources: tuple = SOURCES) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as build:
         classes = Path(build)
-        subprocess.run([javac, "--release", "17", "-Xlint:all,-processing", "-Werror", "-cp", str(frontend_jar()),
-                        "-d", str(classes), *map(str, sources)], check=True)
+        subprocess.run(
+            [
+                javac,
+                "--release",
+                "17",
+                "-Xlint:all,-processing",
+                "-Werror",
+                "-cp",
+                str(frontend_jar()),
+                "-d",
+                str(classes),
+                *map(str, sources),
+            ],
+            check=True,
+        )
         jar = out_dir / JAR
         for former in FORMER_JARS:
             (out_dir / former).unlink(missing_ok=True)

@@ -47,8 +47,13 @@ from model.training.train import Encoded, fit, network_config, predict_encoded, 
 log = logging.getLogger(__name__)
 
 MLP = "mlp"
-LABELS = {MLP: "MLP (served)", "logistic_regression": "logistic regression", "knn": "k nearest neighbours",
-          "decision_tree": "decision tree", "gradient_boosting": "gradient boosting"}
+LABELS = {
+    MLP: "MLP (served)",
+    "logistic_regression": "logistic regression",
+    "knn": "k nearest neighbours",
+    "decision_tree": "decision tree",
+    "gradient_boosting": "gradient boosting",
+}
 RESULTS = "baselines.json"
 TABLE = "comparison.md"
 VARIANTS_DIR = "variants"  # each variant's weights and model.pt, kept for a closer look
@@ -59,8 +64,9 @@ TREE_MIN_LEAF = 100
 # comes early), stopping on the last tenth of each fold's own training flights.
 CV_MAX_EPOCHS = 3
 CV_STOP_SHARE = 0.1
-VARIANTS = [(missing, encoding) for missing in ("median_indicator", "constant")
-            for encoding in ("embedding", "one_hot")]
+VARIANTS = [
+    (missing, encoding) for missing in ("median_indicator", "constant") for encoding in ("embedding", "one_hot")
+]
 
 
 def baseline_models(settings: Settings) -> dict[str, Pipeline]:
@@ -70,12 +76,18 @@ def baseline_models(settings: Settings) -> dict[str, Pipeline]:
     return {
         "logistic_regression": logistic_regression(settings),
         "knn": make_pipeline(dense, KNeighborsClassifier(n_neighbors=options.knn_neighbors)),
-        "decision_tree": make_pipeline(tabular_features(settings, scale=False), DecisionTreeClassifier(
-            max_depth=options.tree_max_depth, min_samples_leaf=TREE_MIN_LEAF, random_state=settings.seed)),
-        "gradient_boosting": make_pipeline(tabular_features(settings, categories="ordinal", scale=False),
-                                           HistGradientBoostingClassifier(
-                                               categorical_features=list(range(len(settings.features.categorical))),
-                                               random_state=settings.seed)),
+        "decision_tree": make_pipeline(
+            tabular_features(settings, scale=False),
+            DecisionTreeClassifier(
+                max_depth=options.tree_max_depth, min_samples_leaf=TREE_MIN_LEAF, random_state=settings.seed
+            ),
+        ),
+        "gradient_boosting": make_pipeline(
+            tabular_features(settings, categories="ordinal", scale=False),
+            HistGradientBoostingClassifier(
+                categorical_features=list(range(len(settings.features.categorical))), random_state=settings.seed
+            ),
+        ),
     }
 
 
@@ -99,8 +111,7 @@ def _timed(work: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 def _scores(settings: Settings, labels: dict[str, np.ndarray], probability: dict[str, np.ndarray]) -> dict:
     threshold = exported_threshold(settings.paths.export_dir)
-    return {split: classification_metrics(labels[split], probability[split], threshold)
-            for split in ("valid", "test")}
+    return {split: classification_metrics(labels[split], probability[split], threshold) for split in ("valid", "test")}
 
 
 def score_baselines(settings: Settings, table: pd.DataFrame) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -113,11 +124,19 @@ def score_baselines(settings: Settings, table: pd.DataFrame) -> tuple[dict[str, 
         model, fit_seconds = _timed(fit_baseline, name, model, splits["train"], settings)
         valid = late_probability(model, splits["valid"], settings)
         test, predict_seconds = _timed(late_probability, model, splits["test"], settings)
-        results[name] = {**_scores(settings, labels, {"valid": valid, "test": test}), "fit_seconds": fit_seconds,
-                         "predict_ms_per_1000_rows": 1e6 * predict_seconds / len(splits["test"])}
+        results[name] = {
+            **_scores(settings, labels, {"valid": valid, "test": test}),
+            "fit_seconds": fit_seconds,
+            "predict_ms_per_1000_rows": 1e6 * predict_seconds / len(splits["test"]),
+        }
         test_probability[name] = test
-        log.info("%s: valid ROC AUC %.4f, test ROC AUC %.4f (fit %.1f s)", name, results[name]["valid"]["roc_auc"],
-                 results[name]["test"]["roc_auc"], fit_seconds)
+        log.info(
+            "%s: valid ROC AUC %.4f, test ROC AUC %.4f (fit %.1f s)",
+            name,
+            results[name]["valid"]["roc_auc"],
+            results[name]["test"]["roc_auc"],
+            fit_seconds,
+        )
     return results, test_probability
 
 
@@ -131,13 +150,20 @@ def score_served_mlp(settings: Settings, table: pd.DataFrame) -> tuple[dict[str,
     trained = json.loads(run_record(settings).read_text()) if run_record(settings).exists() else {}
     version = schema["x-model"]["version"]
     if trained.get("model_version") != version:
-        log.warning("%s describes model %s, not the exported %s: its training time is left out",
-                    run_record(settings), trained.get("model_version"), version)
+        log.warning(
+            "%s describes model %s, not the exported %s: its training time is left out",
+            run_record(settings),
+            trained.get("model_version"),
+            version,
+        )
         trained = {}
     labels = {name: frame[TARGET].to_numpy() for name, frame in frames.items()}
-    result = {**_scores(settings, labels, {"valid": valid, "test": test}), "model_version": version,
-              "fit_seconds": trained.get("train_seconds"),
-              "predict_ms_per_1000_rows": 1e6 * predict_seconds / len(frames["test"])}
+    result = {
+        **_scores(settings, labels, {"valid": valid, "test": test}),
+        "model_version": version,
+        "fit_seconds": trained.get("train_seconds"),
+        "predict_ms_per_1000_rows": 1e6 * predict_seconds / len(frames["test"]),
+    }
     return result, test
 
 
@@ -160,8 +186,7 @@ def mlp_fold_probability(settings: Settings, train_rows: pd.DataFrame, score_row
     return predict_encoded(network, Encoded(network, score_rows))
 
 
-def cross_validate_over_time(settings: Settings, table: pd.DataFrame,
-                             names: list[str] | None = None) -> dict[str, Any]:
+def cross_validate_over_time(settings: Settings, table: pd.DataFrame, names: list[str] | None = None) -> dict[str, Any]:
     """Forward-chaining cross-validation over the training and validation months (the test
     months stay unseen): ROC AUC per fold, mean and standard deviation per model."""
     names = names or [*baseline_models(settings), MLP]
@@ -171,9 +196,17 @@ def cross_validate_over_time(settings: Settings, table: pd.DataFrame,
     for number, (fit_at, score_at) in enumerate(time_folds(development[TIME], settings.evaluation.cv_folds), 1):
         train_rows, score_rows = development.iloc[fit_at], development.iloc[score_at]
         labels = score_rows[TARGET].to_numpy()
-        folds.append({"fold": number, "train_rows": len(train_rows), "valid_rows": len(score_rows),
-                      "train_start": str(train_rows[TIME].min()), "train_end": str(train_rows[TIME].max()),
-                      "valid_start": str(score_rows[TIME].min()), "valid_end": str(score_rows[TIME].max())})
+        folds.append(
+            {
+                "fold": number,
+                "train_rows": len(train_rows),
+                "valid_rows": len(score_rows),
+                "train_start": str(train_rows[TIME].min()),
+                "train_end": str(train_rows[TIME].max()),
+                "valid_start": str(score_rows[TIME].min()),
+                "valid_end": str(score_rows[TIME].max()),
+            }
+        )
         for name in names:
             if name == MLP:
                 probability = mlp_fold_probability(settings, train_rows, score_rows)
@@ -181,12 +214,21 @@ def cross_validate_over_time(settings: Settings, table: pd.DataFrame,
                 model = fit_baseline(name, baseline_models(settings)[name], train_rows, settings)
                 probability = late_probability(model, score_rows, settings)
             scores[name].append(float(roc_auc_score(labels, probability)))
-        log.info("fold %d/%d (%s to %s): %s", number, settings.evaluation.cv_folds,
-                 folds[-1]["valid_start"][:10], folds[-1]["valid_end"][:10],
-                 ", ".join(f"{name} {values[-1]:.3f}" for name, values in scores.items()))
-    return {"folds": folds,
-            "roc_auc": {name: {"scores": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
-                        for name, values in scores.items()}}
+        log.info(
+            "fold %d/%d (%s to %s): %s",
+            number,
+            settings.evaluation.cv_folds,
+            folds[-1]["valid_start"][:10],
+            folds[-1]["valid_end"][:10],
+            ", ".join(f"{name} {values[-1]:.3f}" for name, values in scores.items()),
+        )
+    return {
+        "folds": folds,
+        "roc_auc": {
+            name: {"scores": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+            for name, values in scores.items()
+        },
+    }
 
 
 def compare_preprocessing_variants(settings: Settings, table: pd.DataFrame, work_dir: Path) -> list[dict[str, Any]]:
@@ -196,23 +238,41 @@ def compare_preprocessing_variants(settings: Settings, table: pd.DataFrame, work
     rows = []
     for missing, encoding in VARIANTS:
         folder = Path(work_dir) / f"{missing}-{encoding}"
-        variant = settings.with_overrides({
-            "paths": {"model_dir": folder / "model", "export_dir": folder / "export",
-                      "metrics": folder / "metrics.json"},
-            "model": {"missing": missing, "categorical_encoding": encoding}})
+        variant = settings.with_overrides(
+            {
+                "paths": {
+                    "model_dir": folder / "model",
+                    "export_dir": folder / "export",
+                    "metrics": folder / "metrics.json",
+                },
+                "model": {"missing": missing, "categorical_encoding": encoding},
+            }
+        )
         trained = train(variant, table)
         export_model(variant.paths.model_dir, variant.paths.export_dir)
         model, schema = load_served_model(variant.paths.export_dir)
         probability = predict_probability(model, schema, valid)
         threshold = exported_threshold(settings.paths.export_dir)  # the shipped model's, for every variant
         scored = classification_metrics(valid[TARGET].to_numpy(), probability, threshold)
-        rows.append({"missing": missing, "categorical_encoding": encoding,
-                     "shipped": (missing, encoding) == (settings.model.missing, settings.model.categorical_encoding),
-                     "valid_roc_auc": scored["roc_auc"], "valid_log_loss": scored["log_loss"],
-                     "epochs": trained["epochs"], "train_seconds": trained["train_seconds"],
-                     "export_dir": str(variant.paths.export_dir)})
-        log.info("variant %s + %s: valid ROC AUC %.4f, log loss %.4f", missing, encoding, scored["roc_auc"],
-                 scored["log_loss"])
+        rows.append(
+            {
+                "missing": missing,
+                "categorical_encoding": encoding,
+                "shipped": (missing, encoding) == (settings.model.missing, settings.model.categorical_encoding),
+                "valid_roc_auc": scored["roc_auc"],
+                "valid_log_loss": scored["log_loss"],
+                "epochs": trained["epochs"],
+                "train_seconds": trained["train_seconds"],
+                "export_dir": str(variant.paths.export_dir),
+            }
+        )
+        log.info(
+            "variant %s + %s: valid ROC AUC %.4f, log loss %.4f",
+            missing,
+            encoding,
+            scored["roc_auc"],
+            scored["log_loss"],
+        )
     return rows
 
 
@@ -247,14 +307,23 @@ def plot_cross_validation(cv: dict[str, Any], out_dir: Path) -> Path:
 
 
 def comparison_tables(result: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    models = pd.DataFrame([
-        {"model": LABELS[name], "test ROC AUC": r["test"]["roc_auc"], "test PR AUC": r["test"]["pr_auc"],
-         "test log loss": r["test"]["log_loss"], "test Brier": r["test"]["brier"],
-         "valid ROC AUC": r["valid"]["roc_auc"],
-         "CV ROC AUC mean": result["cross_validation"]["roc_auc"][name]["mean"],
-         "CV ROC AUC std": result["cross_validation"]["roc_auc"][name]["std"],
-         "train s": r["fit_seconds"], "ms / 1,000 rows": r["predict_ms_per_1000_rows"]}
-        for name, r in result["models"].items()])
+    models = pd.DataFrame(
+        [
+            {
+                "model": LABELS[name],
+                "test ROC AUC": r["test"]["roc_auc"],
+                "test PR AUC": r["test"]["pr_auc"],
+                "test log loss": r["test"]["log_loss"],
+                "test Brier": r["test"]["brier"],
+                "valid ROC AUC": r["valid"]["roc_auc"],
+                "CV ROC AUC mean": result["cross_validation"]["roc_auc"][name]["mean"],
+                "CV ROC AUC std": result["cross_validation"]["roc_auc"][name]["std"],
+                "train s": r["fit_seconds"],
+                "ms / 1,000 rows": r["predict_ms_per_1000_rows"],
+            }
+            for name, r in result["models"].items()
+        ]
+    )
     variants = pd.DataFrame(result["preprocessing_variants"]).drop(columns="export_dir")
     return {"models": models, "variants": variants}
 
@@ -273,16 +342,24 @@ def run(settings: Settings, table: pd.DataFrame | None = None, out_dir: Path | N
     cv = cross_validate_over_time(settings, table)
     variants = compare_preprocessing_variants(settings, table, out_dir / VARIANTS_DIR)
     result: dict[str, Any]
-    result = {"models": {MLP: mlp, **models}, "cross_validation": cv, "preprocessing_variants": variants,
-              "shipped_preprocessing": {"missing": settings.model.missing,
-                                        "categorical_encoding": settings.model.categorical_encoding}}
+    result = {
+        "models": {MLP: mlp, **models},
+        "cross_validation": cv,
+        "preprocessing_variants": variants,
+        "shipped_preprocessing": {
+            "missing": settings.model.missing,
+            "categorical_encoding": settings.model.categorical_encoding,
+        },
+    }
     plot_curves(split_rows(table, "test").loc[:, TARGET].to_numpy(), {MLP: mlp_test, **test_probability}, out_dir)
     plot_cross_validation(cv, out_dir)
     result["seconds"] = time.perf_counter() - started
     (out_dir / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     tables = comparison_tables(result)
-    (out_dir / TABLE).write_text(f"## Models\n\n{markdown(tables['models'])}\n"
-                                 f"## MLP preprocessing variants (validation month)\n\n{markdown(tables['variants'])}")
+    (out_dir / TABLE).write_text(
+        f"## Models\n\n{markdown(tables['models'])}\n"
+        f"## MLP preprocessing variants (validation month)\n\n{markdown(tables['variants'])}"
+    )
     log.info("baselines written to %s in %.0f s", out_dir, result["seconds"])
     return result
 
@@ -302,25 +379,31 @@ def build_section(out_dir: Path) -> Section:
     best = max(models, key=lambda name: models[name]["test"]["roc_auc"])
     shipped = next(row for row in result["preprocessing_variants"] if row["shipped"])
     top = max(result["preprocessing_variants"], key=lambda row: row["valid_roc_auc"])
-    intro = (f"Every model sees the MLP's features, trains on the training months and is scored on the validation "
-             f"month and the test months. Best test ROC AUC: {LABELS[best]} ({models[best]['test']['roc_auc']:.3f}); "
-             f"the served MLP {models[MLP]['test']['roc_auc']:.3f}, the logistic regression "
-             f"{models['logistic_regression']['test']['roc_auc']:.3f}. Cross-validation walks forward in time "
-             f"over the training and validation months ({len(result['cross_validation']['folds'])} folds, each "
-             f"trained only on earlier flights). The config ships {shipped['missing']} + "
-             f"{shipped['categorical_encoding']} (validation ROC AUC {shipped['valid_roc_auc']:.3f}); the best "
-             f"variant on validation is {top['missing']} + {top['categorical_encoding']} "
-             f"({top['valid_roc_auc']:.3f}).")
+    intro = (
+        f"Every model sees the MLP's features, trains on the training months and is scored on the validation "
+        f"month and the test months. Best test ROC AUC: {LABELS[best]} ({models[best]['test']['roc_auc']:.3f}); "
+        f"the served MLP {models[MLP]['test']['roc_auc']:.3f}, the logistic regression "
+        f"{models['logistic_regression']['test']['roc_auc']:.3f}. Cross-validation walks forward in time "
+        f"over the training and validation months ({len(result['cross_validation']['folds'])} folds, each "
+        f"trained only on earlier flights). The config ships {shipped['missing']} + "
+        f"{shipped['categorical_encoding']} (validation ROC AUC {shipped['valid_roc_auc']:.3f}); the best "
+        f"variant on validation is {top['missing']} + {top['categorical_encoding']} "
+        f"({top['valid_roc_auc']:.3f})."
+    )
     folds = pd.DataFrame(result["cross_validation"]["folds"])
     return Section(
         title="Baselines and validation over time",
         intro=intro,
-        tables=[("Models: test months, validation month, cross-validation and cost", tables["models"]),
-                ("Cross-validation folds (training and validation periods)", folds),
-                ("MLP preprocessing variants on the validation month", tables["variants"])],
-        figures=[("ROC curves on the test months", out_dir / "roc.png"),
-                 ("Precision-recall curves on the test months", out_dir / "pr.png"),
-                 ("ROC AUC of each cross-validation fold", out_dir / "cross_validation.png")],
+        tables=[
+            ("Models: test months, validation month, cross-validation and cost", tables["models"]),
+            ("Cross-validation folds (training and validation periods)", folds),
+            ("MLP preprocessing variants on the validation month", tables["variants"]),
+        ],
+        figures=[
+            ("ROC curves on the test months", out_dir / "roc.png"),
+            ("Precision-recall curves on the test months", out_dir / "pr.png"),
+            ("ROC AUC of each cross-validation fold", out_dir / "cross_validation.png"),
+        ],
     )
 
 

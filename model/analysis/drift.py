@@ -90,8 +90,9 @@ def _flag(value: float, p_value: float, settings: Settings) -> bool:
     return bool(value >= settings.drift.psi_threshold and unlikely)
 
 
-def numeric_drift(name: str, reference: pd.Series, current: pd.Series, settings: Settings,
-                  kind: str = NUMERIC) -> dict[str, Any]:
+def numeric_drift(
+    name: str, reference: pd.Series, current: pd.Series, settings: Settings, kind: str = NUMERIC
+) -> dict[str, Any]:
     """PSI over the reference's quantile bins (plus missing) and KS over the present values."""
     reference_values = pd.to_numeric(reference, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     current_values = pd.to_numeric(current, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
@@ -100,14 +101,30 @@ def numeric_drift(name: str, reference: pd.Series, current: pd.Series, settings:
     left, right = reference_values[~np.isnan(reference_values)], current_values[~np.isnan(current_values)]
     # Asymptotic p-values: the exact method gives up (with a warning) on tied values such as days.
     statistic, p_value = ks_2samp(left, right, method="asymp")[:2] if left.size and right.size else (math.nan, math.nan)
-    return {"feature": name, "kind": kind, "psi": value, "test": KS, "statistic": float(statistic),
-            "p_value": float(p_value), "drifted": _flag(value, p_value, settings)}
+    return {
+        "feature": name,
+        "kind": kind,
+        "psi": value,
+        "test": KS,
+        "statistic": float(statistic),
+        "p_value": float(p_value),
+        "drifted": _flag(value, p_value, settings),
+    }
 
 
 def categorical_drift(name: str, reference: pd.Series, current: pd.Series, settings: Settings) -> dict[str, Any]:
     """PSI and chi-square over the categories of both sides; a category new to the current batch counts."""
-    counts = pd.concat([_categories(reference).value_counts().rename("reference"),
-                        _categories(current).value_counts().rename("current")], axis=1).fillna(0).astype("float64")
+    counts = (
+        pd.concat(
+            [
+                _categories(reference).value_counts().rename("reference"),
+                _categories(current).value_counts().rename("current"),
+            ],
+            axis=1,
+        )
+        .fillna(0)
+        .astype("float64")
+    )
     value = psi(counts["reference"].to_numpy(), counts["current"].to_numpy())
     if len(counts) < 2:  # one category on both sides: nothing can have moved
         statistic, p_value = 0.0, 1.0
@@ -116,8 +133,15 @@ def categorical_drift(name: str, reference: pd.Series, current: pd.Series, setti
     else:
         result = chi2_contingency(counts.to_numpy().T)
         statistic, p_value = result.statistic, result.pvalue
-    return {"feature": name, "kind": CATEGORICAL, "psi": value, "test": CHI_SQUARE, "statistic": float(statistic),
-            "p_value": float(p_value), "drifted": _flag(value, p_value, settings)}
+    return {
+        "feature": name,
+        "kind": CATEGORICAL,
+        "psi": value,
+        "test": CHI_SQUARE,
+        "statistic": float(statistic),
+        "p_value": float(p_value),
+        "drifted": _flag(value, p_value, settings),
+    }
 
 
 def _categories(values: pd.Series) -> pd.Series:
@@ -127,19 +151,26 @@ def _categories(values: pd.Series) -> pd.Series:
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """One row per feature of the contract, in its order."""
     if current.empty or reference.empty:
-        raise ValueError(f"drift needs rows on both sides, got {len(reference)} reference and {len(current)} "
-                         f"current rows: check data.split and the --current file")
-    rows = [categorical_drift(name, reference[name], current[name], settings)
-            for name in settings.features.categorical]
+        raise ValueError(
+            f"drift needs rows on both sides, got {len(reference)} reference and {len(current)} "
+            f"current rows: check data.split and the --current file"
+        )
+    rows = [categorical_drift(name, reference[name], current[name], settings) for name in settings.features.categorical]
     rows += [numeric_drift(name, reference[name], current[name], settings) for name in settings.features.numeric]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def prediction_drift(reference_probability: np.ndarray, current_probability: np.ndarray,
-                     settings: Settings) -> pd.DataFrame:
+def prediction_drift(
+    reference_probability: np.ndarray, current_probability: np.ndarray, settings: Settings
+) -> pd.DataFrame:
     """PSI and KS of the predicted probabilities, as one row named <target>_probability."""
-    row = numeric_drift(f"{settings.data.target}_probability", pd.Series(reference_probability, dtype="float64"),
-                        pd.Series(current_probability, dtype="float64"), settings, kind=PREDICTION)
+    row = numeric_drift(
+        f"{settings.data.target}_probability",
+        pd.Series(reference_probability, dtype="float64"),
+        pd.Series(current_probability, dtype="float64"),
+        settings,
+        kind=PREDICTION,
+    )
     return pd.DataFrame([row], columns=COLUMNS)
 
 
@@ -149,13 +180,13 @@ def _json_number(value: Any) -> Any:
 
 def drift_summary(table: pd.DataFrame, settings: Settings, reference_rows: int, current_rows: int) -> dict[str, Any]:
     """What drift.json holds: the rule, every feature, the predictions and the count flagged."""
-    records = {row["feature"]: {key: _json_number(row[key]) for key in COLUMNS[1:]}
-               for row in table.to_dict("records")}
+    records = {row["feature"]: {key: _json_number(row[key]) for key in COLUMNS[1:]} for row in table.to_dict("records")}
     for record in records.values():
         record["drifted"] = bool(record["drifted"])
     features = {name: record for name, record in records.items() if record["kind"] != PREDICTION}
-    prediction = next((record | {"name": name} for name, record in records.items()
-                       if record["kind"] == PREDICTION), None)
+    prediction = next(
+        (record | {"name": name} for name, record in records.items() if record["kind"] == PREDICTION), None
+    )
     drifted = [name for name, record in features.items() if record["drifted"]]
     return {
         "rule": f"PSI >= {settings.drift.psi_threshold} and p-value < {settings.drift.p_value}",
@@ -164,8 +195,12 @@ def drift_summary(table: pd.DataFrame, settings: Settings, reference_rows: int, 
         "current_rows": current_rows,
         "features": features,
         "prediction": prediction,
-        "summary": {"features": len(features), "drifted_features": len(drifted), "drifted": drifted,
-                    "prediction_drifted": bool(prediction and prediction["drifted"])},
+        "summary": {
+            "features": len(features),
+            "drifted_features": len(drifted),
+            "drifted": drifted,
+            "prediction_drifted": bool(prediction and prediction["drifted"]),
+        },
     }
 
 
@@ -173,23 +208,29 @@ def plot_psi(table: pd.DataFrame, settings: Settings, path: Path) -> Path:
     ordered = table.sort_values("psi")
     figure, axis = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.5))
     axis.barh(ordered["feature"], ordered["psi"], color=np.where(ordered["drifted"], "#c0392b", "#7f8c8d"))
-    axis.axvline(settings.drift.psi_threshold, color="#333", linestyle="--",
-                 label=f"threshold {settings.drift.psi_threshold:g}")
+    axis.axvline(
+        settings.drift.psi_threshold, color="#333", linestyle="--", label=f"threshold {settings.drift.psi_threshold:g}"
+    )
     axis.set_xlabel("population stability index (red: drift flagged)")
     axis.legend(loc="lower right")
     return save_figure(figure, path)
 
 
-def plot_drifted_distributions(reference: pd.DataFrame, current: pd.DataFrame, table: pd.DataFrame,
-                       settings: Settings, path: Path) -> Path:
+def plot_drifted_distributions(
+    reference: pd.DataFrame, current: pd.DataFrame, table: pd.DataFrame, settings: Settings, path: Path
+) -> Path:
     """Reference against current for the features with the largest PSI."""
     shown = table[table["kind"] != PREDICTION].nlargest(SHOWN_FEATURES, "psi")
     figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), squeeze=False)
     for axis, row in zip(axes[0], shown.itertuples()):
         if row.kind == CATEGORICAL:
-            shares = pd.concat([_categories(reference[row.feature]).value_counts(normalize=True).rename("reference"),
-                                _categories(current[row.feature]).value_counts(normalize=True).rename("current")],
-                               axis=1).fillna(0)
+            shares = pd.concat(
+                [
+                    _categories(reference[row.feature]).value_counts(normalize=True).rename("reference"),
+                    _categories(current[row.feature]).value_counts(normalize=True).rename("current"),
+                ],
+                axis=1,
+            ).fillna(0)
             shares = shares.loc[shares.max(axis=1).nlargest(15).index].rename(index={"": "(missing)"})
             positions = np.arange(len(shares))
             axis.bar(positions - 0.2, shares["reference"], width=0.4, label="reference")
@@ -210,8 +251,9 @@ def plot_drifted_distributions(reference: pd.DataFrame, current: pd.DataFrame, t
     return save_figure(figure, path)
 
 
-def plot_predictions(reference_probability: np.ndarray, current_probability: np.ndarray, settings: Settings,
-                     path: Path) -> Path:
+def plot_predictions(
+    reference_probability: np.ndarray, current_probability: np.ndarray, settings: Settings, path: Path
+) -> Path:
     figure, axis = plt.subplots(figsize=(6, 3.2))
     edges = np.linspace(0, 1, 41).tolist()
     axis.hist(reference_probability, bins=edges, density=True, alpha=0.5, label="reference")
@@ -222,30 +264,42 @@ def plot_predictions(reference_probability: np.ndarray, current_probability: np.
     return save_figure(figure, path)
 
 
-def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Settings, folder: Path,
-                 reference_probability: np.ndarray | None = None,
-                 current_probability: np.ndarray | None = None) -> DriftReport:
+def detect_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: Settings,
+    folder: Path,
+    reference_probability: np.ndarray | None = None,
+    current_probability: np.ndarray | None = None,
+) -> DriftReport:
     """Compare, then write drift.json and the figures into `folder`. Prediction drift is
     measured when both probability arrays are given."""
     table = feature_drift(reference, current, settings)
     if reference_probability is not None and current_probability is not None:
-        table = pd.concat([table, prediction_drift(reference_probability, current_probability, settings)],
-                          ignore_index=True)
+        table = pd.concat(
+            [table, prediction_drift(reference_probability, current_probability, settings)], ignore_index=True
+        )
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / JSON_NAME
     json_path.write_text(json.dumps(drift_summary(table, settings, len(reference), len(current)), indent=2) + "\n")
     figures = [
         ("PSI per feature; the dashed line is the threshold", plot_psi(table, settings, folder / "psi.png")),
-        ("Reference and current distributions of the most drifted features",
-         plot_drifted_distributions(reference, current, table, settings, folder / "distributions.png")),
+        (
+            "Reference and current distributions of the most drifted features",
+            plot_drifted_distributions(reference, current, table, settings, folder / "distributions.png"),
+        ),
     ]
     if reference_probability is not None and current_probability is not None:
-        figures.append(("Predicted probabilities, reference and current",
-                        plot_predictions(reference_probability, current_probability, settings,
-                                         folder / "predictions.png")))
+        figures.append(
+            (
+                "Predicted probabilities, reference and current",
+                plot_predictions(reference_probability, current_probability, settings, folder / "predictions.png"),
+            )
+        )
     flagged = table.loc[table["drifted"], "feature"].tolist()
-    log.info("drift: %d of %d checks flagged%s", len(flagged), len(table),
-             f" ({', '.join(flagged)})" if flagged else "")
+    log.info(
+        "drift: %d of %d checks flagged%s", len(flagged), len(table), f" ({', '.join(flagged)})" if flagged else ""
+    )
     return DriftReport(table, json_path, figures)
 
 
@@ -253,14 +307,18 @@ def drift_section(report: DriftReport, settings: Settings) -> Section:
     """The report's drift section: the table and the figures."""
     features = report.table[report.table["kind"] != PREDICTION]
     prediction = report.table[report.table["kind"] == PREDICTION]
-    predictions = ("not scored" if prediction.empty else
-                   "drift" if bool(prediction["drifted"].iloc[0]) else "are stable")
-    intro = (f"{int(features['drifted'].sum())} of {len(features)} features drift against the training data "
-             f"(flagged when PSI >= {settings.drift.psi_threshold:g} and the KS or chi-square p-value < "
-             f"{settings.drift.p_value:g}); the predictions {predictions}.")
-    return Section(title="Drift", intro=intro,
-                   tables=[("PSI and test per feature and for the predicted probabilities", report.table)],
-                   figures=report.figures)
+    predictions = "not scored" if prediction.empty else "drift" if bool(prediction["drifted"].iloc[0]) else "are stable"
+    intro = (
+        f"{int(features['drifted'].sum())} of {len(features)} features drift against the training data "
+        f"(flagged when PSI >= {settings.drift.psi_threshold:g} and the KS or chi-square p-value < "
+        f"{settings.drift.p_value:g}); the predictions {predictions}."
+    )
+    return Section(
+        title="Drift",
+        intro=intro,
+        tables=[("PSI and test per feature and for the predicted probabilities", report.table)],
+        figures=report.figures,
+    )
 
 
 def current_batch(path: Path, settings: Settings) -> pd.DataFrame:
@@ -282,8 +340,10 @@ def drift_job(settings: Settings, current_path: Path | None = None) -> DriftRepo
     probabilities: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     if (settings.paths.export_dir / TORCHSCRIPT).exists():
         model, schema = load_served_model(settings.paths.export_dir)  # the very model TorchServe serves
-        probabilities = (predict_probability(model, schema, reference).astype("float64"),
-                         predict_probability(model, schema, current).astype("float64"))
+        probabilities = (
+            predict_probability(model, schema, reference).astype("float64"),
+            predict_probability(model, schema, current).astype("float64"),
+        )
     else:
         log.info("no %s in %s: prediction drift skipped (train first)", TORCHSCRIPT, settings.paths.export_dir)
     return detect_drift(reference, current, settings, settings.paths.report_dir / "drift", *probabilities)
@@ -292,8 +352,9 @@ def drift_job(settings: Settings, current_path: Path | None = None) -> DriftRepo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
-    parser.add_argument("--current", type=Path, default=None,
-                        help="CSV or Parquet of request fields (default: the test split)")
+    parser.add_argument(
+        "--current", type=Path, default=None, help="CSV or Parquet of request fields (default: the test split)"
+    )
     args = parser.parse_args()
     configure_logging()
     print(drift_job(load_settings(args.config), args.current).json_path)

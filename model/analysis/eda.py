@@ -21,8 +21,15 @@ def column_summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for split in SPLITS:
         part = split_rows(table, split)
-        rows.append({"split": split, "rows": len(part), "from": part[TIME].min().date(),
-                     "to": part[TIME].max().date(), "positive share": part[TARGET].mean()})
+        rows.append(
+            {
+                "split": split,
+                "rows": len(part),
+                "from": part[TIME].min().date(),
+                "to": part[TIME].max().date(),
+                "positive share": part[TARGET].mean(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -35,8 +42,9 @@ def missingness(table: pd.DataFrame, settings: Settings) -> pd.Series:
 def plot_numeric_distributions(table: pd.DataFrame, settings: Settings, path: Path) -> Path:
     names = list(settings.features.numeric)
     columns = 4
-    figure, axes = plt.subplots(math.ceil(len(names) / columns), columns,
-                                figsize=(14, 2.6 * math.ceil(len(names) / columns)), squeeze=False)
+    figure, axes = plt.subplots(
+        math.ceil(len(names) / columns), columns, figsize=(14, 2.6 * math.ceil(len(names) / columns)), squeeze=False
+    )
     for axis, name in zip(axes.flat, names):
         values = table[name].dropna()
         for split, color in zip(SPLITS, ("#4c72b0", "#dd8452", "#55a868")):
@@ -44,7 +52,7 @@ def plot_numeric_distributions(table: pd.DataFrame, settings: Settings, path: Pa
             axis.hist(part, bins=40, density=True, histtype="step", color=color, label=split)
         axis.set_title(name, fontsize=10)
         axis.tick_params(labelsize=8)
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=8)
     return save_figure(figure, path)
@@ -62,8 +70,9 @@ def plot_categories(table: pd.DataFrame, settings: Settings, path: Path, top: in
 
 
 def plot_missingness(table: pd.DataFrame, settings: Settings, path: Path) -> Path:
-    by_month = pd.DataFrame({period: missingness(part, settings)
-                             for period, part in table.groupby(table[TIME].dt.to_period("M"))}).T
+    by_month = pd.DataFrame(
+        {period: missingness(part, settings) for period, part in table.groupby(table[TIME].dt.to_period("M"))}
+    ).T
     shares = missingness(table, settings)
     shown = shares[shares > 0].index.tolist() or shares.index[:1].tolist()
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 2]})
@@ -95,7 +104,7 @@ def plot_target_by_category(table: pd.DataFrame, settings: Settings, path: Path,
     rows = 1 if len(panels) <= 3 else 2
     per_row = math.ceil(len(panels) / rows)
     figure, axes = plt.subplots(rows, per_row, figsize=(4.2 * per_row, 3.6 * rows), squeeze=False)
-    for axis in list(axes.flat)[len(panels):]:
+    for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
     for axis, name in zip(axes.flat, panels):
         grouped = table.groupby(name)[TARGET].agg(["mean", "size"])
@@ -128,13 +137,19 @@ def eda_section(table: pd.DataFrame, settings: Settings, folder: Path) -> Sectio
     shares = missingness(table, settings)
     return Section(
         title="Data and exploratory analysis",
-        intro=(f"{len(table):,} rows from the {settings.data.source} source, split by time. Numbers are drawn per "
-               "split to show seasonal shift; missing categories appear as '(missing)'."),
-        tables=[("Rows per split", column_summary(table)),
-                ("Missing share per feature", shares.rename("missing share").rename_axis("feature").reset_index())],
+        intro=(
+            f"{len(table):,} rows from the {settings.data.source} source, split by time. Numbers are drawn per "
+            "split to show seasonal shift; missing categories appear as '(missing)'."
+        ),
+        tables=[
+            ("Rows per split", column_summary(table)),
+            ("Missing share per feature", shares.rename("missing share").rename_axis("feature").reset_index()),
+        ],
         figures=[
-            ("Distributions of the numeric features per split", plot_numeric_distributions(table, settings,
-                                                                                  folder / "distributions.png")),
+            (
+                "Distributions of the numeric features per split",
+                plot_numeric_distributions(table, settings, folder / "distributions.png"),
+            ),
             ("Most frequent categories", plot_categories(table, settings, folder / "categories.png")),
             ("Missing values, overall and per month", plot_missingness(table, settings, folder / "missing.png")),
             ("Target rate over time", plot_target_over_time(table, settings, folder / "target_over_time.png")),

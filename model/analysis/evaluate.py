@@ -31,8 +31,9 @@ from model.training.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 
-def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, mlp: dict[str, Any],
-                                     threshold: float) -> dict[str, Any]:
+def compare_with_logistic_regression(
+    settings: Settings, table: pd.DataFrame, mlp: dict[str, Any], threshold: float
+) -> dict[str, Any]:
     """The linear reference on the test months, scored at the served model's threshold."""
     train, test = split_rows(table, "train"), split_rows(table, "test")
     pipeline = logistic_regression(settings)
@@ -48,8 +49,9 @@ def compare_with_logistic_regression(settings: Settings, table: pd.DataFrame, ml
     }
 
 
-def curves(labels: np.ndarray, probability: np.ndarray, history: list[dict[str, float]], points: int = 200
-           ) -> dict[str, pd.DataFrame]:
+def curves(
+    labels: np.ndarray, probability: np.ndarray, history: list[dict[str, float]], points: int = 200
+) -> dict[str, pd.DataFrame]:
     """The tables `dvc plots show` draws: ROC (at most `points` thresholds), calibration (ten
     equal-width bins) and the training curves per epoch."""
     fpr, tpr, _ = roc_curve(labels, probability, drop_intermediate=True)
@@ -68,8 +70,7 @@ def write_plots(settings: Settings, table: pd.DataFrame, model: ServedModel, sch
     probability = predict_probability(model, schema, test)
     history = json.loads(settings.paths.metrics.read_text())["history"]
     settings.paths.plots.mkdir(parents=True, exist_ok=True)
-    for name, frame in curves(test[TARGET].to_numpy(), probability,
-                              history).items():
+    for name, frame in curves(test[TARGET].to_numpy(), probability, history).items():
         frame.to_csv(settings.paths.plots / f"{name}.csv", index=False)
     log.info("wrote ROC, calibration and training curves to %s", settings.paths.plots)
 
@@ -82,12 +83,16 @@ def main() -> None:
     settings = load_settings(args.config)
     table = load_table(settings)
     model, schema = load_served_model(settings.paths.export_dir)
-    result = compare_with_logistic_regression(settings, table, json.loads(settings.paths.metrics.read_text()),
-                                              schema["x-model"]["threshold"])
+    result = compare_with_logistic_regression(
+        settings, table, json.loads(settings.paths.metrics.read_text()), schema["x-model"]["threshold"]
+    )
     settings.paths.comparison.write_text(json.dumps(result, indent=2) + "\n")
     write_plots(settings, table, model, schema)
-    log.info("test ROC AUC: MLP %.4f, logistic regression %.4f",
-             result["test"]["mlp"]["roc_auc"], result["test"]["logistic_regression"]["roc_auc"])
+    log.info(
+        "test ROC AUC: MLP %.4f, logistic regression %.4f",
+        result["test"]["mlp"]["roc_auc"],
+        result["test"]["logistic_regression"]["roc_auc"],
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,9 @@ TOP = 15  # coefficients and importances listed
 TREE_LEVELS = 3  # levels of the decision tree printed as rules
 
 
-def permutation_importance(model: torch.jit.ScriptModule, schema: dict, frame: pd.DataFrame, repeats: int,
-                           seed: int) -> pd.DataFrame:
+def permutation_importance(
+    model: torch.jit.ScriptModule, schema: dict, frame: pd.DataFrame, repeats: int, seed: int
+) -> pd.DataFrame:
     """ROC AUC lost when one request field is shuffled across the rows, everything else kept:
     what the served model relies on, measured through model.pt itself."""
     labels = frame[TARGET].to_numpy()
@@ -63,8 +64,14 @@ def permutation_importance(model: torch.jit.ScriptModule, schema: dict, frame: p
         for _ in range(repeats):
             shuffled = frame.assign(**{name: frame[name].to_numpy()[generator.permutation(len(frame))]})
             drops.append(reference - roc_auc_score(labels, predict_probability(model, schema, shuffled)))
-        rows.append({"feature": name, "roc_auc_drop": float(np.mean(drops)), "std": float(np.std(drops)),
-                     "drops": [float(d) for d in drops]})
+        rows.append(
+            {
+                "feature": name,
+                "roc_auc_drop": float(np.mean(drops)),
+                "std": float(np.std(drops)),
+                "drops": [float(d) for d in drops],
+            }
+        )
     return pd.DataFrame(rows).sort_values("roc_auc_drop", ascending=False, ignore_index=True)
 
 
@@ -84,13 +91,16 @@ def integrated_gradients(network: TabularNet, frame: pd.DataFrame, steps: int) -
     indices = network.category_indices(categorical, len(frame))
     reference = (torch.full_like(indices, UNKNOWN), network.fill.expand_as(numeric).clone())
     explainer = LayerIntegratedGradients(network.logits, network.mlp[0])
-    attributions = explainer.attribute((indices, numeric), baselines=reference, n_steps=steps,
-                                       attribute_to_layer_input=True, internal_batch_size=8192)
+    attributions = explainer.attribute(
+        (indices, numeric), baselines=reference, n_steps=steps, attribute_to_layer_input=True, internal_batch_size=8192
+    )
     with torch.no_grad():
         logit, reference_logit = network.logits(indices, numeric), network.logits(*reference)
     columns = network.field_columns  # the layout exported with model.pt, as the handler reads it
-    result = pd.DataFrame({name: attributions[:, positions].sum(1).detach().numpy()
-                           for name, positions in columns.items()}, index=frame.index)
+    result = pd.DataFrame(
+        {name: attributions[:, positions].sum(1).detach().numpy() for name, positions in columns.items()},
+        index=frame.index,
+    )
     result["logit"] = logit.numpy()
     result["reference_logit"] = reference_logit.numpy()
     result["delta"] = result[list(columns)].sum(axis=1) - (result["logit"] - result["reference_logit"])
@@ -113,8 +123,9 @@ def tree_rules(model: Pipeline, levels: int = TREE_LEVELS, top: int = TOP) -> tu
     return rules, importance.sort_values("importance", ascending=False, ignore_index=True)[:top]
 
 
-def business_view(settings: Settings, valid: tuple[np.ndarray, np.ndarray],
-                  test: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+def business_view(
+    settings: Settings, valid: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> dict[str, Any]:
     """Threshold chosen on the validation month, judged on the test months against the serving
     threshold and against warning nobody or everybody."""
     options = settings.evaluation
@@ -126,16 +137,24 @@ def business_view(settings: Settings, valid: tuple[np.ndarray, np.ndarray],
         return float(expected_cost(*rows, np.array([threshold]), *prices)[0])
 
     return {
-        "missed_positive_cost": prices[0], "false_alarm_cost": prices[1],
+        "missed_positive_cost": prices[0],
+        "false_alarm_cost": prices[1],
         # For calibrated probabilities the cost-minimizing threshold is this ratio.
         "calibrated_optimum": prices[1] / (prices[0] + prices[1]),
-        "chosen_threshold": chosen, "serving_threshold": serving,
+        "chosen_threshold": chosen,
+        "serving_threshold": serving,
         "valid": {"chosen": cost(valid, chosen), "serving": cost(valid, serving)},
-        "test": {"chosen": cost(test, chosen), "serving": cost(test, serving),
-                 "warn_nobody": cost(test, 1.01), "warn_everybody": cost(test, 0.0)},
-        "curve": {"thresholds": THRESHOLDS.tolist(),
-                  "valid": expected_cost(*valid, THRESHOLDS, *prices).tolist(),
-                  "test": expected_cost(*test, THRESHOLDS, *prices).tolist()},
+        "test": {
+            "chosen": cost(test, chosen),
+            "serving": cost(test, serving),
+            "warn_nobody": cost(test, 1.01),
+            "warn_everybody": cost(test, 0.0),
+        },
+        "curve": {
+            "thresholds": THRESHOLDS.tolist(),
+            "valid": expected_cost(*valid, THRESHOLDS, *prices).tolist(),
+            "test": expected_cost(*test, THRESHOLDS, *prices).tolist(),
+        },
     }
 
 
@@ -174,13 +193,24 @@ def plot_cost(business: dict[str, Any], out_dir: Path) -> Path:
     curve = business["curve"]
     axis.plot(curve["thresholds"], curve["valid"], label="validation month")
     axis.plot(curve["thresholds"], curve["test"], label="test months")
-    axis.axvline(business["chosen_threshold"], color="green", linestyle="--",
-                 label=f"chosen on validation ({business['chosen_threshold']:.2f})")
-    axis.axvline(business["serving_threshold"], color="grey", linestyle=":",
-                 label=f"serving threshold ({business['serving_threshold']:.2f})")
-    axis.set(xlabel="threshold", ylabel="expected cost per flight",
-             title=f"Missed late flight = {business['missed_positive_cost']:g}, "
-                   f"false alarm = {business['false_alarm_cost']:g}")
+    axis.axvline(
+        business["chosen_threshold"],
+        color="green",
+        linestyle="--",
+        label=f"chosen on validation ({business['chosen_threshold']:.2f})",
+    )
+    axis.axvline(
+        business["serving_threshold"],
+        color="grey",
+        linestyle=":",
+        label=f"serving threshold ({business['serving_threshold']:.2f})",
+    )
+    axis.set(
+        xlabel="threshold",
+        ylabel="expected cost per flight",
+        title=f"Missed late flight = {business['missed_positive_cost']:g}, "
+        f"false alarm = {business['false_alarm_cost']:g}",
+    )
     axis.legend(fontsize=8)
     return save_figure(figure, out_dir / "cost.png")
 
@@ -203,43 +233,71 @@ def run(settings: Settings, table: pd.DataFrame | None = None, out_dir: Path | N
     model, schema = load_served_model(settings.paths.export_dir)
     network, config = load_network(settings.paths.model_dir)
     if config["version"] != schema["x-model"]["version"]:
-        raise ValueError(f"{settings.paths.model_dir} holds model {config['version']} but {settings.paths.export_dir} "
-                         f"serves {schema['x-model']['version']}: export again (make train) before explaining")
+        raise ValueError(
+            f"{settings.paths.model_dir} holds model {config['version']} but {settings.paths.export_dir} "
+            f"serves {schema['x-model']['version']}: export again (make train) before explaining"
+        )
     fields = [*schema["x-model"]["categorical"], *schema["x-model"]["numeric"]]
     probability = {name: predict_probability(model, schema, splits[name]) for name in ("valid", "test")}
 
-    importance = permutation_importance(model, schema, _sample(splits["test"], options.permutation_rows, settings.seed),
-                                        options.permutation_repeats, settings.seed)
-    log.info("permutation importance: %s", ", ".join(f"{r.feature} {r.roc_auc_drop:.4f}"
-                                                     for r in importance.head(5).itertuples()))
+    importance = permutation_importance(
+        model,
+        schema,
+        _sample(splits["test"], options.permutation_rows, settings.seed),
+        options.permutation_repeats,
+        settings.seed,
+    )
+    log.info(
+        "permutation importance: %s",
+        ", ".join(f"{r.feature} {r.roc_auc_drop:.4f}" for r in importance.head(5).itertuples()),
+    )
     explained = _sample(splits["test"], options.explain_rows, settings.seed)
     attributions = integrated_gradients(network, explained, options.ig_steps)
     change = (attributions["logit"] - attributions["reference_logit"]).abs()
-    log.info("integrated gradients: |delta| max %.4f, mean %.4f against a mean |logit change| of %.3f",
-             attributions["delta"].abs().max(), attributions["delta"].abs().mean(), change.mean())
+    log.info(
+        "integrated gradients: |delta| max %.4f, mean %.4f against a mean |logit change| of %.3f",
+        attributions["delta"].abs().max(),
+        attributions["delta"].abs().mean(),
+        change.mean(),
+    )
 
-    fitted = {name: fit_baseline(name, pipeline, splits["train"], settings)
-              for name, pipeline in baseline_models(settings).items()}
-    test_probability = {MLP: probability["test"],
-                        **{name: late_probability(m, splits["test"], settings) for name, m in fitted.items()}}
+    fitted = {
+        name: fit_baseline(name, pipeline, splits["train"], settings)
+        for name, pipeline in baseline_models(settings).items()
+    }
+    test_probability = {
+        MLP: probability["test"],
+        **{name: late_probability(m, splits["test"], settings) for name, m in fitted.items()},
+    }
     rules, tree_importance = tree_rules(fitted["decision_tree"])
     business = business_view(settings, (labels["valid"], probability["valid"]), (labels["test"], probability["test"]))
-    log.info("threshold %.2f chosen on validation: test cost per flight %.4f, against %.4f at %.2f",
-             business["chosen_threshold"], business["test"]["chosen"], business["test"]["serving"],
-             business["serving_threshold"])
+    log.info(
+        "threshold %.2f chosen on validation: test cost per flight %.4f, against %.4f at %.2f",
+        business["chosen_threshold"],
+        business["test"]["chosen"],
+        business["test"]["serving"],
+        business["serving_threshold"],
+    )
 
     result = {
         "model_version": schema["x-model"]["version"],
-        "permutation_importance": {"rows": min(options.permutation_rows, len(splits["test"])),
-                                   "repeats": options.permutation_repeats,
-                                   "features": importance.to_dict("records")},
+        "permutation_importance": {
+            "rows": min(options.permutation_rows, len(splits["test"])),
+            "repeats": options.permutation_repeats,
+            "features": importance.to_dict("records"),
+        },
         "integrated_gradients": {
-            "rows": len(explained), "steps": options.ig_steps, "output": "logit",
+            "rows": len(explained),
+            "steps": options.ig_steps,
+            "output": "logit",
             "reference": "numbers at their training fill value, categories unknown",
             "mean_abs_attribution": attributions[fields].abs().mean().sort_values(ascending=False).to_dict(),
-            "completeness": {"max_abs_delta": float(attributions["delta"].abs().max()),
-                             "mean_abs_delta": float(attributions["delta"].abs().mean()),
-                             "mean_abs_logit_change": float(change.mean())}},
+            "completeness": {
+                "max_abs_delta": float(attributions["delta"].abs().max()),
+                "mean_abs_delta": float(attributions["delta"].abs().mean()),
+                "mean_abs_logit_change": float(change.mean()),
+            },
+        },
         "logistic_regression_coefficients": linear_coefficients(fitted["logistic_regression"]).to_dict("records"),
         "decision_tree": {"rules": rules, "importance": tree_importance.to_dict("records")},
         "calibration": calibration(labels["test"], test_probability),
@@ -264,35 +322,50 @@ def build_section(out_dir: Path) -> Section:
     importance = pd.DataFrame(result["permutation_importance"]["features"]).drop(columns="drops")
     top = importance.iloc[0]
     saving = business["test"]["serving"] - business["test"]["chosen"]
-    intro = (f"Shuffling {top['feature']} costs the served model {top['roc_auc_drop']:.3f} of test ROC AUC, more than "
-             f"any other field. Integrated gradients explain {ig['rows']} test flights per field; their attributions "
-             f"add up to the logit change within {ig['completeness']['max_abs_delta']:.3f} (mean change "
-             f"{ig['completeness']['mean_abs_logit_change']:.2f}). With a missed late flight costing "
-             f"{business['missed_positive_cost']:g} and a false alarm {business['false_alarm_cost']:g}, the "
-             f"threshold chosen on the validation month is {business['chosen_threshold']:.2f}: on the test months it "
-             f"costs {business['test']['chosen']:.3f} per flight against {business['test']['serving']:.3f} at "
-             f"{business['serving_threshold']:.2f} ({saving:+.3f} saved per flight).")
-    costs = pd.DataFrame([{"threshold": f"chosen on validation ({business['chosen_threshold']:.2f})",
-                           **{k: business[k]["chosen"] for k in ("valid", "test")}},
-                          {"threshold": f"serving ({business['serving_threshold']:.2f})",
-                           **{k: business[k]["serving"] for k in ("valid", "test")}},
-                          {"threshold": "warn nobody", "test": business["test"]["warn_nobody"]},
-                          {"threshold": "warn everybody", "test": business["test"]["warn_everybody"]}])
+    intro = (
+        f"Shuffling {top['feature']} costs the served model {top['roc_auc_drop']:.3f} of test ROC AUC, more than "
+        f"any other field. Integrated gradients explain {ig['rows']} test flights per field; their attributions "
+        f"add up to the logit change within {ig['completeness']['max_abs_delta']:.3f} (mean change "
+        f"{ig['completeness']['mean_abs_logit_change']:.2f}). With a missed late flight costing "
+        f"{business['missed_positive_cost']:g} and a false alarm {business['false_alarm_cost']:g}, the "
+        f"threshold chosen on the validation month is {business['chosen_threshold']:.2f}: on the test months it "
+        f"costs {business['test']['chosen']:.3f} per flight against {business['test']['serving']:.3f} at "
+        f"{business['serving_threshold']:.2f} ({saving:+.3f} saved per flight)."
+    )
+    costs = pd.DataFrame(
+        [
+            {
+                "threshold": f"chosen on validation ({business['chosen_threshold']:.2f})",
+                **{k: business[k]["chosen"] for k in ("valid", "test")},
+            },
+            {
+                "threshold": f"serving ({business['serving_threshold']:.2f})",
+                **{k: business[k]["serving"] for k in ("valid", "test")},
+            },
+            {"threshold": "warn nobody", "test": business["test"]["warn_nobody"]},
+            {"threshold": "warn everybody", "test": business["test"]["warn_everybody"]},
+        ]
+    )
     attributions = pd.Series(ig["mean_abs_attribution"]).rename_axis("feature").reset_index(name="mean |attribution|")
     return Section(
         title="Interpretation and decision threshold",
         intro=intro,
-        tables=[("Permutation importance of model.pt on the test months (ROC AUC lost)", importance),
-                ("Integrated gradients: mean absolute attribution per field (logit)", attributions),
-                ("Logistic regression: largest coefficients",
-                 pd.DataFrame(result["logistic_regression_coefficients"])),
-                ("Decision tree: impurity importance", pd.DataFrame(result["decision_tree"]["importance"])),
-                (f"Decision tree: the first {TREE_LEVELS} levels",
-                 pd.DataFrame({"rule": result["decision_tree"]["rules"].splitlines()})),
-                ("Expected cost per flight", costs)],
-        figures=[("Permutation importance and integrated gradients", out_dir / "importance.png"),
-                 ("Calibration on the test months", out_dir / "calibration.png"),
-                 ("Expected cost per flight against the threshold", out_dir / "cost.png")],
+        tables=[
+            ("Permutation importance of model.pt on the test months (ROC AUC lost)", importance),
+            ("Integrated gradients: mean absolute attribution per field (logit)", attributions),
+            ("Logistic regression: largest coefficients", pd.DataFrame(result["logistic_regression_coefficients"])),
+            ("Decision tree: impurity importance", pd.DataFrame(result["decision_tree"]["importance"])),
+            (
+                f"Decision tree: the first {TREE_LEVELS} levels",
+                pd.DataFrame({"rule": result["decision_tree"]["rules"].splitlines()}),
+            ),
+            ("Expected cost per flight", costs),
+        ],
+        figures=[
+            ("Permutation importance and integrated gradients", out_dir / "importance.png"),
+            ("Calibration on the test months", out_dir / "calibration.png"),
+            ("Expected cost per flight against the threshold", out_dir / "cost.png"),
+        ],
     )
 
 

@@ -40,8 +40,10 @@ def _table(caption: str, frame: pd.DataFrame) -> str:
 
 def _figure(caption: str, path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return (f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 STYLE = """
@@ -58,10 +60,13 @@ def render(title: str, summary: str, sections: list[Section], stamp: str = "") -
     """One self-contained page. `stamp`: a line under the summary (e.g. when it was made); the data
     and model report has none, so the same inputs give the same page."""
     toc = " ".join(f"<a href='#s{i}'>{html.escape(s.title)}</a>" for i, s in enumerate(sections))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p>{html.escape(summary)}</p>", f"<p><small>{html.escape(stamp)}</small></p>" if stamp else "",
-             f"<nav>{toc}</nav>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(summary)}</p>",
+        f"<p><small>{html.escape(stamp)}</small></p>" if stamp else "",
+        f"<nav>{toc}</nav>",
+    ]
     for i, section in enumerate(sections):
         parts.append(f"<h2 id='s{i}'>{html.escape(section.title)}</h2>")
         if section.intro:

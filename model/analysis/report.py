@@ -36,9 +36,11 @@ def build_report(settings: Settings, refresh_analyses: bool = False) -> Path:
         *(module.build_section(out_dir) for module, out_dir in analyses),
     ]
     metrics = json.loads(settings.paths.metrics.read_text())
-    summary = (f"Model {metrics['model_version']} predicts {settings.data.target} from the {settings.data.source} "
-               f"source: test ROC AUC {metrics['test']['roc_auc']:.3f}, PR AUC {metrics['test']['pr_auc']:.3f}, "
-               f"Brier {metrics['test']['brier']:.3f} on {metrics['test']['rows']:,} rows.")
+    summary = (
+        f"Model {metrics['model_version']} predicts {settings.data.target} from the {settings.data.source} "
+        f"source: test ROC AUC {metrics['test']['roc_auc']:.3f}, PR AUC {metrics['test']['pr_auc']:.3f}, "
+        f"Brier {metrics['test']['brier']:.3f} on {metrics['test']['rows']:,} rows."
+    )
     path = folder / "report.html"
     path.write_text(render(f"{settings.model.name}: data and model report", summary, sections))
     return path

@@ -25,12 +25,15 @@ log = logging.getLogger(__name__)
 RESULTS_MARKERS = block_markers("results", "make results")
 
 
-def render_results(metrics: dict[str, Any], threshold: float, comparison: dict[str, Any],
-                   baselines: str | None = None) -> str:
+def render_results(
+    metrics: dict[str, Any], threshold: float, comparison: dict[str, Any], baselines: str | None = None
+) -> str:
     """The results block: test-month metrics of the served model and the linear
     reference, and the baselines' comparison table (markdown) when it has been computed."""
-    rows = [("MLP (served)", comparison["test"]["mlp"]),
-            ("logistic regression", comparison["test"]["logistic_regression"])]
+    rows = [
+        ("MLP (served)", comparison["test"]["mlp"]),
+        ("logistic regression", comparison["test"]["logistic_regression"]),
+    ]
     lines = [
         f"Model `{metrics['model_version']}`, test months ({comparison['test']['mlp']['rows']:,} flights, "
         f"{comparison['test']['mlp']['positive_rate']:.1%} late), threshold {threshold}; "
@@ -38,10 +41,22 @@ def render_results(metrics: dict[str, Any], threshold: float, comparison: dict[s
         "",
         "| model | ROC AUC | PR AUC | Brier | log loss | accuracy |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *(f"| {name} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | {m['brier']:.3f} | {m['log_loss']:.3f} | "
-          f"{m['accuracy']:.3f} |" for name, m in rows),
-        *(["", "All baselines on the same split, with forward-chaining cross-validation over the training and "
-               "validation months (`make report`):", "", baselines.strip()] if baselines else []),
+        *(
+            f"| {name} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | {m['brier']:.3f} | {m['log_loss']:.3f} | "
+            f"{m['accuracy']:.3f} |"
+            for name, m in rows
+        ),
+        *(
+            [
+                "",
+                "All baselines on the same split, with forward-chaining cross-validation over the training and "
+                "validation months (`make report`):",
+                "",
+                baselines.strip(),
+            ]
+            if baselines
+            else []
+        ),
     ]
     return "\n".join(lines)
 

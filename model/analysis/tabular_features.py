@@ -24,8 +24,9 @@ def _sine_cosine_names(transformer: FunctionTransformer, names: list[str]) -> li
     return [f"{name}_sin" for name in names] + [f"{name}_cos" for name in names]
 
 
-def tabular_features(settings: Settings, categories: Literal["one_hot", "ordinal"] = "one_hot",
-                    scale: bool = True) -> ColumnTransformer:
+def tabular_features(
+    settings: Settings, categories: Literal["one_hot", "ordinal"] = "one_hot", scale: bool = True
+) -> ColumnTransformer:
     """The MLP's inputs, for scikit-learn models, so every model sees the same facts.
 
     Categories rarer than `min_category_count` share one level and unseen ones are
@@ -41,18 +42,27 @@ def tabular_features(settings: Settings, categories: Literal["one_hot", "ordinal
     if categories == "one_hot":
         encoder = OneHotEncoder(handle_unknown="ignore", min_frequency=settings.model.min_category_count)
     else:
-        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                 min_frequency=settings.model.min_category_count)
+        encoder = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=settings.model.min_category_count
+        )
     periods = {name: spec.period for name, spec in features.numeric.items() if spec.period}
     plain = [name for name in features.numeric if name not in periods]
     imputer = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
-    columns = [("categorical", encoder, list(features.categorical)),
-               ("numeric", make_pipeline(imputer, StandardScaler()) if scale else imputer, plain)]
+    columns = [
+        ("categorical", encoder, list(features.categorical)),
+        ("numeric", make_pipeline(imputer, StandardScaler()) if scale else imputer, plain),
+    ]
     if periods:
-        cyclic = FunctionTransformer(_sine_cosine, kw_args={"periods": list(periods.values())},
-                                     feature_names_out=_sine_cosine_names)
-        columns.append(("periodic", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
-                                                  cyclic), list(periods)))
+        cyclic = FunctionTransformer(
+            _sine_cosine, kw_args={"periods": list(periods.values())}, feature_names_out=_sine_cosine_names
+        )
+        columns.append(
+            (
+                "periodic",
+                make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), cyclic),
+                list(periods),
+            )
+        )
     return ColumnTransformer(columns)
 
 

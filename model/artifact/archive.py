@@ -31,8 +31,18 @@ HANDLER_DIR = Path(__file__).resolve().parents[2] / "handler"
 # packed in the folder handler/ beside it (they import one another relatively).
 HANDLER = "torchserve_entry.py"
 HANDLER_PACKAGE = "handler"
-HANDLER_MODULES = ("__init__.py", "handler.py", "service.py", "errors.py", "records.py", "native.py", "v2.py",
-                   "typed_records.py", "request_log.py", "metrics.py")
+HANDLER_MODULES = (
+    "__init__.py",
+    "handler.py",
+    "service.py",
+    "errors.py",
+    "records.py",
+    "native.py",
+    "v2.py",
+    "typed_records.py",
+    "request_log.py",
+    "metrics.py",
+)
 
 
 def archiver_command() -> str:
@@ -44,8 +54,9 @@ def archiver_command() -> str:
     return found
 
 
-def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLER_DIR,
-                  export_dir: Optional[Path] = None) -> Path:
+def build_archive(
+    model_dir: Path, model_store: Path, handler_dir: Path = HANDLER_DIR, export_dir: Optional[Path] = None
+) -> Path:
     """Pack <name>.mar. model.pt and model.onnx come from `export_dir` (the pipeline's export stage)
     or, without it, model.pt alone is exported here from the weights with the torch at hand (the
     serving image's build, whose Python has no onnx)."""
@@ -58,8 +69,11 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
         else:
             exported = json.loads((Path(export_dir) / SCHEMA).read_text())["x-model"]["version"]
             if exported != config["version"]:
-                raise RuntimeError("{} holds version {}, {} version {}: run the export stage".format(
-                    export_dir, exported, model_dir, config["version"]))
+                raise RuntimeError(
+                    "{} holds version {}, {} version {}: run the export stage".format(
+                        export_dir, exported, model_dir, config["version"]
+                    )
+                )
             for name in (TORCHSCRIPT, SCHEMA, ONNX_MODEL):
                 if name != ONNX_MODEL or (Path(export_dir) / name).exists():
                     shutil.copyfile(Path(export_dir) / name, Path(build) / name)
@@ -68,18 +82,30 @@ def build_archive(model_dir: Path, model_store: Path, handler_dir: Path = HANDLE
         package.mkdir(parents=True)
         for name in HANDLER_MODULES:
             shutil.copyfile(Path(handler_dir) / name, package / name)
-        subprocess.run([
-            archiver_command(),
-            "--model-name", config["name"],
-            "--version", config["version"],
-            "--serialized-file", str(Path(build) / TORCHSCRIPT),
-            "--handler", str(handler_dir / HANDLER),
-            "--extra-files", ",".join([str(Path(build) / name) for name in (SCHEMA, ONNX_MODEL)
-                                       if (Path(build) / name).exists()] + [str(package.parent)]),
-            "--config-file", str(handler_dir / "model-config.yaml"),
-            "--export-path", str(model_store),
-            "--force",
-        ], check=True)
+        subprocess.run(
+            [
+                archiver_command(),
+                "--model-name",
+                config["name"],
+                "--version",
+                config["version"],
+                "--serialized-file",
+                str(Path(build) / TORCHSCRIPT),
+                "--handler",
+                str(handler_dir / HANDLER),
+                "--extra-files",
+                ",".join(
+                    [str(Path(build) / name) for name in (SCHEMA, ONNX_MODEL) if (Path(build) / name).exists()]
+                    + [str(package.parent)]
+                ),
+                "--config-file",
+                str(handler_dir / "model-config.yaml"),
+                "--export-path",
+                str(model_store),
+                "--force",
+            ],
+            check=True,
+        )
     archive = model_store / "{}.mar".format(config["name"])
     stable_archive(archive)  # no build time or file times: the same bytes for the same content
     log.info("packed %s version %s into %s", config["name"], config["version"], archive)
@@ -90,8 +116,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True, type=Path, help="weights + config.json from training")
     parser.add_argument("--model-store", required=True, type=Path, help="where <name>.mar is written")
-    parser.add_argument("--export-dir", type=Path, default=None,
-                        help="pack this model.pt + schema.json (default: export from the weights now)")
+    parser.add_argument(
+        "--export-dir",
+        type=Path,
+        default=None,
+        help="pack this model.pt + schema.json (default: export from the weights now)",
+    )
     args = parser.parse_args()
     configure_logging()
     build_archive(args.model_dir, args.model_store, export_dir=args.export_dir)

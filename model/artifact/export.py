@@ -23,8 +23,6 @@ TORCHSCRIPT = "model.pt"
 SCHEMA = "schema.json"
 
 
-
-
 def input_schema(config: Dict[str, Any]) -> Dict[str, Any]:
     """A JSON Schema (2020-12) for one request record, plus the model facts the handler needs."""
     features = config["features"]
@@ -48,8 +46,11 @@ def input_schema(config: Dict[str, Any]) -> Dict[str, Any]:
             "maximum": spec["max"],
             "description": spec["description"],
         }
-    required = [name for name in config["categorical"] + config["numeric"]
-                if {**features["categorical"], **features["numeric"]}[name]["required"]]
+    required = [
+        name
+        for name in config["categorical"] + config["numeric"]
+        if {**features["categorical"], **features["numeric"]}[name]["required"]
+    ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "{} request record".format(config["name"]),
@@ -79,8 +80,9 @@ def export_model(model_dir: Path, export_dir: Path) -> Path:
     scripted.save(str(export_dir / TORCHSCRIPT), _extra_files={SCHEMA: schema})
     stable_torchscript(export_dir / TORCHSCRIPT)  # the same bytes from any checkout, venv or user
     (export_dir / SCHEMA).write_text(schema + "\n")
-    log.info("exported %s version %s with torch %s to %s", config["name"], config["version"],
-             torch.__version__, export_dir)
+    log.info(
+        "exported %s version %s with torch %s to %s", config["name"], config["version"], torch.__version__, export_dir
+    )
     return export_dir / TORCHSCRIPT
 
 

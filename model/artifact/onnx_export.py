@@ -71,11 +71,18 @@ def category_part(graph: GraphBuilder, network: TabularNet) -> str:
     looked_up = []
     for j, (name, vocabulary) in enumerate(zip(network.categorical, network.vocabularies)):
         keys = sorted(vocabulary)
-        index = graph.node("LabelEncoder", [name], f"{name}.index", domain="ai.onnx.ml",
-                           keys_strings=keys, values_int64s=[vocabulary[key] for key in keys],
-                           default_int64=UNKNOWN)
-        row = graph.node("Add", [index, graph.constant(f"{name}.offset", np.array(offsets[j], dtype=np.int64))],
-                         f"{name}.row")
+        index = graph.node(
+            "LabelEncoder",
+            [name],
+            f"{name}.index",
+            domain="ai.onnx.ml",
+            keys_strings=keys,
+            values_int64s=[vocabulary[key] for key in keys],
+            default_int64=UNKNOWN,
+        )
+        row = graph.node(
+            "Add", [index, graph.constant(f"{name}.offset", np.array(offsets[j], dtype=np.int64))], f"{name}.row"
+        )
         looked_up.append(graph.node("Gather", [table, row], f"{name}.embedded", axis=0))
     if network.one_hot:  # each field's rows are disjoint columns of the identity: the sum concatenates
         return graph.node("Sum", looked_up, "categories")
@@ -85,19 +92,33 @@ def category_part(graph: GraphBuilder, network: TabularNet) -> str:
 def numeric_part(graph: GraphBuilder, network: TabularNet) -> List[str]:
     """The numbers as features() makes them: scaled, sine and cosine of periodic ones, indicators."""
     axis = graph.constant("axis.1", np.array([1], dtype=np.int64))
-    columns = [graph.node("Unsqueeze", [graph.node("Cast", [name], f"{name}.float", to=TensorProto.FLOAT), axis],
-                          f"{name}.column") for name in network.numeric]
+    columns = [
+        graph.node(
+            "Unsqueeze", [graph.node("Cast", [name], f"{name}.float", to=TensorProto.FLOAT), axis], f"{name}.column"
+        )
+        for name in network.numeric
+    ]
     numbers = graph.node("Concat", columns, "numbers", axis=1)
-    missing = graph.node("Or", [graph.node("IsNaN", [numbers], "numbers.nan"),
-                                graph.node("IsInf", [numbers], "numbers.inf")], "numbers.missing")
+    missing = graph.node(
+        "Or",
+        [graph.node("IsNaN", [numbers], "numbers.nan"), graph.node("IsInf", [numbers], "numbers.inf")],
+        "numbers.missing",
+    )
     filled = graph.node("Where", [missing, graph.constant("fill", as_array(network.fill)), numbers], "numbers.filled")
-    scaled = graph.node("Div", [graph.node("Sub", [filled, graph.constant("mean", as_array(network.mean))],
-                                           "numbers.centred"),
-                                graph.constant("std", as_array(network.std))], "numbers.scaled")
-    linear = graph.node("Gather", [scaled, graph.constant("linear_index", as_array(network.linear_index))],
-                        "numbers.linear", axis=1)
-    periodic = graph.node("Gather", [filled, graph.constant("cyclic_index", as_array(network.cyclic_index))],
-                          "numbers.periodic", axis=1)
+    scaled = graph.node(
+        "Div",
+        [
+            graph.node("Sub", [filled, graph.constant("mean", as_array(network.mean))], "numbers.centred"),
+            graph.constant("std", as_array(network.std)),
+        ],
+        "numbers.scaled",
+    )
+    linear = graph.node(
+        "Gather", [scaled, graph.constant("linear_index", as_array(network.linear_index))], "numbers.linear", axis=1
+    )
+    periodic = graph.node(
+        "Gather", [filled, graph.constant("cyclic_index", as_array(network.cyclic_index))], "numbers.periodic", axis=1
+    )
     angle = graph.node("Mul", [periodic, graph.constant("angular", as_array(network.angular))], "numbers.angle")
     parts = [linear, graph.node("Sin", [angle], "numbers.sin"), graph.node("Cos", [angle], "numbers.cos")]
     if network.indicators:
@@ -126,24 +147,38 @@ def onnx_graph(network: TabularNet, config: Dict[str, Any]) -> onnx.ModelProto:
         parts.append(category_part(graph, network))
     features = graph.node("Concat", parts, "features", axis=1)
     logit = mlp_part(graph, network, features)
-    flat = graph.node("Reshape", [graph.node("Sigmoid", [logit], "probability.column"),
-                                  graph.constant("shape.records", np.array([-1], dtype=np.int64))],
-                      "probability.float")
+    flat = graph.node(
+        "Reshape",
+        [
+            graph.node("Sigmoid", [logit], "probability.column"),
+            graph.constant("shape.records", np.array([-1], dtype=np.int64)),
+        ],
+        "probability.float",
+    )
     target = config["target"]
     probability = graph.node("Cast", [flat], f"{target}_probability", to=TensorProto.DOUBLE)
     threshold = graph.constant("threshold", np.array(config["serving"]["threshold"], dtype=np.float64))
     graph.node("GreaterOrEqual", [probability, threshold], target)
 
-    inputs = ([helper.make_tensor_value_info(name, TensorProto.STRING, [RECORDS]) for name in network.categorical]
-              + [helper.make_tensor_value_info(name, TensorProto.DOUBLE, [RECORDS]) for name in network.numeric])
-    outputs = [helper.make_tensor_value_info(f"{target}_probability", TensorProto.DOUBLE, [RECORDS]),
-               helper.make_tensor_value_info(target, TensorProto.BOOL, [RECORDS])]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.STRING, [RECORDS]) for name in network.categorical] + [
+        helper.make_tensor_value_info(name, TensorProto.DOUBLE, [RECORDS]) for name in network.numeric
+    ]
+    outputs = [
+        helper.make_tensor_value_info(f"{target}_probability", TensorProto.DOUBLE, [RECORDS]),
+        helper.make_tensor_value_info(target, TensorProto.BOOL, [RECORDS]),
+    ]
     body = helper.make_graph(graph.nodes, config["name"], inputs, outputs, graph.initializers)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
-    model = helper.make_model(body, producer_name=config["name"], model_version=0, ir_version=IR_VERSION,
-                              opset_imports=opsets,
-                              doc_string="{} version {}: request fields in, {}_probability and {} out".format(
-                                  config["name"], config["version"], target, target))
+    model = helper.make_model(
+        body,
+        producer_name=config["name"],
+        model_version=0,
+        ir_version=IR_VERSION,
+        opset_imports=opsets,
+        doc_string="{} version {}: request fields in, {}_probability and {} out".format(
+            config["name"], config["version"], target, target
+        ),
+    )
     schema = json.dumps(input_schema(config), indent=2)
     helper.set_model_props(model, {"version": config["version"], ONNX_SCHEMA: schema})
     onnx.checker.check_model(model, full_check=True)
@@ -157,8 +192,14 @@ def export_onnx(model_dir: Path, export_dir: Path) -> Path:
     path = Path(export_dir) / ONNX_MODEL
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString(deterministic=True))
-    log.info("exported %s version %s as ONNX (IR %d, opset %d) to %s", config["name"], config["version"],
-             IR_VERSION, OPSET, path)
+    log.info(
+        "exported %s version %s as ONNX (IR %d, opset %d) to %s",
+        config["name"],
+        config["version"],
+        IR_VERSION,
+        OPSET,
+        path,
+    )
     return path
 
 

@@ -72,10 +72,16 @@ class OnnxModel:
         return self.session.run([self.output], self.inputs(categorical, numeric))[0]
 
     def frame_inputs(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        feed = {name: frame[name].astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
-                for name in self.categorical}
-        feed.update({name: pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                     for name in self.numeric})
+        feed = {
+            name: frame[name].astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
+            for name in self.categorical
+        }
+        feed.update(
+            {
+                name: pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                for name in self.numeric
+            }
+        )
         return feed
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
@@ -86,8 +92,9 @@ ServedModel = Union["torch.jit.ScriptModule", OnnxModel]
 
 
 @overload
-def load_served_model(export_dir: Path, runtime: Literal["torchscript"] = ...
-                      ) -> tuple[torch.jit.ScriptModule, dict]: ...
+def load_served_model(
+    export_dir: Path, runtime: Literal["torchscript"] = ...
+) -> tuple[torch.jit.ScriptModule, dict]: ...
 @overload
 def load_served_model(export_dir: Path, runtime: str) -> tuple[ServedModel, dict]: ...
 def load_served_model(export_dir: Path, runtime: str = "torchscript") -> tuple[ServedModel, dict]:
@@ -124,8 +131,9 @@ def predict_probability(model: ServedModel, schema: dict, frame: pd.DataFrame, c
     facts = schema["x-model"]
     columns = frame.reindex(columns=[*facts["categorical"], *facts["numeric"]])
     if isinstance(model, OnnxModel):
-        chunks = [model.probability(columns.iloc[start:start + chunk_rows])
-                  for start in range(0, len(frame), chunk_rows)]
+        chunks = [
+            model.probability(columns.iloc[start : start + chunk_rows]) for start in range(0, len(frame), chunk_rows)
+        ]
         return np.concatenate(chunks).astype(np.float32) if chunks else np.empty(0, dtype=np.float32)
     import torch
 
@@ -135,8 +143,9 @@ def predict_probability(model: ServedModel, schema: dict, frame: pd.DataFrame, c
     # not inference_mode: the same scripted module may also serve autograd (attributions)
     with torch.no_grad():
         for start in range(0, len(frame), chunk_rows):
-            categorical, numeric = model_inputs(columns.iloc[start:start + chunk_rows], facts["categorical"],
-                                                facts["numeric"])
+            categorical, numeric = model_inputs(
+                columns.iloc[start : start + chunk_rows], facts["categorical"], facts["numeric"]
+            )
             probabilities.append(model(categorical, numeric))
     # detach: once a scripted module has also run under autograd (attributions), TorchScript's
     # profiling executor can hand back outputs that require grad even under no_grad
@@ -147,12 +156,18 @@ def predict_frame(model: ServedModel, schema: dict, frame: pd.DataFrame) -> pd.D
     """`frame` with <target>_probability, <target> (the schema's threshold decides) and model_version."""
     facts = schema["x-model"]
     probability = predict_probability(model, schema, frame)
-    return frame.assign(**{probability_column(schema): probability, facts["target"]: probability >= facts["threshold"],
-                           "model_version": facts["version"]})
+    return frame.assign(
+        **{
+            probability_column(schema): probability,
+            facts["target"]: probability >= facts["threshold"],
+            "model_version": facts["version"],
+        }
+    )
 
 
-def coerce_features(frame: pd.DataFrame, features: Features,
-                    vocabularies: dict[str, set[str]]) -> tuple[pd.DataFrame, pd.Series]:
+def coerce_features(
+    frame: pd.DataFrame, features: Features, vocabularies: dict[str, set[str]]
+) -> tuple[pd.DataFrame, pd.Series]:
     """The feature columns as model.pt takes them, and per row a sentence for everything that was
     not a usable value: a missing column or cell, text in a number, a number outside its bounds
     (all three become missing values, which the model imputes), a category the model does not
@@ -186,8 +201,11 @@ def coerce_features(frame: pd.DataFrame, features: Features,
         note(not_number | infinite, name + ": '" + text.fillna("") + "' is not a finite number")
         note(outside, name + ": " + values.astype(str) + f" outside [{spec.min:g}, {spec.max:g}]")
         note((text.isna() | (text == "")) & spec.required, f"{name}: missing")
-    joined = pd.concat(issues, axis=1).apply(lambda row: "; ".join(part for part in row if part), axis=1) \
-        if issues and len(frame) else pd.Series("", index=frame.index, dtype=object)
+    joined = (
+        pd.concat(issues, axis=1).apply(lambda row: "; ".join(part for part in row if part), axis=1)
+        if issues and len(frame)
+        else pd.Series("", index=frame.index, dtype=object)
+    )
     return columns, joined
 
 
@@ -200,8 +218,14 @@ class InputChecks:
     vocabularies: dict[str, set[str]]
 
 
-def score_table(model: ServedModel, schema: dict, input_path: Path, output_path: Path,
-                checks: InputChecks | None = None, model_version: str | None = None) -> pd.DataFrame:
+def score_table(
+    model: ServedModel,
+    schema: dict,
+    input_path: Path,
+    output_path: Path,
+    checks: InputChecks | None = None,
+    model_version: str | None = None,
+) -> pd.DataFrame:
     """Read a CSV or Parquet file of request fields, score it, write it to `output_path`.
 
     Without checks: the file as pandas reads it, with predict_frame's columns. With checks (a
@@ -215,14 +239,22 @@ def score_table(model: ServedModel, schema: dict, input_path: Path, output_path:
         frame = read_table(input_path, as_text=True)
         columns, issues = coerce_features(frame, checks.features, checks.vocabularies)
         probability = predict_probability(model, schema, columns)
-        scored = frame.assign(**{probability_column(schema): probability,
-                                 PREDICT: (probability >= schema["x-model"]["threshold"]).astype("int8"),
-                                 "model_version": model_version or schema["x-model"]["version"],
-                                 ISSUES: issues.to_numpy()})
+        scored = frame.assign(
+            **{
+                probability_column(schema): probability,
+                PREDICT: (probability >= schema["x-model"]["threshold"]).astype("int8"),
+                "model_version": model_version or schema["x-model"]["version"],
+                ISSUES: issues.to_numpy(),
+            }
+        )
         flagged = int((issues != "").sum())
         if flagged:
-            log.warning("%d of %d rows had values that could not be used as given (see the %s column)", flagged,
-                        len(frame), ISSUES)
+            log.warning(
+                "%d of %d rows had values that could not be used as given (see the %s column)",
+                flagged,
+                len(frame),
+                ISSUES,
+            )
     write_table(scored, output_path)
     return scored
 
@@ -231,16 +263,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_path", required=True, type=Path, help="CSV or Parquet with the request fields")
     parser.add_argument("--output_path", required=True, type=Path, help=".csv or .parquet")
-    parser.add_argument("--export_dir", type=Path, default=None,
-                        help="model.pt + schema.json, or model.onnx (default: params.yaml)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torchscript",
-                        help="torchscript: model.pt with torch (default); onnx: model.onnx with ONNX Runtime, no torch")
+    parser.add_argument(
+        "--export_dir", type=Path, default=None, help="model.pt + schema.json, or model.onnx (default: params.yaml)"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torchscript",
+        help="torchscript: model.pt with torch (default); onnx: model.onnx with ONNX Runtime, no torch",
+    )
     args = parser.parse_args()
     configure_logging()
     model, schema = load_served_model(args.export_dir or load_settings().paths.export_dir, args.runtime)
     scored = score_table(model, schema, args.input_path, args.output_path)
-    log.info("scored %d rows with %s version %s (%s) into %s", len(scored), schema["x-model"]["name"],
-             schema["x-model"]["version"], args.runtime, args.output_path)
+    log.info(
+        "scored %d rows with %s version %s (%s) into %s",
+        len(scored),
+        schema["x-model"]["name"],
+        schema["x-model"]["version"],
+        args.runtime,
+        args.output_path,
+    )
     print(args.output_path)
 
 

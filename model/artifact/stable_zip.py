@@ -68,7 +68,7 @@ def relative_paths(pickled: bytes, roots: List[Tuple[str, str]]) -> bytes:
             if argument.startswith(prefix):
                 end = ops[index + 1][2]
                 assert end is not None and position is not None  # genops over bytes knows every position
-                text = (replacement + argument[len(prefix):]).encode("utf-8")
+                text = (replacement + argument[len(prefix) :]).encode("utf-8")
                 out += pickled[last:position] + b"X" + struct.pack("<I", len(text)) + text
                 last = end
                 break
@@ -95,8 +95,11 @@ def sorted_constants(code: bytes) -> bytes:
     return b"\n".join(out[:-1])
 
 
-def rewrite_zip(path: Path, transform: Callable[[str, bytes], bytes],
-                derive: Optional[Callable[[Dict[str, bytes]], Dict[str, bytes]]] = None) -> None:
+def rewrite_zip(
+    path: Path,
+    transform: Callable[[str, bytes], bytes],
+    derive: Optional[Callable[[Dict[str, bytes]], Dict[str, bytes]]] = None,
+) -> None:
     """Rewrite the zip at `path` in place: each record's bytes through `transform(name, data)`,
     then `derive(records)` may replace some from all the others; the same names in the same
     order, stored, aligned, with one time and mode."""
@@ -128,7 +131,7 @@ def content_id(records: Dict[str, bytes], stamp: str) -> bytes:
     for name, data in records.items():
         if name != stamp:
             digest.update(name.encode() + hashlib.sha256(data).digest())
-    return str(int(digest.hexdigest(), 16))[:len(records[stamp])].encode().ljust(len(records[stamp]), b"0")
+    return str(int(digest.hexdigest(), 16))[: len(records[stamp])].encode().ljust(len(records[stamp]), b"0")
 
 
 def stable_torchscript(path: Path) -> None:
@@ -151,6 +154,7 @@ def stable_torchscript(path: Path) -> None:
 
 def stable_archive(path: Path) -> None:
     """A .mar from torch-model-archiver with a fixed createdOn and fixed entry times."""
+
     def transform(name: str, data: bytes) -> bytes:
         if name != MANIFEST:
             return data

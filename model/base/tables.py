@@ -19,7 +19,7 @@ def read_table(path: Path, as_text: bool = False) -> pd.DataFrame:
     if not as_text:
         return pd.read_csv(path)
     header = pd.read_csv(path, nrows=0).columns
-    return pd.read_csv(path, dtype=str, engine="python", on_bad_lines=lambda fields: fields[:len(header)])
+    return pd.read_csv(path, dtype=str, engine="python", on_bad_lines=lambda fields: fields[: len(header)])
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

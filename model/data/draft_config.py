@@ -31,23 +31,28 @@ from model.data.quality import measure, problems
 from model.data.sources import load_source
 
 # Name hints: they only order candidates the values already allow.
-TIME_NAME = re.compile(r"(^|_)(time|date|datetime|timestamp|ts|day|issued?|created|start(ed)?)(_|$)|_(at|on|d)$",
-                       re.I)
-TARGET_NAME = re.compile(r"(^|_)(target|label|y|class|outcome|status|default(ed)?|churn(ed)?|fail(ed|ure)?"
-                         r"|fraud|late|delayed|result)(_|$)", re.I)
+TIME_NAME = re.compile(r"(^|_)(time|date|datetime|timestamp|ts|day|issued?|created|start(ed)?)(_|$)|_(at|on|d)$", re.I)
+TARGET_NAME = re.compile(
+    r"(^|_)(target|label|y|class|outcome|status|default(ed)?|churn(ed)?|fail(ed|ure)?"
+    r"|fraud|late|delayed|result)(_|$)",
+    re.I,
+)
 FLAG_NAME = re.compile(r"^(is|has|was)_|_(flag|ind)$", re.I)
 ID_NAME = re.compile(r"(^|_)(id|uuid|guid|key|number|no|nr|ref|reference)$", re.I)
 # A value of a two-valued target that names the event to predict.
-POSITIVE_VALUE = re.compile(r"^(1|true|yes|y|t|positive|pos|fail(ed|ure)?|default(ed)?|charged off|late|delayed"
-                            r"|fraud|churn(ed)?|bad|event)$", re.I)
+POSITIVE_VALUE = re.compile(
+    r"^(1|true|yes|y|t|positive|pos|fail(ed|ure)?|default(ed)?|charged off|late|delayed"
+    r"|fraud|churn(ed)?|bad|event)$",
+    re.I,
+)
 LOOKS_DATED = re.compile(r"\d{1,4}[-/.:]\d{1,2}|^[A-Za-z]{3,9}[- ]\d{2,4}$|\d{4}[-/]?[A-Za-z]{3}")
 NUMBER_IN_TEXT = re.compile(r"^\s*[$€£]?\s*-?[\d,]*\.?\d+\s*(%|[A-Za-z][A-Za-z ]{0,11})?\s*$")
-TIME_SHARE = 0.95         # of a column's values that must read as times
-ID_SHARE = 0.95           # distinct values per row above which a text or integer column names rows
-MAX_CATEGORIES = 500      # distinct values above which a text column is not a category
+TIME_SHARE = 0.95  # of a column's values that must read as times
+ID_SHARE = 0.95  # distinct values per row above which a text or integer column names rows
+MAX_CATEGORIES = 500  # distinct values above which a text column is not a category
 TRAIN_SHARE, VALID_SHARE = 0.70, 0.15  # of the rows, in time order; the test gets the rest
 BATCHES = ("M", "W", "Q", "Y")  # quality batches tried: calendar month first
-SAMPLE = 2000             # values read to tell a column's kind
+SAMPLE = 2000  # values read to tell a column's kind
 
 
 class DraftError(ValueError):
@@ -66,8 +71,8 @@ class Draft:
     other_targets: list[str] = field(default_factory=list)  # columns of two values that could be the target
     categorical: dict[str, dict[str, Any]] = field(default_factory=dict)
     numeric: dict[str, dict[str, Any]] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)          # feature -> what the data showed
-    left_out: dict[str, str] = field(default_factory=dict)       # column -> why
+    notes: dict[str, str] = field(default_factory=dict)  # feature -> what the data showed
+    left_out: dict[str, str] = field(default_factory=dict)  # column -> why
     window: dict[str, str] = field(default_factory=dict)
     split: dict[str, str] = field(default_factory=dict)
     batch: str = "M"
@@ -118,17 +123,22 @@ def choose_time(frame: pd.DataFrame, wanted: str | None) -> tuple[str, list[str]
         if wanted not in frame.columns:
             raise DraftError(f"--time-column {wanted}: no such column; the columns are {', '.join(frame.columns)}")
         if wanted not in times:
-            raise DraftError(f"--time-column {wanted}: {shares[wanted]:.0%} of its values read as dates or times "
-                             f"(e.g. {', '.join(map(str, sample(frame[wanted], 3)))}), {TIME_SHARE:.0%} are needed")
+            raise DraftError(
+                f"--time-column {wanted}: {shares[wanted]:.0%} of its values read as dates or times "
+                f"(e.g. {', '.join(map(str, sample(frame[wanted], 3)))}), {TIME_SHARE:.0%} are needed"
+            )
         return wanted, [name for name in times if name != wanted]
     if not times:
         named = [name for name in frame.columns if TIME_NAME.search(str(name))]
-        hint = (f" (by their names: {', '.join(map(str, named))}, but their values do not read as dates)"
-                if named else "")
+        hint = (
+            f" (by their names: {', '.join(map(str, named))}, but their values do not read as dates)" if named else ""
+        )
         raise DraftError(
             f"no time column found: no column holds dates or times in {TIME_SHARE:.0%} of its values{hint}. "
             "The pipeline splits, checks and tests the data by time, so the CSV needs a column of when each row "
-            "happened (e.g. 2024-03-01 or 2024-03-01 14:30): add one, or name it with --time-column")
+            "happened (e.g. 2024-03-01 or 2024-03-01 14:30): add one, or name it with --time-column"
+        )
+
     # Of several, the earliest: a later date (a last payment, a closing) often records the outcome.
     def rank(name: str) -> tuple[bool, pd.Timestamp]:
         return not TIME_NAME.search(str(name)), _times(frame[name]).median()
@@ -139,6 +149,7 @@ def choose_time(frame: pd.DataFrame, wanted: str | None) -> tuple[str, list[str]
 
 def choose_target(frame: pd.DataFrame, wanted: str | None, time: str) -> tuple[str, list[str]]:
     """The column to predict (two values) and the other columns that could be."""
+
     def values(name: str) -> int:
         return int(frame[name].nunique(dropna=True))
 
@@ -153,17 +164,23 @@ def choose_target(frame: pd.DataFrame, wanted: str | None, time: str) -> tuple[s
         named = [name for name in frame.columns if name != time and TARGET_NAME.search(str(name))]
         if named:
             raise DraftError(not_binary(frame, named[-1]) + "; or name a column with --target-column")
-        raise DraftError("no target column found: no column holds exactly two values (yes/no, 0/1, two labels). "
-                         "The model predicts the probability of an event: add a column of 1 where it happened "
-                         "and 0 where not, and name it with --target-column")
+        raise DraftError(
+            "no target column found: no column holds exactly two values (yes/no, 0/1, two labels). "
+            "The model predicts the probability of an event: add a column of 1 where it happened "
+            "and 0 where not, and name it with --target-column"
+        )
     position = {name: index for index, name in enumerate(frame.columns)}
+
     # A target's name first, then a value that names an event (Charged Off, yes, 1), a flag's name,
     # 0/1 values, and the later column (a target often comes last).
     def rank(name: str) -> tuple[bool, bool, bool, bool, int]:
         return (
             not TARGET_NAME.search(str(name)),
             not any(POSITIVE_VALUE.match(str(value).strip()) for value in frame[name].dropna().unique()),
-            not FLAG_NAME.search(str(name)), not _zero_one(frame[name]), -position[name])
+            not FLAG_NAME.search(str(name)),
+            not _zero_one(frame[name]),
+            -position[name],
+        )
 
     ranked = sorted(binary, key=rank)
     return ranked[0], [name for name in ranked[1:]]
@@ -171,10 +188,12 @@ def choose_target(frame: pd.DataFrame, wanted: str | None, time: str) -> tuple[s
 
 def not_binary(frame: pd.DataFrame, name: str) -> str:
     count = int(frame[name].nunique(dropna=True))
-    return (f"target column {name} is not binary: it holds {count} distinct value{'s' * (count != 1)}"
-            f"{' (' + examples(frame[name], 4) + ')' if count else ''}. The model predicts the probability of a "
-            f"yes/no event: give the CSV a column of two values (e.g. 1 where {name} is the outcome to warn about, "
-            "0 elsewhere)")
+    return (
+        f"target column {name} is not binary: it holds {count} distinct value{'s' * (count != 1)}"
+        f"{' (' + examples(frame[name], 4) + ')' if count else ''}. The model predicts the probability of a "
+        f"yes/no event: give the CSV a column of two values (e.g. 1 where {name} is the outcome to warn about, "
+        "0 elsewhere)"
+    )
 
 
 def _zero_one(values: pd.Series) -> bool:
@@ -212,9 +231,15 @@ def leave_out_reason(values: pd.Series, name: str) -> str | None:
     if textual and distinct > MAX_CATEGORIES and sample(present).astype(str).str.contains(" ").mean() > 0.5:
         return f"free text: {distinct:,} distinct texts in {len(present):,} rows, too many to learn as categories"
     integral = pd.api.types.is_integer_dtype(values)
-    if (textual or integral) and len(present) > 20 and (
-            unique_share >= ID_SHARE or (ID_NAME.search(str(name)) and unique_share >= 0.5)
-            or (integral and present.is_monotonic_increasing and unique_share > 0.9)):
+    if (
+        (textual or integral)
+        and len(present) > 20
+        and (
+            unique_share >= ID_SHARE
+            or (ID_NAME.search(str(name)) and unique_share >= 0.5)
+            or (integral and present.is_monotonic_increasing and unique_share > 0.9)
+        )
+    ):
         return f"looks like an identifier: {distinct:,} distinct values in {len(present):,} rows"
     if textual and distinct > MAX_CATEGORIES:
         numbers = _numbers_in_text(present)
@@ -264,9 +289,11 @@ def choose_batch(times: pd.Series, min_rows: int, column: str) -> str:
         counts = times.dt.to_period(batch).value_counts()
         if counts.min() >= min_rows and (batch != "M" or len(counts) >= 3):
             return batch
-    raise DraftError(f"{len(times):,} rows with a time in {column}: too few for the quality checks, which need "
-                     f"at least quality.min_rows = {min_rows} rows in every batch (even per year); collect more, or "
-                     "lower quality.min_rows in the drafted file")
+    raise DraftError(
+        f"{len(times):,} rows with a time in {column}: too few for the quality checks, which need "
+        f"at least quality.min_rows = {min_rows} rows in every batch (even per year); collect more, or "
+        "lower quality.min_rows in the drafted file"
+    )
 
 
 def time_bounds(times: pd.Series) -> tuple[dict[str, str], dict[str, str], str]:
@@ -283,43 +310,70 @@ def time_bounds(times: pd.Series) -> tuple[dict[str, str], dict[str, str], str]:
     bounds = [start, max(valid, start + pd.Timedelta(1, unit))]
     bounds.append(max(test, bounds[1] + pd.Timedelta(1, unit)))
     if bounds[2] >= end:
-        raise DraftError(f"the time column spans {first} to {last}: too short to train, validate and test on "
-                         "parts of it one after the other")
+        raise DraftError(
+            f"the time column spans {first} to {last}: too short to train, validate and test on "
+            "parts of it one after the other"
+        )
     window = {"start": start.strftime(text), "end": end.strftime(text)}
     split = {"valid_start": bounds[1].strftime(text), "test_start": bounds[2].strftime(text)}
-    parts = [(ordered < bounds[1]).mean(), ((ordered >= bounds[1]) & (ordered < bounds[2])).mean(),
-             (ordered >= bounds[2]).mean()]
+    parts = [
+        (ordered < bounds[1]).mean(),
+        ((ordered >= bounds[1]) & (ordered < bounds[2])).mean(),
+        (ordered >= bounds[2]).mean(),
+    ]
     note = f"{parts[0]:.0%} of the rows train, {parts[1]:.0%} validate, the newest {parts[2]:.0%} test"
     return window, split, note
 
 
-def draft(csv: Path, time_column: str | None = None, target_column: str | None = None,
-          positive: str | None = None, config: Path = DEFAULT_CONFIG) -> Draft:
+def draft(
+    csv: Path,
+    time_column: str | None = None,
+    target_column: str | None = None,
+    positive: str | None = None,
+    config: Path = DEFAULT_CONFIG,
+) -> Draft:
     """Every choice for the CSV, from its values."""
     try:
         frame = pd.read_csv(csv, low_memory=False)
     except (OSError, ValueError) as error:
         raise DraftError(f"{csv}: cannot be read as a CSV ({error})") from error
     if frame.empty or len(frame.columns) < 3:
-        raise DraftError(f"{csv}: {len(frame)} rows of {len(frame.columns)} columns; a time, a target and at "
-                         "least one feature column with rows under them are needed")
+        raise DraftError(
+            f"{csv}: {len(frame)} rows of {len(frame.columns)} columns; a time, a target and at "
+            "least one feature column with rows under them are needed"
+        )
     time, other_times = choose_time(frame, time_column)
     target, other_targets = choose_target(frame, target_column, time)
     if frame[target].isna().any():
-        raise DraftError(f"target column {target}: {int(frame[target].isna().sum()):,} rows have no value; "
-                         "drop them from the CSV (every training row needs its outcome)")
+        raise DraftError(
+            f"target column {target}: {int(frame[target].isna().sum()):,} rows have no value; "
+            "drop them from the CSV (every training row needs its outcome)"
+        )
     chosen_positive, target_note = choose_positive(frame[target], positive)
     times = _times(frame[time])
     if times.isna().any():
         bad = frame.loc[times.isna() & frame[time].notna(), time]
         if len(bad):
-            raise DraftError(f"time column {time}: {len(bad):,} values do not read as times (e.g. {bad.iloc[0]!r}); "
-                             "fix or drop those rows")
+            raise DraftError(
+                f"time column {time}: {len(bad):,} values do not read as times (e.g. {bad.iloc[0]!r}); "
+                "fix or drop those rows"
+            )
     base = load_settings(config)
     window, split, split_note = time_bounds(times.dropna())
-    result = Draft(csv=Path(csv), rows=len(frame), columns=len(frame.columns), time=time, target=target,
-                   positive=chosen_positive, target_note=target_note, other_targets=other_targets, window=window,
-                   split=split, split_note=split_note, batch=choose_batch(times.dropna(), base.quality.min_rows, time))
+    result = Draft(
+        csv=Path(csv),
+        rows=len(frame),
+        columns=len(frame.columns),
+        time=time,
+        target=target,
+        positive=chosen_positive,
+        target_note=target_note,
+        other_targets=other_targets,
+        window=window,
+        split=split,
+        split_note=split_note,
+        batch=choose_batch(times.dropna(), base.quality.min_rows, time),
+    )
     batches = times.dt.to_period(result.batch)
     train_rows = int(len(frame) * TRAIN_SHARE)
     result.batch_size = int(min(base.train.batch_size, max(64, 2 ** int(math.log2(max(train_rows // 20, 1))))))
@@ -328,8 +382,10 @@ def draft(csv: Path, time_column: str | None = None, target_column: str | None =
             continue
         values = frame[name]
         if name in other_times:
-            result.left_out[name] = f"a second column of dates ({time} is the time column): derive numbers " \
-                                    "from it in the CSV (e.g. days since) to use it"
+            result.left_out[name] = (
+                f"a second column of dates ({time} is the time column): derive numbers "
+                "from it in the CSV (e.g. days since) to use it"
+            )
             continue
         reason = leave_out_reason(values, name)
         if reason:
@@ -341,26 +397,41 @@ def draft(csv: Path, time_column: str | None = None, target_column: str | None =
         worst = worst_missing(values, batches)
         if worst > base.quality.max_missing:
             spec["max_missing"] = min(1.0, math.ceil((worst + 0.05) * 100) / 100)
-        missing_note = (f"{missing:.1%} missing" + (f", {worst:.0%} in the worst batch" if worst > missing else "")
-                        if missing else "none missing")
+        missing_note = (
+            f"{missing:.1%} missing" + (f", {worst:.0%} in the worst batch" if worst > missing else "")
+            if missing
+            else "none missing"
+        )
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
             numbers = present.astype("float64")
             integer = bool((numbers % 1 == 0).all())
             low, high = numeric_bounds(numbers, integer)
-            result.numeric[name] = {"required": spec.pop("required"), "min": low, "max": high,
-                                    **({"integer": True} if integer else {}), **spec}
+            result.numeric[name] = {
+                "required": spec.pop("required"),
+                "min": low,
+                "max": high,
+                **({"integer": True} if integer else {}),
+                **spec,
+            }
             result.notes[name] = f"observed {_number(numbers.min())} .. {_number(numbers.max())}, {missing_note}"
         else:
             result.categorical[name] = spec
             distinct = int(present.nunique())
             in_text = _numbers_in_text(present)
-            result.notes[name] = (f"{distinct} values: {examples(values)}{', ...' if distinct > 3 else ''}; "
-                                  f"{missing_note}"
-                                  + (f"; numbers with text (e.g. {in_text}): strip it in the CSV to use them as "
-                                     "numbers" if in_text else ""))
+            result.notes[name] = (
+                f"{distinct} values: {examples(values)}{', ...' if distinct > 3 else ''}; "
+                f"{missing_note}"
+                + (
+                    f"; numbers with text (e.g. {in_text}): strip it in the CSV to use them as numbers"
+                    if in_text
+                    else ""
+                )
+            )
     if not result.categorical and not result.numeric:
-        raise DraftError(f"{csv}: no column is left to learn from besides {time} and {target} "
-                         f"(left out: {'; '.join(f'{k}: {v}' for k, v in result.left_out.items())})")
+        raise DraftError(
+            f"{csv}: no column is left to learn from besides {time} and {target} "
+            f"(left out: {'; '.join(f'{k}: {v}' for k, v in result.left_out.items())})"
+        )
     return result
 
 
@@ -393,19 +464,25 @@ def _comment(text: str) -> str:
 def model_name(name: str) -> str:
     cleaned = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
     if not cleaned or not cleaned[0].isalpha():
-        raise DraftError(f"model name {name!r}: give one that starts with a letter (letters, digits, _), "
-                         "e.g. with --name loans")
+        raise DraftError(
+            f"model name {name!r}: give one that starts with a letter (letters, digits, _), e.g. with --name loans"
+        )
     return cleaned
 
 
 def output_name(name: str) -> str:
     """The model's name, which also names its output folders: never one of the default pipeline's."""
     cleaned = model_name(name)
-    taken = {part for path in load_settings(DEFAULT_CONFIG).paths.model_dump().values()
-             for part in Path(os.path.relpath(path, ROOT)).parts}
+    taken = {
+        part
+        for path in load_settings(DEFAULT_CONFIG).paths.model_dump().values()
+        for part in Path(os.path.relpath(path, ROOT)).parts
+    }
     if cleaned in taken:
-        raise DraftError(f"name {cleaned!r} is also a folder of the default pipeline's outputs, which the model's "
-                         "would then overlap: choose another, e.g. with --name")
+        raise DraftError(
+            f"name {cleaned!r} is also a folder of the default pipeline's outputs, which the model's "
+            "would then overlap: choose another, e.g. with --name"
+        )
     return cleaned
 
 
@@ -419,12 +496,26 @@ def render(result: Draft, name: str, out: Path, config: Path = DEFAULT_CONFIG) -
     # The answers' names: the event itself when the target is a label (charged_off_probability).
     label = result.positive if result.positive and re.search(r"[A-Za-z]{4}", result.positive) else None
     target = model_name(label if label and label.lower() not in ("true", "yes", "positive") else result.target)
-    paths = {"raw": f"data/{name}/table.parquet", "processed": f"data/{name}/processed/table.parquet",
-             **{key: f"artifacts/{name}/{value}" for key, value in {
-                 "quality": "quality.parquet", "quality_db": "quality.sqlite", "model_dir": "model",
-                 "export_dir": "export", "metrics": "metrics.json", "comparison": "comparison.json",
-                 "model_store": "model-store", "registry": "registry", "plots": "plots", "tracking": "mlflow"}.items()},
-             "report_dir": f"reports/{name}"}
+    paths = {
+        "raw": f"data/{name}/table.parquet",
+        "processed": f"data/{name}/processed/table.parquet",
+        **{
+            key: f"artifacts/{name}/{value}"
+            for key, value in {
+                "quality": "quality.parquet",
+                "quality_db": "quality.sqlite",
+                "model_dir": "model",
+                "export_dir": "export",
+                "metrics": "metrics.json",
+                "comparison": "comparison.json",
+                "model_store": "model-store",
+                "registry": "registry",
+                "plots": "plots",
+                "tracking": "mlflow",
+            }.items()
+        },
+        "report_dir": f"reports/{name}",
+    }
     lines = [
         f"# Drafted from {csv_text} ({result.rows:,} rows, {result.columns} columns) by",
         f"#   python -m model.data.draft_config --csv {csv_text} --out {out}",
@@ -452,7 +543,8 @@ def render(result: Draft, name: str, out: Path, config: Path = DEFAULT_CONFIG) -
     lines += [
         f"  window: {_flow(result.window)}  # the time column's first day to the day after its last",
         f"  split: {_flow(result.split)}  # {result.split_note}",
-        f"  batch: {result.batch}" + "                  # data quality is measured per "
+        f"  batch: {result.batch}"
+        + "                  # data quality is measured per "
         + {"M": "calendar month", "W": "week", "Q": "quarter", "Y": "year"}[result.batch],
         "",
         "model:",
@@ -466,8 +558,10 @@ def render(result: Draft, name: str, out: Path, config: Path = DEFAULT_CONFIG) -
         "# where no row misses the value. Order matters: it is the input order of model.pt.",
         "features:",
         "  categorical:" + ("" if result.categorical else " {}"),
-        *(f"    {_key(key)}: {_flow(spec)}  # {_comment(result.notes[key])}"
-          for key, spec in result.categorical.items()),
+        *(
+            f"    {_key(key)}: {_flow(spec)}  # {_comment(result.notes[key])}"
+            for key, spec in result.categorical.items()
+        ),
         "  numeric:" + ("" if result.numeric else " {}"),
         *(f"    {_key(key)}: {_flow(spec)}  # {_comment(result.notes[key])}" for key, spec in result.numeric.items()),
     ]
@@ -477,8 +571,15 @@ def render(result: Draft, name: str, out: Path, config: Path = DEFAULT_CONFIG) -
     return "\n".join(lines) + "\n"
 
 
-def write_draft(csv: Path, out: Path, name: str | None = None, time_column: str | None = None,
-                target_column: str | None = None, positive: str | None = None, force: bool = False) -> Draft:
+def write_draft(
+    csv: Path,
+    out: Path,
+    name: str | None = None,
+    time_column: str | None = None,
+    target_column: str | None = None,
+    positive: str | None = None,
+    force: bool = False,
+) -> Draft:
     """Draft, write and read back the params file (a file that does not load is never left behind)."""
     out = Path(out)
     if out.exists() and not force:
@@ -498,18 +599,22 @@ def write_draft(csv: Path, out: Path, name: str | None = None, time_column: str 
 
 
 def summary(result: Draft, out: Path) -> str:
-    lines = [f"wrote {out}: {len(result.categorical)} categorical and {len(result.numeric)} numeric features from "
-             f"{result.csv} ({result.rows:,} rows, {result.columns} columns)",
-             f"  time column:   {result.time} ({result.window['start']} .. {result.window['end']}; "
-             f"{result.split_note})",
-             f"  target column: {result.target} ({result.target_note})"]
+    lines = [
+        f"wrote {out}: {len(result.categorical)} categorical and {len(result.numeric)} numeric features from "
+        f"{result.csv} ({result.rows:,} rows, {result.columns} columns)",
+        f"  time column:   {result.time} ({result.window['start']} .. {result.window['end']}; {result.split_note})",
+        f"  target column: {result.target} ({result.target_note})",
+    ]
     if result.other_targets:
-        lines.append("  other columns of two values (--target-column to predict one): "
-                     + ", ".join(result.other_targets))
+        lines.append(
+            "  other columns of two values (--target-column to predict one): " + ", ".join(result.other_targets)
+        )
     lines += [f"  left out:      {name}: {reason}" for name, reason in result.left_out.items()]
     lines += [f"  quality check: {problem}" for problem in result.problems]
-    lines.append("check it, edit what is wrong (above all features known only after the moment you predict "
-                 f"for), then: make run CONFIG={out}")
+    lines.append(
+        "check it, edit what is wrong (above all features known only after the moment you predict "
+        f"for), then: make run CONFIG={out}"
+    )
     return "\n".join(lines)
 
 
@@ -524,8 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="write over an existing file")
     args = parser.parse_args(argv)
     try:
-        result = write_draft(args.csv, args.out, args.name, args.time_column, args.target_column, args.positive,
-                             args.force)
+        result = write_draft(
+            args.csv, args.out, args.name, args.time_column, args.target_column, args.positive, args.force
+        )
     except DraftError as error:
         print(f"draft_config: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Prepare the modelling table: the configured source, quality-checked and cleaned, split by time.
 
-    python -m model.data.prepare --config params.yaml --step ingest     # the raw table (DVC stage prepare)
-    python -m model.data.prepare --config params.yaml --step validate   # checked, cleaned, split (stage validate)
+python -m model.data.prepare --config params.yaml --step ingest     # the raw table (DVC stage prepare)
+python -m model.data.prepare --config params.yaml --step validate   # checked, cleaned, split (stage validate)
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from model.data.sources import TARGET, TIME, load_source
 from model.data.split import SPLIT, assign_split
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 def build_table(settings: Settings, flight_tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
@@ -54,8 +51,7 @@ def validate(settings: Settings) -> pd.DataFrame:
     table.to_parquet(settings.paths.processed, index=False)
     counts = table.groupby(SPLIT, observed=True)[TARGET].agg(["size", "mean"])
     for split_name, row in counts.iterrows():
-        log.info("%s: %d rows, %.1f%% positive (%s)", split_name, row["size"], 100 * row["mean"],
-                 settings.data.target)
+        log.info("%s: %d rows, %.1f%% positive (%s)", split_name, row["size"], 100 * row["mean"], settings.data.target)
     log.info("wrote %s", settings.paths.processed)
     return table
 
@@ -72,8 +68,12 @@ STEPS = {"ingest": ingest, "validate": validate, "all": prepare}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
-    parser.add_argument("--step", choices=STEPS, default="all",
-                        help="ingest: source -> paths.raw; validate: paths.raw -> paths.processed; all: both")
+    parser.add_argument(
+        "--step",
+        choices=STEPS,
+        default="all",
+        help="ingest: source -> paths.raw; validate: paths.raw -> paths.processed; all: both",
+    )
     args = parser.parse_args()
     configure_logging()
     STEPS[args.step](load_settings(args.config))

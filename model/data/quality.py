@@ -41,44 +41,71 @@ def measure(table: pd.DataFrame, settings: Settings, reference: pd.DataFrame | N
         for name in settings.features.categorical:
             values: pd.Series = part[name].astype("string")
             present = values[values.notna() & (values != "")]
-            rows.append({BATCH: batch, "column": name, "kind": "categorical", "rows": len(part),
-                         "missing_share": 1 - len(present) / len(part), "out_of_range_share": 0.0,
-                         "mean": None, "cardinality": int(present.nunique()),
-                         "new_categories": int(len(set(present) - known[name])), "duplicate_share": duplicates})
+            rows.append(
+                {
+                    BATCH: batch,
+                    "column": name,
+                    "kind": "categorical",
+                    "rows": len(part),
+                    "missing_share": 1 - len(present) / len(part),
+                    "out_of_range_share": 0.0,
+                    "mean": None,
+                    "cardinality": int(present.nunique()),
+                    "new_categories": int(len(set(present) - known[name])),
+                    "duplicate_share": duplicates,
+                }
+            )
         for name, spec in settings.features.numeric.items():
             values = pd.to_numeric(part[name], errors="coerce").astype("float64")
             present = values.dropna()
             outside = ((present < spec.min) | (present > spec.max)).sum()
-            rows.append({BATCH: batch, "column": name, "kind": "numeric", "rows": len(part),
-                         "missing_share": float(values.isna().mean()),
-                         "out_of_range_share": float(outside / len(part)),
-                         "mean": float(present.mean()) if len(present) else None, "cardinality": None,
-                         "new_categories": None, "duplicate_share": duplicates})
+            rows.append(
+                {
+                    BATCH: batch,
+                    "column": name,
+                    "kind": "numeric",
+                    "rows": len(part),
+                    "missing_share": float(values.isna().mean()),
+                    "out_of_range_share": float(outside / len(part)),
+                    "mean": float(present.mean()) if len(present) else None,
+                    "cardinality": None,
+                    "new_categories": None,
+                    "duplicate_share": duplicates,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def problems(metrics: pd.DataFrame, settings: Settings) -> list[str]:
     """Every limit a batch breaks, as a sentence that names the fix."""
     limits = settings.quality
-    features: dict[str, CategoricalFeature | NumericFeature] = {**settings.features.categorical,
-                                                                 **settings.features.numeric}
+    features: dict[str, CategoricalFeature | NumericFeature] = {
+        **settings.features.categorical,
+        **settings.features.numeric,
+    }
     own = {name: spec.max_missing for name, spec in features.items() if spec.max_missing is not None}
     found = []
     for row in metrics.to_dict("records"):
         max_missing = own.get(row["column"], limits.max_missing)
         if row["missing_share"] > max_missing:
-            found.append(f"batch {row['batch']}: {row['column']} is {row['missing_share']:.1%} missing, over the "
-                         f"limit of {max_missing:.0%} (quality.max_missing, or max_missing on the feature)")
+            found.append(
+                f"batch {row['batch']}: {row['column']} is {row['missing_share']:.1%} missing, over the "
+                f"limit of {max_missing:.0%} (quality.max_missing, or max_missing on the feature)"
+            )
         if row["out_of_range_share"] > limits.max_out_of_range:
-            found.append(f"batch {row['batch']}: {row['out_of_range_share']:.1%} of {row['column']} is outside its "
-                         f"bounds, over the limit of {limits.max_out_of_range:.0%} (quality.max_out_of_range)")
+            found.append(
+                f"batch {row['batch']}: {row['out_of_range_share']:.1%} of {row['column']} is outside its "
+                f"bounds, over the limit of {limits.max_out_of_range:.0%} (quality.max_out_of_range)"
+            )
     per_batch = metrics.drop_duplicates(BATCH)
     for row in per_batch.to_dict("records"):
         if row["rows"] < limits.min_rows:
             found.append(f"batch {row['batch']}: {row['rows']} rows, fewer than quality.min_rows = {limits.min_rows}")
         if row["duplicate_share"] > limits.max_duplicates:
-            found.append(f"batch {row['batch']}: {row['duplicate_share']:.1%} duplicated rows, over the limit of "
-                         f"{limits.max_duplicates:.0%} (quality.max_duplicates)")
+            found.append(
+                f"batch {row['batch']}: {row['duplicate_share']:.1%} duplicated rows, over the limit of "
+                f"{limits.max_duplicates:.0%} (quality.max_duplicates)"
+            )
     return found
 
 
@@ -96,8 +123,14 @@ def clean(table: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         values = pd.to_numeric(table[name], errors="coerce").astype("float64")
         outside = (values < spec.min) | (values > spec.max)
         if outside.any():
-            log.info("%s: %d values outside [%g, %g]: %s", name, int(outside.sum()), spec.min, spec.max,
-                     {"missing": "set missing", "clip": "clipped", "drop": "rows dropped"}[action])
+            log.info(
+                "%s: %d values outside [%g, %g]: %s",
+                name,
+                int(outside.sum()),
+                spec.min,
+                spec.max,
+                {"missing": "set missing", "clip": "clipped", "drop": "rows dropped"}[action],
+            )
         if action == "clip":
             values = values.clip(spec.min, spec.max)
         elif action == "missing":
@@ -128,5 +161,3 @@ def assess(table: pd.DataFrame, settings: Settings, reference: pd.DataFrame | No
         return table_schema(settings).validate(cleaned, lazy=True)
     except pa.errors.SchemaErrors as error:
         raise DataQualityError(f"the cleaned table breaks the declared schema:\n{error.failure_cases}") from None
-
-

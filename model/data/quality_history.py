@@ -22,4 +22,3 @@ def store(metrics: pd.DataFrame, database: Path, source: str, passed: bool) -> N
 def history(database: Path) -> pd.DataFrame:
     with sqlite_transaction(database) as connection:
         return pd.read_sql_query("SELECT * FROM column_quality ORDER BY measured_at, batch, column", connection)
-

@@ -53,40 +53,46 @@ def flights_table(tables: dict[str, pd.DataFrame], settings: Settings) -> pd.Dat
     scheduled = pd.to_datetime(flights[["year", "month", "day", "hour", "minute"]])
     flights = flights.assign(**{TIME: scheduled})
     cancelled = flights["arr_delay"].isna()
-    log.info("dropped %d of %d flights without an arrival delay (cancelled or diverted)",
-             int(cancelled.sum()), len(flights))
+    log.info(
+        "dropped %d of %d flights without an arrival delay (cancelled or diverted)", int(cancelled.sum()), len(flights)
+    )
     flights = flights.loc[~cancelled]
 
     weather = tables["weather"][["origin", "time_hour", *WEATHER]]
     planes = tables["planes"][["tailnum", "year", "seats", "manufacturer", "engine"]].rename(
-        columns={"year": "plane_year"})
-    table = (flights
-             .merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
-             .merge(planes, on="tailnum", how="left", validate="many_to_one"))
+        columns={"year": "plane_year"}
+    )
+    table = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one").merge(
+        planes, on="tailnum", how="left", validate="many_to_one"
+    )
     table["day_of_week"] = table[TIME].dt.day_of_week
     table[TARGET] = (table["arr_delay"] > settings.data.flights.late_minutes).astype("int8")
     return table
 
 
-def csv_table(path: Path, settings: Settings, time_column: str, target_column: str,
-              positive: str | None = None) -> pd.DataFrame:
+def csv_table(
+    path: Path, settings: Settings, time_column: str, target_column: str, positive: str | None = None
+) -> pd.DataFrame:
     """A CSV whose time and target columns become `time` and `target` (1 where the target column
     holds `positive`, when given)."""
     table = pd.read_csv(path)
     wanted = [time_column, target_column, *settings.features.names]
     missing = [name for name in wanted if name not in table.columns]
     if missing:
-        raise SourceError(f"{path}: missing column(s) {', '.join(missing)}; "
-                          f"its columns are {', '.join(map(str, table.columns))}")
+        raise SourceError(
+            f"{path}: missing column(s) {', '.join(missing)}; its columns are {', '.join(map(str, table.columns))}"
+        )
     table = table.rename(columns={time_column: TIME, target_column: TARGET})
     table[TIME] = pd.to_datetime(table[TIME])
     target = table[TARGET]
     if positive is not None:
         values = set(target.dropna().astype(str))
         if positive not in values or len(values) != 2 or target.isna().any():
-            raise SourceError(f"{path}: target column '{target_column}' must hold two values, one of them "
-                              f"'{positive}' (data.csv.positive), in every row; it holds "
-                              f"{', '.join(sorted(values)[:5]) or 'nothing'}")
+            raise SourceError(
+                f"{path}: target column '{target_column}' must hold two values, one of them "
+                f"'{positive}' (data.csv.positive), in every row; it holds "
+                f"{', '.join(sorted(values)[:5]) or 'nothing'}"
+            )
         target = (target.astype(str) == positive).astype("int8")
     if target.isna().any() or not target.isin([0, 1, True, False]).all():
         raise SourceError(f"{path}: target column '{target_column}' must hold only 0/1 (or true/false)")

@@ -112,14 +112,16 @@ def generate(source: SyntheticSource, seed: int) -> pd.DataFrame:
     logged = with_faults(readings, source, seed)
     stations = [f"S{i + 1}" for i in range(source.stations)]
     rows = source.days * source.stations
-    table = pd.DataFrame({
-        TIME: np.repeat(days.to_numpy(), source.stations),
-        TARGET: alerts.reshape(rows),
-        STATION: np.tile(stations, source.days),
-        "day_of_year": np.repeat(days.day_of_year.to_numpy(), source.stations),
-        "day_of_week": np.repeat(days.day_of_week.to_numpy(), source.stations),
-        **{name: values.reshape(rows) for name, values in logged.items()},
-    })
+    table = pd.DataFrame(
+        {
+            TIME: np.repeat(days.to_numpy(), source.stations),
+            TARGET: alerts.reshape(rows),
+            STATION: np.tile(stations, source.days),
+            "day_of_year": np.repeat(days.day_of_year.to_numpy(), source.stations),
+            "day_of_week": np.repeat(days.day_of_week.to_numpy(), source.stations),
+            **{name: values.reshape(rows) for name, values in logged.items()},
+        }
+    )
     return table[list(COLUMNS)]
 
 
@@ -129,8 +131,10 @@ def write_synthetic(settings: Settings) -> list[Path]:
     stale months behind for the reader to pick up."""
     source = settings.data.synthetic
     if source is None:
-        raise ValueError("data.synthetic is not set: add a data.synthetic section to the params file "
-                         "(configs/synthetic.yaml has one)")
+        raise ValueError(
+            "data.synthetic is not set: add a data.synthetic section to the params file "
+            "(configs/synthetic.yaml has one)"
+        )
     table = generate(source, settings.seed)
     in_test = table[TIME] >= pd.Timestamp(source.test_start)
     written = []
@@ -143,12 +147,24 @@ def write_synthetic(settings: Settings) -> list[Path]:
             path = folder / f"{month}.csv"
             frame.to_csv(path, index=False, date_format="%Y-%m-%d")
             written.append(path)
-        log.info("%s: %d rows, %d days in %d monthly files under %s", part, len(rows), rows[TIME].nunique(),
-                 rows[TIME].dt.to_period("M").nunique(), folder)
+        log.info(
+            "%s: %d rows, %d days in %d monthly files under %s",
+            part,
+            len(rows),
+            rows[TIME].nunique(),
+            rows[TIME].dt.to_period("M").nunique(),
+            folder,
+        )
     readings = table[list(READINGS)]
-    log.info("%d stations, %s to %s: %.1f%% alerts, %.2f%% readings missing, %d fault codes",
-             source.stations, table[TIME].min().date(), table[TIME].max().date(), 100 * table[TARGET].mean(),
-             100 * readings.isna().to_numpy().mean(), int(readings.isin(FAULT_CODES).to_numpy().sum()))
+    log.info(
+        "%d stations, %s to %s: %.1f%% alerts, %.2f%% readings missing, %d fault codes",
+        source.stations,
+        table[TIME].min().date(),
+        table[TIME].max().date(),
+        100 * table[TARGET].mean(),
+        100 * readings.isna().to_numpy().mean(),
+        int(readings.isin(FAULT_CODES).to_numpy().sum()),
+    )
     return written
 
 

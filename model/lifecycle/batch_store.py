@@ -46,8 +46,17 @@ from model.training.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 STORE = "store.sqlite"
-QUALITY_COLUMNS = ["column", "kind", "rows", "missing_share", "out_of_range_share", "mean", "cardinality",
-                   "new_categories", "duplicate_share"]
+QUALITY_COLUMNS = [
+    "column",
+    "kind",
+    "rows",
+    "missing_share",
+    "out_of_range_share",
+    "mean",
+    "cardinality",
+    "new_categories",
+    "duplicate_share",
+]
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -87,8 +96,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 """
-
-
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,10 @@ class Store:
         numbers = ", ".join(f'"{name}" REAL' for name in settings.features.numeric)
         with self._db() as db:
             db.executescript(_TABLES)
-            db.execute(f'CREATE TABLE IF NOT EXISTS ingested (batch TEXT NOT NULL, "{TIME}" TEXT NOT NULL, '
-                       f'{features}, {numbers}, "{TARGET}" INTEGER NOT NULL)')
+            db.execute(
+                f'CREATE TABLE IF NOT EXISTS ingested (batch TEXT NOT NULL, "{TIME}" TEXT NOT NULL, '
+                f'{features}, {numbers}, "{TARGET}" INTEGER NOT NULL)'
+            )
             db.execute("CREATE INDEX IF NOT EXISTS ingested_batch ON ingested (batch)")
 
     def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
@@ -162,8 +171,9 @@ class Store:
         """The raw rows of these batches, in arrival order, typed as the source gives them."""
         marks = ", ".join("?" for _ in batches)
         with self._db() as db:
-            frame = pd.read_sql_query(f"SELECT * FROM ingested WHERE batch IN ({marks}) ORDER BY rowid", db,
-                                      params=list(batches))
+            frame = pd.read_sql_query(
+                f"SELECT * FROM ingested WHERE batch IN ({marks}) ORDER BY rowid", db, params=list(batches)
+            )
         frame[TIME] = pd.to_datetime(frame[TIME])
         for name in self.settings.features.categorical:
             frame[name] = frame[name].astype("string")
@@ -199,20 +209,30 @@ class Store:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def add_batch(self, batch: str, period: str, raw: pd.DataFrame, quality: pd.DataFrame, found: list[str],
-                  drift: pd.DataFrame | None, production: Production | None,
-                  production_metrics: dict[str, Any] | None) -> IngestedBatch:
+    def add_batch(
+        self,
+        batch: str,
+        period: str,
+        raw: pd.DataFrame,
+        quality: pd.DataFrame,
+        found: list[str],
+        drift: pd.DataFrame | None,
+        production: Production | None,
+        production_metrics: dict[str, Any] | None,
+    ) -> IngestedBatch:
         """Rows, measurements and the batch record in one transaction; a stored batch is left as it is."""
         features = self.settings.features.names
         columns = [BATCH, TIME, *features, TARGET]
         rows = raw.assign(**{BATCH: batch, TIME: raw[TIME].dt.strftime("%Y-%m-%dT%H:%M:%S")})[columns]
         values = rows.astype(object).where(rows.notna(), None).itertuples(index=False, name=None)
-        drifted = None if drift is None else drift.loc[drift["drifted"] & (drift["kind"] != PREDICTION),
-                                                        "feature"].tolist()
+        drifted = (
+            None if drift is None else drift.loc[drift["drifted"] & (drift["kind"] != PREDICTION), "feature"].tolist()
+        )
         predictions = None if drift is None else drift.loc[drift["kind"] == PREDICTION, "drifted"]
         prediction_drifted = None if predictions is None or predictions.empty else bool(predictions.iloc[0])
-        record = IngestedBatch(batch, period, len(raw), not found, found, drifted, prediction_drifted,
-                               production_metrics)
+        record = IngestedBatch(
+            batch, period, len(raw), not found, found, drifted, prediction_drifted, production_metrics
+        )
         with self._db() as db:
             if db.execute("SELECT 1 FROM batches WHERE batch = ?", (batch,)).fetchone():
                 log.info("batch %s is already stored: left as it is", batch)
@@ -220,29 +240,63 @@ class Store:
             quoted = ", ".join(f'"{name}"' for name in columns)
             db.executemany(f"INSERT INTO ingested ({quoted}) VALUES ({', '.join('?' for _ in columns)})", values)
             quality_rows = quality[QUALITY_COLUMNS].astype(object).where(quality[QUALITY_COLUMNS].notna(), None)
-            db.executemany(f"INSERT INTO batch_quality VALUES (?, {', '.join('?' for _ in QUALITY_COLUMNS)})",
-                           [(batch, *row) for row in quality_rows.itertuples(index=False, name=None)])
+            db.executemany(
+                f"INSERT INTO batch_quality VALUES (?, {', '.join('?' for _ in QUALITY_COLUMNS)})",
+                [(batch, *row) for row in quality_rows.itertuples(index=False, name=None)],
+            )
             if drift is not None and production is not None:  # drift is measured against production
                 drift_rows = drift[DRIFT_COLUMNS].astype(object).where(drift[DRIFT_COLUMNS].notna(), None)
-                db.executemany(f"INSERT INTO batch_drift VALUES (?, ?, {', '.join('?' for _ in DRIFT_COLUMNS)})",
-                               [(batch, production.version, *row)
-                                for row in drift_rows.itertuples(index=False, name=None)])
-            db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-                batch, period, rows[TIME].iloc[0], rows[TIME].iloc[-1], len(raw), float(raw[TARGET].mean()), now(),
-                int(not found), json.dumps(found), None if production is None else production.version,
-                None if drifted is None else json.dumps(drifted),
-                None if prediction_drifted is None else int(prediction_drifted),
-                None if production_metrics is None else json.dumps(production_metrics)))
+                db.executemany(
+                    f"INSERT INTO batch_drift VALUES (?, ?, {', '.join('?' for _ in DRIFT_COLUMNS)})",
+                    [(batch, production.version, *row) for row in drift_rows.itertuples(index=False, name=None)],
+                )
+            db.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch,
+                    period,
+                    rows[TIME].iloc[0],
+                    rows[TIME].iloc[-1],
+                    len(raw),
+                    float(raw[TARGET].mean()),
+                    now(),
+                    int(not found),
+                    json.dumps(found),
+                    None if production is None else production.version,
+                    None if drifted is None else json.dumps(drifted),
+                    None if prediction_drifted is None else int(prediction_drifted),
+                    None if production_metrics is None else json.dumps(production_metrics),
+                ),
+            )
         return record
 
-    def add_decision(self, first_batch: str, last_batch: str, production_version: int | None, retrain: bool,
-                     reasons: list[str], candidate_version: int | None, promoted: bool,
-                     detail: dict[str, Any]) -> None:
+    def add_decision(
+        self,
+        first_batch: str,
+        last_batch: str,
+        production_version: int | None,
+        retrain: bool,
+        reasons: list[str],
+        candidate_version: int | None,
+        promoted: bool,
+        detail: dict[str, Any],
+    ) -> None:
         with self._db() as db:
-            db.execute("INSERT INTO decisions (at, first_batch, last_batch, production_version, retrain, reasons, "
-                       "candidate_version, promoted, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (now(), first_batch, last_batch, production_version, int(retrain), json.dumps(reasons),
-                        candidate_version, int(promoted), json.dumps(detail)))
+            db.execute(
+                "INSERT INTO decisions (at, first_batch, last_batch, production_version, retrain, reasons, "
+                "candidate_version, promoted, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    now(),
+                    first_batch,
+                    last_batch,
+                    production_version,
+                    int(retrain),
+                    json.dumps(reasons),
+                    candidate_version,
+                    int(promoted),
+                    json.dumps(detail),
+                ),
+            )
 
 
 def scored(export_dir: Path, frame: pd.DataFrame) -> tuple[np.ndarray, float]:
@@ -261,8 +315,9 @@ def model_metrics(export_dir: Path, frame: pd.DataFrame) -> dict[str, Any] | Non
     return classification_metrics(labels, probability, threshold)
 
 
-def ingest_batch(store: Store, batch: str, period: str, raw: pd.DataFrame,
-                 production: Production | None) -> IngestedBatch:
+def ingest_batch(
+    store: Store, batch: str, period: str, raw: pd.DataFrame, production: Production | None
+) -> IngestedBatch:
     """Measure one raw batch and store it: quality against the production model's training rows
     (new categories), drift of features and predictions against them, and production's metrics.
     Without a production model yet (the bootstrap), only quality is measured."""
@@ -277,15 +332,22 @@ def ingest_batch(store: Store, batch: str, period: str, raw: pd.DataFrame,
         drift = feature_drift(production.training_rows, current, settings)
         reference_probability, _ = scored(production.export_dir, production.training_rows)
         current_probability, _ = scored(production.export_dir, current)
-        drift = pd.concat([drift, prediction_drift(reference_probability, current_probability, settings)],
-                          ignore_index=True)
+        drift = pd.concat(
+            [drift, prediction_drift(reference_probability, current_probability, settings)], ignore_index=True
+        )
         metrics = model_metrics(production.export_dir, current)
     record = store.add_batch(batch, period, raw, quality, found, drift, production, metrics)
     auc = "" if metrics is None else f", production ROC AUC {metrics['roc_auc']:.4f}"
-    log.info("batch %s: %d rows, quality %s, %s%s", batch, len(raw),
-             "passed" if not found else f"FAILED ({len(found)} problems: quarantined)",
-             "drift not measured (no production model yet)" if record.drifted is None
-             else "drifted: " + (", ".join(record.drifted) or "nothing"), auc)
+    log.info(
+        "batch %s: %d rows, quality %s, %s%s",
+        batch,
+        len(raw),
+        "passed" if not found else f"FAILED ({len(found)} problems: quarantined)",
+        "drift not measured (no production model yet)"
+        if record.drifted is None
+        else "drifted: " + (", ".join(record.drifted) or "nothing"),
+        auc,
+    )
     for sentence in found:
         log.warning("%s", sentence)
     return record
@@ -298,11 +360,15 @@ def pending_batches(store: Store, source: pd.DataFrame) -> list[tuple[str, str, 
     newest = stored[-1] if stored else ""
     later = source.loc[ids > newest]
     periods = later[TIME].dt.to_period(store.settings.stream.batch).astype(str)
-    return [(batch, periods.loc[part.index[0]], part.reset_index(drop=True))
-            for batch, part in later.groupby(ids.loc[later.index], sort=True)]
+    return [
+        (batch, periods.loc[part.index[0]], part.reset_index(drop=True))
+        for batch, part in later.groupby(ids.loc[later.index], sort=True)
+    ]
 
 
 def ingest(store: Store, source: pd.DataFrame, count: int, production: Production | None) -> list[IngestedBatch]:
     """Ingest the next `count` batches of the source (fewer at its end)."""
-    return [ingest_batch(store, batch, period, raw, production)
-            for batch, period, raw in pending_batches(store, source)[:count]]
+    return [
+        ingest_batch(store, batch, period, raw, production)
+        for batch, period, raw in pending_batches(store, source)[:count]
+    ]

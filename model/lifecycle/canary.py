@@ -58,14 +58,16 @@ def recent_labelled(settings: Settings) -> pd.DataFrame:
     return split_rows(table, "test")
 
 
-def score(inference_url: str, name: str, version: str, records: list[dict[str, Any]], chunk: int = 500
-          ) -> np.ndarray:
+def score(inference_url: str, name: str, version: str, records: list[dict[str, Any]], chunk: int = 500) -> np.ndarray:
     """One version's probabilities for every record, through TorchServe."""
     probabilities: list[float] = []
     key = None
     for start in range(0, len(records), chunk):
-        reply = requests.post(f"{inference_url.rstrip('/')}/predictions/{name}/{version}",
-                              json=records[start:start + chunk], timeout=120)
+        reply = requests.post(
+            f"{inference_url.rstrip('/')}/predictions/{name}/{version}",
+            json=records[start : start + chunk],
+            timeout=120,
+        )
         reply.raise_for_status()
         answers = reply.json()
         key = key or next(k for k in answers[0] if k.endswith("_probability"))
@@ -80,15 +82,23 @@ def replay(router_url: str, name: str, records: list[dict[str, Any]], count: int
     session.mount("http://", adapter)
 
     def send(index: int) -> int:
-        return session.post(f"{router_url}/predictions/{name}", json=records[index % len(records)],
-                            timeout=60).status_code
+        return session.post(
+            f"{router_url}/predictions/{name}", json=records[index % len(records)], timeout=60
+        ).status_code
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(send, range(count)))
 
 
-def run_canary(settings: Settings, registry: Registry, candidate: int, inference_url: str,
-               served: TorchServeVersions, labelled: pd.DataFrame | None = None, seed: int | None = None) -> Verdict:
+def run_canary(
+    settings: Settings,
+    registry: Registry,
+    candidate: int,
+    inference_url: str,
+    served: TorchServeVersions,
+    labelled: pd.DataFrame | None = None,
+    seed: int | None = None,
+) -> Verdict:
     """Load the candidate beside production, route a share of replayed traffic to it, judge, then
     promote it (new default, registry production) or roll it back (unloaded, registry archived)."""
     production = registry.production()
@@ -96,8 +106,10 @@ def run_canary(settings: Settings, registry: Registry, candidate: int, inference
         raise RegistryError(f"{registry.name} has no production version to compare with")
     chosen = registry.get(candidate)
     if chosen.status != CANDIDATE:
-        raise RegistryError(f"{registry.name} version {chosen.version} is {chosen.status}: only a candidate goes "
-                            "through a canary (register the model again for a new one)")
+        raise RegistryError(
+            f"{registry.name} version {chosen.version} is {chosen.status}: only a candidate goes "
+            "through a canary (register the model again for a new one)"
+        )
     ensure_loaded(registry, served, production, 2)
     served.set_default(production.torchserve_version)
     ensure_loaded(registry, served, chosen, 1)
@@ -106,16 +118,30 @@ def run_canary(settings: Settings, registry: Registry, candidate: int, inference
     records = request_records(labelled, settings.features)
     labels = labelled[TARGET].to_numpy()
     rules = settings.canary
-    router = Router(inference_url, registry.name, production.torchserve_version, chosen.torchserve_version, rules.share,
-                    settings.seed if seed is None else seed)
+    router = Router(
+        inference_url,
+        registry.name,
+        production.torchserve_version,
+        chosen.torchserve_version,
+        rules.share,
+        settings.seed if seed is None else seed,
+    )
     with routing(router) as router_url:
         replay(router_url, registry.name, records, rules.requests, rules.concurrency)
     traffic = router.summary()
-    roc_auc = {version: float(roc_auc_score(labels, score(inference_url, registry.name, version, records)))
-               for version in (production.torchserve_version, chosen.torchserve_version)}
+    roc_auc = {
+        version: float(roc_auc_score(labels, score(inference_url, registry.name, version, records)))
+        for version in (production.torchserve_version, chosen.torchserve_version)
+    }
     passed, reasons = judge(settings, traffic, roc_auc)
-    detail = {"passed": passed, "against": production.version, "traffic": traffic, "roc_auc": roc_auc,
-              "reasons": reasons, "labelled_rows": len(records)}
+    detail = {
+        "passed": passed,
+        "against": production.version,
+        "traffic": traffic,
+        "roc_auc": roc_auc,
+        "reasons": reasons,
+        "labelled_rows": len(records),
+    }
     registry.record(chosen.version, CANARY, detail)  # the gate the registry asks of a promotion
     if passed:
         promote(registry, chosen.version, served, {"canary": reasons})
@@ -141,8 +167,9 @@ def main() -> None:
     route.add_argument("--port", type=int, default=8090)
     route.add_argument("--share", type=float, default=None, help="candidate share (default: params canary.share)")
     run.add_argument("--management", default="http://127.0.0.1:8081", help="TorchServe management URL")
-    run.add_argument("--data", type=Path, default=None,
-                     help="labelled CSV/Parquet to replay (default: the pipeline's test months)")
+    run.add_argument(
+        "--data", type=Path, default=None, help="labelled CSV/Parquet to replay (default: the pipeline's test months)"
+    )
     args = parser.parse_args()
     configure_logging()
     settings = load_settings(args.config)
@@ -152,15 +179,27 @@ def main() -> None:
             production = registry.production()
             if production is None:
                 raise RegistryError(f"{registry.name} has no production version")
-            router = Router(args.inference, registry.name, production.torchserve_version, registry.get(args.candidate)
-                            .torchserve_version, args.share or settings.canary.share, settings.seed)
+            router = Router(
+                args.inference,
+                registry.name,
+                production.torchserve_version,
+                registry.get(args.candidate).torchserve_version,
+                args.share or settings.canary.share,
+                settings.seed,
+            )
             uvicorn.run(router.app, host="127.0.0.1", port=args.port, log_level="warning")
         else:
             labelled = None
             if args.data is not None:
                 labelled = read_table(args.data)
-            verdict = run_canary(settings, registry, args.candidate, args.inference,
-                                 TorchServeVersions(args.management, registry.name), labelled)
+            verdict = run_canary(
+                settings,
+                registry,
+                args.candidate,
+                args.inference,
+                TorchServeVersions(args.management, registry.name),
+                labelled,
+            )
             print(json.dumps(asdict(verdict), indent=2))
     except RegistryError as error:
         parser.exit(1, f"error: {error}\n")

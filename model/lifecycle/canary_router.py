@@ -40,30 +40,35 @@ class VersionTraffic:
         total = sum(self.statuses.values())
         errors = sum(count for status, count in self.statuses.items() if status >= 500)
         # None, not NaN, before any answer: the summary is JSON (GET /canary), which has no NaN.
-        p50, p95 = (float(p) for p in np.percentile(self.latencies_ms, [50, 95])) if self.latencies_ms \
-            else (None, None)
-        return {"requests": total,
-                "errors": errors, "error_share": errors / total if total else 0.0,
-                "p50_ms": p50, "p95_ms": p95,
-                "statuses": {str(status): count for status, count in sorted(self.statuses.items())}}
+        p50, p95 = (float(p) for p in np.percentile(self.latencies_ms, [50, 95])) if self.latencies_ms else (None, None)
+        return {
+            "requests": total,
+            "errors": errors,
+            "error_share": errors / total if total else 0.0,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "statuses": {str(status): count for status, count in sorted(self.statuses.items())},
+        }
 
 
 class Router:
     """Sends `share` of POST /predictions/<name> to the candidate version, the rest to production."""
 
-    def __init__(self, inference_url: str, name: str, production: str, candidate: str, share: float,
-                 seed: int = 0):
+    def __init__(self, inference_url: str, name: str, production: str, candidate: str, share: float, seed: int = 0):
         self.upstream, self.name = inference_url.rstrip("/"), name
         self.production, self.candidate, self.share = production, candidate, share
         self.random = random.Random(seed)
         self.traffic = {production: VersionTraffic(), candidate: VersionTraffic()}
         self.lock = threading.Lock()
         self.client: httpx.AsyncClient | None = None
-        self.app = Starlette(routes=[
-            Route(f"/predictions/{name}", self.predict, methods=["POST"]),
-            Route("/canary", self.report, methods=["GET"]),
-            Route("/ping", self.ping, methods=["GET"]),
-        ], lifespan=self._lifespan)
+        self.app = Starlette(
+            routes=[
+                Route(f"/predictions/{name}", self.predict, methods=["POST"]),
+                Route("/canary", self.report, methods=["GET"]),
+                Route("/ping", self.ping, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette):
@@ -86,21 +91,28 @@ class Router:
         headers = {"Content-Type": request.headers.get("content-type", "")}
         started = time.perf_counter()
         try:
-            reply = await self.upstream_client().post(f"{self.upstream}/predictions/{self.name}/{version}",
-                                                      content=await request.body(), headers=headers)
+            reply = await self.upstream_client().post(
+                f"{self.upstream}/predictions/{self.name}/{version}", content=await request.body(), headers=headers
+            )
             status, body, kind = reply.status_code, reply.content, reply.headers.get("content-type", "")
         except httpx.HTTPError as error:
-            status, body, kind = 502, json.dumps({"code": 502, "error": f"upstream: {error}"}).encode(), \
-                "application/json"
+            status, body, kind = (
+                502,
+                json.dumps({"code": 502, "error": f"upstream: {error}"}).encode(),
+                "application/json",
+            )
         with self.lock:
             self.traffic[version].add(status, 1000 * (time.perf_counter() - started))
-        return Response(body, status_code=status, media_type=kind or None,
-                        headers={"X-Model-Version": version})
+        return Response(body, status_code=status, media_type=kind or None, headers={"X-Model-Version": version})
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
-            return {"production": self.production, "candidate": self.candidate, "share": self.share,
-                    "versions": {version: traffic.summary() for version, traffic in self.traffic.items()}}
+            return {
+                "production": self.production,
+                "candidate": self.candidate,
+                "share": self.share,
+                "versions": {version: traffic.summary() for version, traffic in self.traffic.items()},
+            }
 
     async def report(self, request: Request) -> Response:
         return JSONResponse(self.summary())
@@ -114,8 +126,7 @@ class Router:
 def routing(router: Router, port: int | None = None) -> Iterator[str]:
     """Serve the router on loopback in a background thread; yields its URL; always stops it."""
     port = port or free_ports(1)[0]
-    server = uvicorn.Server(uvicorn.Config(router.app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(router.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

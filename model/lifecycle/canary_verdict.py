@@ -29,22 +29,30 @@ def judge(settings: Settings, traffic: dict[str, Any], roc_auc: dict[str, float]
     floor = roc_auc[production] - rules.roc_auc_tolerance
     ok = roc_auc[candidate] >= floor
     passed &= ok
-    reasons.append(f"ROC AUC {roc_auc[candidate]:.4f} vs production {roc_auc[production]:.4f} "
-                   f"(floor {floor:.4f}): {'ok' if ok else 'worse'}")
+    reasons.append(
+        f"ROC AUC {roc_auc[candidate]:.4f} vs production {roc_auc[production]:.4f} "
+        f"(floor {floor:.4f}): {'ok' if ok else 'worse'}"
+    )
     if seen[candidate]["requests"] == 0:
         passed = False
         reasons.append("the candidate received no canary traffic")
     else:
         # No p95 (None) when a version had no answer below 500: nothing is within a ceiling then.
-        p95 = {version: float("nan") if seen[version]["p95_ms"] is None else seen[version]["p95_ms"]
-               for version in (production, candidate)}
+        p95 = {
+            version: float("nan") if seen[version]["p95_ms"] is None else seen[version]["p95_ms"]
+            for version in (production, candidate)
+        }
         ceiling = p95[production] * rules.latency_ratio + rules.latency_slack_ms
         ok = p95[candidate] <= ceiling
         passed &= ok
-        reasons.append(f"p95 {p95[candidate]:.1f} ms vs production {p95[production]:.1f} ms "
-                       f"(ceiling {ceiling:.1f} ms): {'ok' if ok else 'slower'}")
+        reasons.append(
+            f"p95 {p95[candidate]:.1f} ms vs production {p95[production]:.1f} ms "
+            f"(ceiling {ceiling:.1f} ms): {'ok' if ok else 'slower'}"
+        )
         ok = seen[candidate]["error_share"] <= seen[production]["error_share"]
         passed &= ok
-        reasons.append(f"5xx share {seen[candidate]['error_share']:.2%} vs production "
-                       f"{seen[production]['error_share']:.2%}: {'ok' if ok else 'more errors'}")
+        reasons.append(
+            f"5xx share {seen[candidate]['error_share']:.2%} vs production "
+            f"{seen[production]['error_share']:.2%}: {'ok' if ok else 'more errors'}"
+        )
     return passed, reasons

@@ -79,9 +79,11 @@ def current_production(settings: Settings, store: Store, registry: Registry) -> 
         return None
     rows = store.clean_rows(training_batches(record))
     if rows.empty:
-        raise RuntimeError(f"{store.path} does not hold the batches production version {record.version} was trained "
-                           f"on: the store and the registry in {settings.stream.dir} belong together; remove the "
-                           "folder to start the replay over")
+        raise RuntimeError(
+            f"{store.path} does not hold the batches production version {record.version} was trained "
+            f"on: the store and the registry in {settings.stream.dir} belong together; remove the "
+            "folder to start the replay over"
+        )
     return Production(record.version, version_export(settings, registry, record.version), rows)
 
 
@@ -108,30 +110,42 @@ def decide(settings: Settings, store: Store, production: ModelVersion, batches: 
     for batch in passed:
         drifted = [name for name in records["drifted"][batch] or [] if name not in rule.ignore_features]
         if len(drifted) >= rule.drifted_features:
-            triggers.append(f"batch {batch}: {len(drifted)} features drift ({', '.join(drifted)}), "
-                            f"at least retrain.drifted_features = {rule.drifted_features}")
+            triggers.append(
+                f"batch {batch}: {len(drifted)} features drift ({', '.join(drifted)}), "
+                f"at least retrain.drifted_features = {rule.drifted_features}"
+            )
         if rule.prediction_drift and records.loc[batch, "prediction_drifted"] == 1:
             triggers.append(f"batch {batch}: the production model's predicted probabilities drift")
     newest = passed[-1]
     metrics: dict[str, Any] | None = records["production_metrics"][newest]
     validated = production.metrics["valid"]["roc_auc"]
     if metrics is not None and metrics["roc_auc"] < validated - rule.auc_drop:
-        triggers.append(f"batch {newest}: production ROC AUC {metrics['roc_auc']:.4f} is more than "
-                        f"retrain.auc_drop = {rule.auc_drop:g} below its validation ROC AUC {validated:.4f}")
+        triggers.append(
+            f"batch {newest}: production ROC AUC {metrics['roc_auc']:.4f} is more than "
+            f"retrain.auc_drop = {rule.auc_drop:g} below its validation ROC AUC {validated:.4f}"
+        )
     trained_until = max(training_batches(production) + [production.params["stream"]["holdout_batch"]])
     since = [batch for batch in store.batch_ids(passed_only=True) if batch > trained_until]
     if len(since) >= rule.max_batches:
-        triggers.append(f"{len(since)} passed batches since version {production.version}'s training data "
-                        f"(until {trained_until}), at least retrain.max_batches = {rule.max_batches}")
-    decision.retrain, decision.reasons = bool(triggers), triggers or [
-        f"no reason to retrain on {', '.join(passed)}: no drift over the limits, production ROC AUC "
-        f"{'unknown' if metrics is None else format(metrics['roc_auc'], '.4f')} (validation {validated:.4f}), "
-        f"{len(since)} of {rule.max_batches} batches since training"]
+        triggers.append(
+            f"{len(since)} passed batches since version {production.version}'s training data "
+            f"(until {trained_until}), at least retrain.max_batches = {rule.max_batches}"
+        )
+    decision.retrain, decision.reasons = (
+        bool(triggers),
+        triggers
+        or [
+            f"no reason to retrain on {', '.join(passed)}: no drift over the limits, production ROC AUC "
+            f"{'unknown' if metrics is None else format(metrics['roc_auc'], '.4f')} (validation {validated:.4f}), "
+            f"{len(since)} of {rule.max_batches} batches since training"
+        ],
+    )
     return decision
 
 
-def promotion_check(stream: StreamSettings, candidate: float, production: tuple[int, float],
-                    baseline: tuple[int, float]) -> tuple[bool, list[str]]:
+def promotion_check(
+    stream: StreamSettings, candidate: float, production: tuple[int, float], baseline: tuple[int, float]
+) -> tuple[bool, list[str]]:
     """Continuous training's promotion rule on the held-out batch (module docstring, step 5): the
     step against production and the floor against the fixed baseline, each with its sentence.
     `production` and `baseline` are (version, held-out ROC AUC)."""
@@ -143,7 +157,8 @@ def promotion_check(stream: StreamSettings, candidate: float, production: tuple[
         f"stream.promote_tolerance {stream.promote_tolerance:g} = {step:.4f}: {'ok' if above_step else 'worse'}",
         f"held-out ROC AUC {candidate:.4f} vs the baseline (version {baseline[0]}, the first production) "
         f"{baseline[1]:.4f} - stream.baseline_margin {stream.baseline_margin:g} = {floor:.4f}: "
-        f"{'ok' if above_floor else 'below the floor'}"]
+        f"{'ok' if above_floor else 'below the floor'}",
+    ]
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -169,16 +184,17 @@ def training_window(settings: Settings, passed: list[str]) -> Window | None:
     stream = settings.stream
     if len(passed) < stream.valid_batches + 2:
         return None
-    window = passed[:-1][-stream.window_batches:]
-    return Window(window[:-stream.valid_batches], window[-stream.valid_batches:], passed[-1])
+    window = passed[:-1][-stream.window_batches :]
+    return Window(window[: -stream.valid_batches], window[-stream.valid_batches :], passed[-1])
 
 
 def work_settings(settings: Settings, name: str) -> Settings:
     work = settings.stream.dir / "work" / name
     if work.exists():  # left by an earlier update: each training starts clean
         shutil.rmtree(work)
-    return settings.with_overrides({"paths": {"model_dir": work / "model", "export_dir": work / "export",
-                                              "metrics": work / "metrics.json"}})
+    return settings.with_overrides(
+        {"paths": {"model_dir": work / "model", "export_dir": work / "export", "metrics": work / "metrics.json"}}
+    )
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -190,27 +206,50 @@ def training_hash(table: pd.DataFrame) -> str:
     return rows_hash(split_rows(table, "train", "valid"))
 
 
-def track(settings: Settings, metrics: dict[str, Any], how: str, window: Window, table: pd.DataFrame,
-          base: int | None = None) -> str:
+def track(
+    settings: Settings, metrics: dict[str, Any], how: str, window: Window, table: pd.DataFrame, base: int | None = None
+) -> str:
     """One training of the loop in the MLflow store the pipeline's runs go to (model/training/tracking.py)."""
     from model.training.tracking import track_training  # MLflow is heavy: imported when a model was trained
 
-    extra: dict[str, Any] = {"stream.trained": how, "stream.train_batches": f"{window.train[0]}..{window.train[-1]}",
-             "stream.valid_batches": ",".join(window.valid), "stream.holdout_batch": window.holdout}
+    extra: dict[str, Any] = {
+        "stream.trained": how,
+        "stream.train_batches": f"{window.train[0]}..{window.train[-1]}",
+        "stream.valid_batches": ",".join(window.valid),
+        "stream.holdout_batch": window.holdout,
+    }
     if base is not None:
         extra["stream.warm_start_from_version"] = base
     return track_training(settings, metrics, training_hash(table), kind=f"stream {how}", extra_params=extra)
 
 
-def register(registry: Registry, settings: Settings, model_dir: Path, how: str, window: Window,
-             table: pd.DataFrame, metrics: dict[str, Any], runs: dict[str, str], note: str) -> ModelVersion:
+def register(
+    registry: Registry,
+    settings: Settings,
+    model_dir: Path,
+    how: str,
+    window: Window,
+    table: pd.DataFrame,
+    metrics: dict[str, Any],
+    runs: dict[str, str],
+    note: str,
+) -> ModelVersion:
     """A candidate with how it was trained, on which batches, the metrics of every contender and
     their MLflow run ids."""
-    params = {"stream": {"trained": how, "train_batches": window.train, "valid_batches": window.valid,
-                         "holdout_batch": window.holdout, "warm_start": settings.stream.warm_start.model_dump(),
-                         "mlflow_runs": runs},
-              "model": settings.model.model_dump(), "train": settings.train.model_dump(), "seed": settings.seed,
-              "data": {"source": settings.data.source, "batch": settings.stream.batch}}
+    params = {
+        "stream": {
+            "trained": how,
+            "train_batches": window.train,
+            "valid_batches": window.valid,
+            "holdout_batch": window.holdout,
+            "warm_start": settings.stream.warm_start.model_dump(),
+            "mlflow_runs": runs,
+        },
+        "model": settings.model.model_dump(),
+        "train": settings.train.model_dump(),
+        "seed": settings.seed,
+        "data": {"source": settings.data.source, "batch": settings.stream.batch},
+    }
     return registry.register(model_dir, data_hash=training_hash(table), params=params, metrics=metrics, note=note)
 
 
@@ -221,26 +260,49 @@ def bootstrap(settings: Settings, store: Store, registry: Registry, source: pd.D
     batches = store.batch_ids()
     window = training_window(settings, store.batch_ids(passed_only=True))
     if window is None:
-        raise RuntimeError(f"the bootstrap needs at least {settings.stream.valid_batches + 2} batches that pass the "
-                           f"quality checks, {len(store.batch_ids(passed_only=True))} of {len(batches)} did: "
-                           "raise stream.bootstrap_batches or look at the quality problems in the log")
+        raise RuntimeError(
+            f"the bootstrap needs at least {settings.stream.valid_batches + 2} batches that pass the "
+            f"quality checks, {len(store.batch_ids(passed_only=True))} of {len(batches)} did: "
+            "raise stream.bootstrap_batches or look at the quality problems in the log"
+        )
     table = window.table(store)
     work = work_settings(settings, SCRATCH)
     metrics = train(work, table)
     tracked = {BOOTSTRAP: track(settings, metrics, BOOTSTRAP, window, table)}
-    record = register(registry, settings, work.paths.model_dir, BOOTSTRAP, window, table,
-                      {**_summary(metrics), "trained": BOOTSTRAP}, tracked,
-                      note=f"bootstrap: from scratch on {window.train[0]}..{window.valid[-1]}")
+    record = register(
+        registry,
+        settings,
+        work.paths.model_dir,
+        BOOTSTRAP,
+        window,
+        table,
+        {**_summary(metrics), "trained": BOOTSTRAP},
+        tracked,
+        note=f"bootstrap: from scratch on {window.train[0]}..{window.valid[-1]}",
+    )
     registry.promote(record.version, force="bootstrap: the replay's first model, no production version to beat")
-    store.add_decision(batches[0], batches[-1], None, True, ["bootstrap: no production version yet"],
-                       record.version, True, {"holdout": window.holdout, "candidate": metrics["test"]})
-    log.info("bootstrap: version %d is production (held-out ROC AUC %.4f on %s)", record.version,
-             metrics["test"]["roc_auc"], window.holdout)
+    store.add_decision(
+        batches[0],
+        batches[-1],
+        None,
+        True,
+        ["bootstrap: no production version yet"],
+        record.version,
+        True,
+        {"holdout": window.holdout, "candidate": metrics["test"]},
+    )
+    log.info(
+        "bootstrap: version %d is production (held-out ROC AUC %.4f on %s)",
+        record.version,
+        metrics["test"]["roc_auc"],
+        window.holdout,
+    )
     return True
 
 
-def retrain(settings: Settings, store: Store, registry: Registry, production: ModelVersion,
-            decision: Decision) -> tuple[ModelVersion | None, bool, dict[str, Any]]:
+def retrain(
+    settings: Settings, store: Store, registry: Registry, production: ModelVersion, decision: Decision
+) -> tuple[ModelVersion | None, bool, dict[str, Any]]:
     """Warm start and scratch on the same window, the better one registered, then promoted or rejected."""
     window = training_window(settings, store.batch_ids(passed_only=True))
     if window is None:
@@ -249,12 +311,19 @@ def retrain(settings: Settings, store: Store, registry: Registry, production: Mo
     table = window.table(store)
     warm_settings, scratch_settings = work_settings(settings, WARM), work_settings(settings, SCRATCH)
     contenders = {
-        WARM: fine_tune(warm_settings, table, registry.weights_dir(production.version),
-                        settings.stream.warm_start.epochs, settings.stream.warm_start.learning_rate),
+        WARM: fine_tune(
+            warm_settings,
+            table,
+            registry.weights_dir(production.version),
+            settings.stream.warm_start.epochs,
+            settings.stream.warm_start.learning_rate,
+        ),
         SCRATCH: train(scratch_settings, table),
     }
-    tracked = {name: track(settings, metrics, name, window, table, production.version if name == WARM else None)
-            for name, metrics in contenders.items()}
+    tracked = {
+        name: track(settings, metrics, name, window, table, production.version if name == WARM else None)
+        for name, metrics in contenders.items()
+    }
     export = version_export(settings, registry, production.version)
     holdout = model_metrics(export, split_rows(table, "test"))
     if holdout is None:  # the trainings' own ROC AUC on it is NaN: no ranking to compare them by
@@ -263,25 +332,58 @@ def retrain(settings: Settings, store: Store, registry: Registry, production: Mo
     best = max(contenders, key=lambda name: contenders[name]["test"]["roc_auc"])
     model_dir = (warm_settings if best == WARM else scratch_settings).paths.model_dir
     aucs = {name: metrics["test"]["roc_auc"] for name, metrics in contenders.items()}
-    log.info("held-out batch %s: warm start ROC AUC %.4f, scratch %.4f, production (version %d) %.4f", window.holdout,
-             aucs[WARM], aucs[SCRATCH], production.version, holdout["roc_auc"])
-    metrics = {**_summary(contenders[best]), "trained": best,
-               "contenders": {name: _summary(metrics) for name, metrics in contenders.items()},
-               "production": {"version": production.version, "test": holdout}}
-    candidate = register(registry, settings, model_dir, best, window, table, metrics, tracked,
-                         note=f"{best.replace('_', ' ')} on {window.train[0]}..{window.valid[-1]}, "
-                              f"held out {window.holdout}")
+    log.info(
+        "held-out batch %s: warm start ROC AUC %.4f, scratch %.4f, production (version %d) %.4f",
+        window.holdout,
+        aucs[WARM],
+        aucs[SCRATCH],
+        production.version,
+        holdout["roc_auc"],
+    )
+    metrics = {
+        **_summary(contenders[best]),
+        "trained": best,
+        "contenders": {name: _summary(metrics) for name, metrics in contenders.items()},
+        "production": {"version": production.version, "test": holdout},
+    }
+    candidate = register(
+        registry,
+        settings,
+        model_dir,
+        best,
+        window,
+        table,
+        metrics,
+        tracked,
+        note=f"{best.replace('_', ' ')} on {window.train[0]}..{window.valid[-1]}, held out {window.holdout}",
+    )
     baseline = registry.first_production() or production  # production was promoted: never None
-    baseline_metrics = holdout if baseline.version == production.version else model_metrics(
-        version_export(settings, registry, baseline.version), split_rows(table, "test"))
+    baseline_metrics = (
+        holdout
+        if baseline.version == production.version
+        else model_metrics(version_export(settings, registry, baseline.version), split_rows(table, "test"))
+    )
     assert baseline_metrics is not None  # measured on the rows holdout was: they hold both classes
-    promoted, checks = promotion_check(settings.stream, aucs[best], (production.version, holdout["roc_auc"]),
-                                       (baseline.version, baseline_metrics["roc_auc"]))
-    detail = {"passed": promoted, "against": production.version, "holdout": window.holdout,
-              "candidate_roc_auc": aucs[best], "production_roc_auc": holdout["roc_auc"],
-              "production": production.version, "tolerance": settings.stream.promote_tolerance,
-              "baseline": baseline.version, "baseline_roc_auc": baseline_metrics["roc_auc"],
-              "baseline_margin": settings.stream.baseline_margin, "checks": checks, "reasons": list(decision.reasons)}
+    promoted, checks = promotion_check(
+        settings.stream,
+        aucs[best],
+        (production.version, holdout["roc_auc"]),
+        (baseline.version, baseline_metrics["roc_auc"]),
+    )
+    detail = {
+        "passed": promoted,
+        "against": production.version,
+        "holdout": window.holdout,
+        "candidate_roc_auc": aucs[best],
+        "production_roc_auc": holdout["roc_auc"],
+        "production": production.version,
+        "tolerance": settings.stream.promote_tolerance,
+        "baseline": baseline.version,
+        "baseline_roc_auc": baseline_metrics["roc_auc"],
+        "baseline_margin": settings.stream.baseline_margin,
+        "checks": checks,
+        "reasons": list(decision.reasons),
+    }
     registry.record(candidate.version, HELD_OUT, detail)  # the gate the replay's registry asks of a promotion
     if promoted:
         registry.promote(candidate.version, {"checks": checks})
@@ -298,18 +400,23 @@ def update(settings: Settings, source: pd.DataFrame | None = None, batches: int 
     store, registry = Store(settings), replay_registry(settings)
     unknown = [name for name in settings.stream.retrain.ignore_features if name not in settings.features.names]
     if unknown:
-        raise ValueError(f"stream.retrain.ignore_features names {', '.join(unknown)}, which are not features; "
-                         f"the features are {', '.join(settings.features.names)}")
+        raise ValueError(
+            f"stream.retrain.ignore_features names {', '.join(unknown)}, which are not features; "
+            f"the features are {', '.join(settings.features.names)}"
+        )
     source = load_source(settings) if source is None else source
     production = registry.production()
     if production is None:
         return bootstrap(settings, store, registry, source)
-    ingested = ingest(store, source, batches or settings.stream.batches_per_update,
-                      current_production(settings, store, registry))
+    ingested = ingest(
+        store, source, batches or settings.stream.batches_per_update, current_production(settings, store, registry)
+    )
     pending = store.undecided()
     if not pending:
-        log.info("nothing to decide: the replay has reached the end of the source (%d batches stored)",
-                 len(store.batch_ids()))
+        log.info(
+            "nothing to decide: the replay has reached the end of the source (%d batches stored)",
+            len(store.batch_ids()),
+        )
         return False
     log.info("ingested %d batch(es); deciding on %s", len(ingested), ", ".join(pending))
     decision = decide(settings, store, production, pending)
@@ -319,6 +426,14 @@ def update(settings: Settings, source: pd.DataFrame | None = None, batches: int 
     candidate, promoted, detail = None, False, {}
     if decision.retrain:
         candidate, promoted, detail = retrain(settings, store, registry, production, decision)
-    store.add_decision(pending[0], pending[-1], production.version, decision.retrain, decision.reasons,
-                       None if candidate is None else candidate.version, promoted, detail)
+    store.add_decision(
+        pending[0],
+        pending[-1],
+        production.version,
+        decision.retrain,
+        decision.reasons,
+        None if candidate is None else candidate.version,
+        promoted,
+        detail,
+    )
     return promoted

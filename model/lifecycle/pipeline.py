@@ -44,8 +44,7 @@ def shared_paths(config: Path) -> list[str]:
     """The params file's paths that are, hold or sit inside one of the default pipeline's."""
     own, default = load_settings(config).paths, load_settings(DEFAULT_CONFIG).paths
     theirs = [getattr(default, name) for name in type(default).model_fields]
-    return [name for name in type(own).model_fields
-            if any(_overlap(getattr(own, name), path) for path in theirs)]
+    return [name for name in type(own).model_fields if any(_overlap(getattr(own, name), path) for path in theirs)]
 
 
 def _overlap(one: Path, other: Path) -> bool:
@@ -74,7 +73,8 @@ def write_pipeline(config: Path) -> Path:
         raise PipelineError(
             f"{config}: paths {', '.join(shared)} are (or overlap) the default pipeline's (params.yaml): give the "
             f"params file "
-            f"paths of its own, as configs/synthetic.yaml does, so its outputs never overwrite the default model")
+            f"paths of its own, as configs/synthetic.yaml does, so its outputs never overwrite the default model"
+        )
     folder = PIPELINES / config.stem
     folder.mkdir(parents=True, exist_ok=True)
     params, dvc_file = folder / "params.yaml", folder / "dvc.yaml"

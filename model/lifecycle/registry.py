@@ -77,10 +77,8 @@ CREATE TABLE IF NOT EXISTS events (
     event TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '{}'
 )"""
-_ONE_PRODUCTION = ("CREATE UNIQUE INDEX IF NOT EXISTS one_production ON versions (status) "
-                   "WHERE status = 'production'")
-_COLUMNS = ("version", "model_id", "status", "created", "data_hash", "params", "metrics", "archive", "note",
-            "sha256")
+_ONE_PRODUCTION = "CREATE UNIQUE INDEX IF NOT EXISTS one_production ON versions (status) WHERE status = 'production'"
+_COLUMNS = ("version", "model_id", "status", "created", "data_hash", "params", "metrics", "archive", "note", "sha256")
 
 
 class RegistryError(RuntimeError):
@@ -91,15 +89,15 @@ class RegistryError(RuntimeError):
 @dataclass(frozen=True)
 class ModelVersion:
     version: int
-    model_id: str        # the weights' own id from training: <model.version>-<weights hash>
+    model_id: str  # the weights' own id from training: <model.version>-<weights hash>
     status: str
     created: str
     data_hash: str
     params: dict[str, Any]
     metrics: dict[str, Any]
-    archive: str         # file name in the model store
+    archive: str  # file name in the model store
     note: str
-    sha256: str          # of the archive, recorded at registration
+    sha256: str  # of the archive, recorded at registration
 
     @property
     def torchserve_version(self) -> str:
@@ -155,23 +153,48 @@ class Registry:
             for row in db.execute("SELECT version, archive FROM versions WHERE sha256 = ''").fetchall():
                 path = self.model_store / row["archive"]
                 if not path.exists():
-                    log.warning("%s version %d: no archive %s to hash; it cannot be served until registered "
-                                "again", self.name, row["version"], path)
+                    log.warning(
+                        "%s version %d: no archive %s to hash; it cannot be served until registered again",
+                        self.name,
+                        row["version"],
+                        path,
+                    )
                     continue
                 digest = file_sha256(path)
                 db.execute("UPDATE versions SET sha256 = ? WHERE version = ?", (digest, row["version"]))
-                _event(db, row["version"], "hash recorded", {
-                    "sha256": digest, "why": "the registry started keeping archive hashes: this is the archive "
-                                             "as it was then, not at registration"})
-            productions = [row["version"] for row in db.execute(
-                "SELECT v.version FROM versions v LEFT JOIN events e ON e.version = v.version AND e.event = 'promoted' "
-                "WHERE v.status = 'production' GROUP BY v.version ORDER BY MAX(COALESCE(e.id, 0)), v.version")]
+                _event(
+                    db,
+                    row["version"],
+                    "hash recorded",
+                    {
+                        "sha256": digest,
+                        "why": "the registry started keeping archive hashes: this is the archive "
+                        "as it was then, not at registration",
+                    },
+                )
+            productions = [
+                row["version"]
+                for row in db.execute(
+                    "SELECT v.version FROM versions v "
+                    "LEFT JOIN events e ON e.version = v.version AND e.event = 'promoted' "
+                    "WHERE v.status = 'production' GROUP BY v.version ORDER BY MAX(COALESCE(e.id, 0)), v.version"
+                )
+            ]
             if len(productions) > 1:
-                log.warning("%s versions %s were all production: keeping %d, promoted last", self.name,
-                            productions, productions[-1])
+                log.warning(
+                    "%s versions %s were all production: keeping %d, promoted last",
+                    self.name,
+                    productions,
+                    productions[-1],
+                )
             for version in productions[:-1]:
-                _set_status(db, version, ARCHIVED, "superseded", {
-                    "by": productions[-1], "why": "one production version: the one promoted last is kept"})
+                _set_status(
+                    db,
+                    version,
+                    ARCHIVED,
+                    "superseded",
+                    {"by": productions[-1], "why": "one production version: the one promoted last is kept"},
+                )
             db.execute(_ONE_PRODUCTION)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -210,8 +233,10 @@ class Registry:
         if version is not None:
             query, args = "SELECT * FROM events WHERE version = ? ORDER BY id", (int(version),)
         with self._db() as db:
-            return [Event(row["version"], row["at"], row["event"], json.loads(row["detail"]))
-                    for row in db.execute(query, args)]
+            return [
+                Event(row["version"], row["at"], row["event"], json.loads(row["detail"]))
+                for row in db.execute(query, args)
+            ]
 
     def weights_dir(self, version: int | str) -> Path:
         """The registry's copy of a version's weights + config.json (for re-packing and warm starts)."""
@@ -225,15 +250,19 @@ class Registry:
         record = self.get(version)
         path = self.model_store / record.archive
         if not record.sha256:
-            raise RegistryError(f"{self.name} version {record.version} has no recorded SHA-256 (its archive was "
-                                "missing when the registry started keeping hashes): register the model again")
+            raise RegistryError(
+                f"{self.name} version {record.version} has no recorded SHA-256 (its archive was "
+                "missing when the registry started keeping hashes): register the model again"
+            )
         if not path.exists():
             raise RegistryError(f"{self.name} version {record.version}: its archive {path} is missing")
         found = file_sha256(path)
         if found != record.sha256:
-            raise RegistryError(f"{self.name} version {record.version}: the archive {path} has SHA-256 {found}, "
-                                f"the registry recorded {record.sha256}; it changed since it was registered and "
-                                "is not served: restore the file or register the model again")
+            raise RegistryError(
+                f"{self.name} version {record.version}: the archive {path} has SHA-256 {found}, "
+                f"the registry recorded {record.sha256}; it changed since it was registered and "
+                "is not served: restore the file or register the model again"
+            )
         return path
 
     def check_promotion(self, version: int | str, force: str | None = None) -> None:
@@ -254,19 +283,24 @@ class Registry:
             return None
         reason = (force or "").strip()
         if not reason:
-            raise RegistryError(f"{self.name} {refusal}: only a candidate that passed a {self.gate} against "
-                                "production is promoted; to promote it anyway, give the reason (--force 'why'), "
-                                "which the registry's history keeps")
+            raise RegistryError(
+                f"{self.name} {refusal}: only a candidate that passed a {self.gate} against "
+                "production is promoted; to promote it anyway, give the reason (--force 'why'), "
+                "which the registry's history keeps"
+            )
         return {"reason": reason, "refused": refusal}
 
     def _refusal(self, db: sqlite3.Connection, record: ModelVersion) -> str | None:
         if record.status != CANDIDATE:
-            last = db.execute("SELECT event FROM events WHERE version = ? ORDER BY id DESC LIMIT 1",
-                              (record.version,)).fetchone()
+            last = db.execute(
+                "SELECT event FROM events WHERE version = ? ORDER BY id DESC LIMIT 1", (record.version,)
+            ).fetchone()
             why = f" ({last['event']})" if last is not None and last["event"] != "registered" else ""
             return f"version {record.version} is {record.status}{why}, not a candidate"
-        gate = db.execute("SELECT detail FROM events WHERE version = ? AND event = ? ORDER BY id DESC LIMIT 1",
-                          (record.version, self.gate)).fetchone()
+        gate = db.execute(
+            "SELECT detail FROM events WHERE version = ? AND event = ? ORDER BY id DESC LIMIT 1",
+            (record.version, self.gate),
+        ).fetchone()
         if gate is None:
             return f"version {record.version} has not passed a {self.gate}"
         detail = json.loads(gate["detail"])
@@ -275,14 +309,17 @@ class Registry:
         current = db.execute("SELECT version FROM versions WHERE status = ?", (PRODUCTION,)).fetchone()
         if current is None or detail.get("against") != current["version"]:
             now_serving = "nothing" if current is None else f"version {current['version']}"
-            return (f"version {record.version} passed its {self.gate} against version {detail.get('against')}, "
-                    f"production is {now_serving} now")
+            return (
+                f"version {record.version} passed its {self.gate} against version {detail.get('against')}, "
+                f"production is {now_serving} now"
+            )
         return None
 
     # --- writing -----------------------------------------------------------------------------
 
-    def register(self, model_dir: Path, *, data_hash: str, params: dict[str, Any], metrics: dict[str, Any],
-                 note: str = "") -> ModelVersion:
+    def register(
+        self, model_dir: Path, *, data_hash: str, params: dict[str, Any], metrics: dict[str, Any], note: str = ""
+    ) -> ModelVersion:
         """A new candidate: copies the weights, packs <name>-v<N>.mar with version N, records its
         SHA-256. The store's write lock is held from choosing N to writing the record."""
         config = json.loads((Path(model_dir) / CONFIG).read_text())
@@ -296,18 +333,51 @@ class Registry:
                 shutil.rmtree(target)
             shutil.copytree(model_dir, target)
             # The served version is the registry's; the weights keep their own id beside it.
-            (target / CONFIG).write_text(json.dumps({**config, "version": str(version), "model_id": model_id},
-                                                    indent=2) + "\n")
+            (target / CONFIG).write_text(
+                json.dumps({**config, "version": str(version), "model_id": model_id}, indent=2) + "\n"
+            )
             archive = self._pack(target, version)
-            record = ModelVersion(version, model_id, CANDIDATE, now(), data_hash, params, metrics,
-                                  archive.name, note, file_sha256(archive))
-            db.execute(f"INSERT INTO versions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                       (record.version, record.model_id, record.status, record.created, record.data_hash,
-                        json.dumps(params), json.dumps(metrics), record.archive, note, record.sha256))
-            _event(db, version, "registered", {"model_id": record.model_id, "data_hash": data_hash,
-                                               "sha256": record.sha256})
-        log.info("registered %s version %d (%s) as %s, SHA-256 %s", self.name, version, record.model_id, archive,
-                 record.sha256)
+            record = ModelVersion(
+                version,
+                model_id,
+                CANDIDATE,
+                now(),
+                data_hash,
+                params,
+                metrics,
+                archive.name,
+                note,
+                file_sha256(archive),
+            )
+            db.execute(
+                f"INSERT INTO versions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                (
+                    record.version,
+                    record.model_id,
+                    record.status,
+                    record.created,
+                    record.data_hash,
+                    json.dumps(params),
+                    json.dumps(metrics),
+                    record.archive,
+                    note,
+                    record.sha256,
+                ),
+            )
+            _event(
+                db,
+                version,
+                "registered",
+                {"model_id": record.model_id, "data_hash": data_hash, "sha256": record.sha256},
+            )
+        log.info(
+            "registered %s version %d (%s) as %s, SHA-256 %s",
+            self.name,
+            version,
+            record.model_id,
+            archive,
+            record.sha256,
+        )
         return record
 
     def _pack(self, weights: Path, version: int) -> Path:
@@ -318,8 +388,9 @@ class Registry:
             shutil.move(str(packed), archive)
         return archive
 
-    def promote(self, version: int | str, detail: dict[str, Any] | None = None, force: str | None = None
-                ) -> ModelVersion:
+    def promote(
+        self, version: int | str, detail: dict[str, Any] | None = None, force: str | None = None
+    ) -> ModelVersion:
         """Make `version` production; the production before it is archived. Only a candidate that
         passed the gate against the current production, unless `force` gives the reason to
         override (kept in the promoted event). The archive must be the one registered."""
@@ -332,8 +403,13 @@ class Registry:
             override = self._override(db, promoted, force)
             if override is not None:
                 detail["override"] = override
-                log.warning("%s version %d promoted by override (%s): %s", self.name, promoted.version,
-                            override["refused"], override["reason"])
+                log.warning(
+                    "%s version %d promoted by override (%s): %s",
+                    self.name,
+                    promoted.version,
+                    override["refused"],
+                    override["reason"],
+                )
             current = db.execute("SELECT version FROM versions WHERE status = ?", (PRODUCTION,)).fetchone()
             if current is not None:
                 _set_status(db, current["version"], ARCHIVED, "superseded", {"by": promoted.version})
@@ -362,11 +438,15 @@ class Registry:
             raise RegistryError(f"{self.name} has no production version to roll back from")
         # A version rolled back from (its last event) is never the target: rollbacks do not ping-pong.
         last_event = {e.version: e.event for e in self.events()}
-        promotions = [e.version for e in self.events() if e.event == "promoted" and e.version != current.version
-                      and last_event[e.version] != "rolled back"]
+        promotions = [
+            e.version
+            for e in self.events()
+            if e.event == "promoted" and e.version != current.version and last_event[e.version] != "rolled back"
+        ]
         if not promotions:
-            raise RegistryError(f"{self.name} version {current.version} is the first production version: "
-                                "nothing to roll back to")
+            raise RegistryError(
+                f"{self.name} version {current.version} is the first production version: nothing to roll back to"
+            )
         return self.get(promotions[-1])
 
     def rollback(self) -> ModelVersion:
@@ -387,8 +467,9 @@ def replay_registry(settings: Settings) -> Registry:
     """The replay's own registry and model store under stream.dir: the replay rewinds to the first
     week of the data, and its versions must never archive the model the pipeline serves. Its gate
     is continuous training's held-out check."""
-    return Registry(settings.stream.dir / "registry", settings.stream.dir / "model-store", settings.model.name,
-                    gate=HELD_OUT)
+    return Registry(
+        settings.stream.dir / "registry", settings.stream.dir / "model-store", settings.model.name, gate=HELD_OUT
+    )
 
 
 def version_export(settings: Settings, registry: Registry, version: int) -> Path:
@@ -404,14 +485,25 @@ def version_export(settings: Settings, registry: Registry, version: int) -> Path
 
 
 def _version(row: sqlite3.Row) -> ModelVersion:
-    return ModelVersion(row["version"], row["model_id"], row["status"], row["created"], row["data_hash"],
-                        json.loads(row["params"]), json.loads(row["metrics"]), row["archive"], row["note"],
-                        row["sha256"])
+    return ModelVersion(
+        row["version"],
+        row["model_id"],
+        row["status"],
+        row["created"],
+        row["data_hash"],
+        json.loads(row["params"]),
+        json.loads(row["metrics"]),
+        row["archive"],
+        row["note"],
+        row["sha256"],
+    )
 
 
 def _event(db: sqlite3.Connection, version: int, event: str, detail: dict[str, Any]) -> None:
-    db.execute("INSERT INTO events (version, at, event, detail) VALUES (?, ?, ?, ?)",
-               (version, now(), event, json.dumps(detail)))
+    db.execute(
+        "INSERT INTO events (version, at, event, detail) VALUES (?, ?, ?, ?)",
+        (version, now(), event, json.dumps(detail)),
+    )
 
 
 def _set_status(db: sqlite3.Connection, version: int, status: str, event: str, detail: dict[str, Any]) -> None:

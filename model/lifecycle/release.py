@@ -41,8 +41,9 @@ def ensure_loaded(registry: Registry, served: TorchServeVersions, version: Model
         served.load(archive.name, workers)
 
 
-def deploy(registry: Registry, served: TorchServeVersions, candidate_workers: int = 1, production_workers: int = 2
-           ) -> None:
+def deploy(
+    registry: Registry, served: TorchServeVersions, candidate_workers: int = 1, production_workers: int = 2
+) -> None:
     """Make the server match the registry: production loaded and default, candidates loaded beside it,
     archived versions unloaded. Nothing restarts; requests keep being answered."""
     production = registry.production()
@@ -58,8 +59,14 @@ def deploy(registry: Registry, served: TorchServeVersions, candidate_workers: in
             served.unload(version)
 
 
-def promote(registry: Registry, version: int | str, served: TorchServeVersions | None = None,
-            detail: dict[str, Any] | None = None, workers: int = 2, force: str | None = None) -> ModelVersion:
+def promote(
+    registry: Registry,
+    version: int | str,
+    served: TorchServeVersions | None = None,
+    detail: dict[str, Any] | None = None,
+    workers: int = 2,
+    force: str | None = None,
+) -> ModelVersion:
     """Check the promotion in the registry, make the server answer with the new default, then
     record it in the registry (which checks again under its lock; the server goes back if it refuses)."""
     target = registry.get(version)
@@ -91,9 +98,12 @@ def register_pipeline_model(settings: Settings, note: str = "") -> ModelVersion:
     metrics = json.loads(settings.paths.metrics.read_text())
     metrics = {key: value for key, value in metrics.items() if key != "history"}
     return Registry.from_settings(settings).register(
-        settings.paths.model_dir, data_hash=file_hash(settings.paths.processed),
+        settings.paths.model_dir,
+        data_hash=file_hash(settings.paths.processed),
         params=run_params(settings),  # the params the training run was tracked with
-        metrics=metrics, note=note)
+        metrics=metrics,
+        note=note,
+    )
 
 
 def verify(registry: Registry, version: int | None = None) -> str:
@@ -104,17 +114,23 @@ def verify(registry: Registry, version: int | None = None) -> str:
             raise RegistryError(f"{registry.name} has no production version: name the version to verify")
         version = production.version
     record = registry.get(version)
-    return f"{registry.name} version {record.version}: {registry.verified_archive(version)} has SHA-256 " \
-           f"{record.sha256}, as registered"
+    return (
+        f"{registry.name} version {record.version}: {registry.verified_archive(version)} has SHA-256 "
+        f"{record.sha256}, as registered"
+    )
 
 
 def describe(registry: Registry) -> str:
-    lines = ["| version | status | model id | created | data hash | archive SHA-256 | test ROC AUC | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| version | status | model id | created | data hash | archive SHA-256 | test ROC AUC | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for v in registry.versions():
         auc = v.metrics.get("test", {}).get("roc_auc")
-        lines.append(f"| {v.version} | {v.status} | {v.model_id} | {v.created} | {v.data_hash[:8]} | "
-                     f"{v.sha256[:12]} | {'' if auc is None else f'{auc:.4f}'} | {v.note} |")
+        lines.append(
+            f"| {v.version} | {v.status} | {v.model_id} | {v.created} | {v.data_hash[:8]} | "
+            f"{v.sha256[:12]} | {'' if auc is None else f'{auc:.4f}'} | {v.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -123,21 +139,32 @@ def main() -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every version with its status and metrics")
-    checking = commands.add_parser("verify", help="check a version's archive against its registered SHA-256 "
-                                                "(exit 1 if it changed)")
+    checking = commands.add_parser(
+        "verify", help="check a version's archive against its registered SHA-256 (exit 1 if it changed)"
+    )
     checking.add_argument("version", type=int, nargs="?", default=None, help="default: the production version")
     register = commands.add_parser("register", help="register the pipeline's current model as a candidate")
     register.add_argument("--note", default="")
-    for name, text in (("promote", "make a version production"), ("rollback", "back to the previous production"),
-                       ("deploy", "load production (default) and candidates into a running TorchServe")):
+    for name, text in (
+        ("promote", "make a version production"),
+        ("rollback", "back to the previous production"),
+        ("deploy", "load production (default) and candidates into a running TorchServe"),
+    ):
         command = commands.add_parser(name, help=text)
         if name == "promote":
             command.add_argument("version", type=int)
-            command.add_argument("--force", metavar="REASON", default=None,
-                                 help="promote a version that has not passed a canary against production (or is "
-                                      "archived); the reason is kept in the registry's history")
-        command.add_argument("--management", required=name == "deploy",
-                             help="a running TorchServe's management URL, e.g. http://127.0.0.1:8081")
+            command.add_argument(
+                "--force",
+                metavar="REASON",
+                default=None,
+                help="promote a version that has not passed a canary against production (or is "
+                "archived); the reason is kept in the registry's history",
+            )
+        command.add_argument(
+            "--management",
+            required=name == "deploy",
+            help="a running TorchServe's management URL, e.g. http://127.0.0.1:8081",
+        )
     args = parser.parse_args()
     configure_logging()
     settings = load_settings(args.config)

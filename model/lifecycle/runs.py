@@ -39,16 +39,27 @@ def measured(settings: Settings, mode: str) -> Iterator[dict[str, Any]]:
         status = "ok"
     finally:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        entry.update({
-            "started": started, "status": status, "seconds": round(time.perf_counter() - clock, 3),
-            "process_seconds": round(time.time() - psutil.Process().create_time(), 3),
-            "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
-            "peak_rss_mib": round(own.ru_maxrss / 1024, 1),  # Linux reports KiB
-            "children_peak_rss_mib": round(children.ru_maxrss / 1024, 1),
-        })
-        log.info("%s %s in %.1f s (%.1f s with start-up, CPU %.1f s), peak RSS %.0f MiB (child processes %.0f MiB)",
-                 mode, status, entry["seconds"], entry["process_seconds"], entry["cpu_seconds"],
-                 entry["peak_rss_mib"], entry["children_peak_rss_mib"])
+        entry.update(
+            {
+                "started": started,
+                "status": status,
+                "seconds": round(time.perf_counter() - clock, 3),
+                "process_seconds": round(time.time() - psutil.Process().create_time(), 3),
+                "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
+                "peak_rss_mib": round(own.ru_maxrss / 1024, 1),  # Linux reports KiB
+                "children_peak_rss_mib": round(children.ru_maxrss / 1024, 1),
+            }
+        )
+        log.info(
+            "%s %s in %.1f s (%.1f s with start-up, CPU %.1f s), peak RSS %.0f MiB (child processes %.0f MiB)",
+            mode,
+            status,
+            entry["seconds"],
+            entry["process_seconds"],
+            entry["cpu_seconds"],
+            entry["peak_rss_mib"],
+            entry["children_peak_rss_mib"],
+        )
         settings.stream.dir.mkdir(parents=True, exist_ok=True)
         with open(settings.stream.dir / RUNS, "a") as runs:
             runs.write(json.dumps(entry, default=str) + "\n")

@@ -35,13 +35,20 @@ def score_file(settings: Settings, path: Path, output: Path | None = None) -> Pa
     registry = replay_registry(settings)
     production = registry.production()
     if production is None:
-        raise LookupError(f"the replay in {settings.stream.dir} has no production model yet: "
-                          "run `python run.py --mode update` first")
+        raise LookupError(
+            f"the replay in {settings.stream.dir} has no production model yet: run `python run.py --mode update` first"
+        )
     config = json.loads((registry.weights_dir(production.version) / CONFIG).read_text())
     vocabularies = {name: set(vocabulary) for name, vocabulary in zip(config["categorical"], config["vocabularies"])}
     model, schema = load_served_model(version_export(settings, registry, production.version))
     target = output or output_path(path)
-    scored = score_table(model, schema, path, target, InputChecks(settings.features, vocabularies),
-                         model_version=production.torchserve_version)
+    scored = score_table(
+        model,
+        schema,
+        path,
+        target,
+        InputChecks(settings.features, vocabularies),
+        model_version=production.torchserve_version,
+    )
     log.info("scored %d rows with %s version %d into %s", len(scored), registry.name, production.version, target)
     return target

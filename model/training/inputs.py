@@ -13,8 +13,9 @@ import torch
 from model.training.network import MISSING_VALUE
 
 
-def model_inputs(frame: pd.DataFrame, categorical: list[str],
-                 numeric: list[str]) -> tuple[list[list[str]], torch.Tensor]:
+def model_inputs(
+    frame: pd.DataFrame, categorical: list[str], numeric: list[str]
+) -> tuple[list[list[str]], torch.Tensor]:
     """Columns as model.pt takes them: strings ("" when missing) and float32 with NaN."""
     columns = [frame[name].astype("string").fillna(MISSING_VALUE).tolist() for name in categorical]
     values = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)

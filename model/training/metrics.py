@@ -28,8 +28,13 @@ def classification_metrics(y_true: np.ndarray, probability: np.ndarray, threshol
 THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
 
-def expected_cost(labels: np.ndarray, probability: np.ndarray, thresholds: np.ndarray,
-                  missed_positive_cost: float, false_alarm_cost: float) -> np.ndarray:
+def expected_cost(
+    labels: np.ndarray,
+    probability: np.ndarray,
+    thresholds: np.ndarray,
+    missed_positive_cost: float,
+    false_alarm_cost: float,
+) -> np.ndarray:
     """Cost per flight at each threshold: late flights nobody was warned about, and warnings
     for flights that arrived on time, each at its price."""
     labels = np.asarray(labels).astype(bool)
@@ -39,8 +44,13 @@ def expected_cost(labels: np.ndarray, probability: np.ndarray, thresholds: np.nd
     return (missed_positive_cost * missed + false_alarm_cost * false_alarms) / len(labels)
 
 
-def choose_threshold(labels: np.ndarray, probability: np.ndarray, missed_positive_cost: float,
-                     false_alarm_cost: float, thresholds: np.ndarray = THRESHOLDS) -> float:
+def choose_threshold(
+    labels: np.ndarray,
+    probability: np.ndarray,
+    missed_positive_cost: float,
+    false_alarm_cost: float,
+    thresholds: np.ndarray = THRESHOLDS,
+) -> float:
     """The grid threshold with the lowest expected cost on these rows (the lowest on ties)."""
     costs = expected_cost(labels, probability, thresholds, missed_positive_cost, false_alarm_cost)
     return float(thresholds[int(np.argmin(costs))])

@@ -98,14 +98,31 @@ class TabularNet(nn.Module):
             columns[name] = list(range(first, first + (sizes[j] if self.one_hot else embedding_dim)))
         covered = sorted(position for positions in columns.values() for position in positions)
         if covered != list(range(inputs)):
-            raise RuntimeError("the field layout covers " + str(len(covered)) + " of the first layer's "
-                               + str(inputs) + " inputs: features() and this layout disagree")
+            raise RuntimeError(
+                "the field layout covers "
+                + str(len(covered))
+                + " of the first layer's "
+                + str(inputs)
+                + " inputs: features() and this layout disagree"
+            )
         self.field_columns: Dict[str, List[int]] = columns
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "TabularNet":
-        keys = ["categorical", "numeric", "vocabularies", "numeric_fill", "numeric_mean",
-                "numeric_std", "periods", "embedding_dim", "hidden", "dropout", "missing", "categorical_encoding"]
+        keys = [
+            "categorical",
+            "numeric",
+            "vocabularies",
+            "numeric_fill",
+            "numeric_mean",
+            "numeric_std",
+            "periods",
+            "embedding_dim",
+            "hidden",
+            "dropout",
+            "missing",
+            "categorical_encoding",
+        ]
         return cls(**{key: config[key] for key in keys if key in config})
 
     def forward(self, categorical: List[List[str]], numeric: Tensor) -> Tensor:
@@ -116,14 +133,22 @@ class TabularNet(nn.Module):
     @torch.jit.export
     def category_indices(self, categorical: List[List[str]], rows: int) -> Tensor:
         if len(categorical) != len(self.vocabularies):
-            raise ValueError("expected " + str(len(self.vocabularies)) + " categorical columns, got "
-                             + str(len(categorical)))
+            raise ValueError(
+                "expected " + str(len(self.vocabularies)) + " categorical columns, got " + str(len(categorical))
+            )
         indices = torch.zeros(len(self.vocabularies), rows, dtype=torch.long)
         for j, vocabulary in enumerate(self.vocabularies):
             column = categorical[j]
             if len(column) != rows:
-                raise ValueError("categorical column " + self.categorical[j] + " has "
-                                 + str(len(column)) + " values for " + str(rows) + " rows")
+                raise ValueError(
+                    "categorical column "
+                    + self.categorical[j]
+                    + " has "
+                    + str(len(column))
+                    + " values for "
+                    + str(rows)
+                    + " rows"
+                )
             indices[j] = torch.tensor([vocabulary.get(value, self.unknown) for value in column], dtype=torch.long)
         return indices.t()
 

@@ -12,8 +12,9 @@ from model.config import Features
 from model.training.network import MISSING, MISSING_VALUE, UNKNOWN
 
 
-def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_count: int,
-                      missing: str = "median_indicator") -> dict[str, Any]:
+def fit_preprocessing(
+    train: pd.DataFrame, features: Features, min_category_count: int, missing: str = "median_indicator"
+) -> dict[str, Any]:
     """Vocabularies, imputation and scaling constants, from the training rows only.
     missing: "median_indicator" fills with the median (the network adds indicators),
     "constant" fills with the mean, which standardizes to 0."""
@@ -46,7 +47,3 @@ def fit_preprocessing(train: pd.DataFrame, features: Features, min_category_coun
         "periods": [spec.period or 0.0 for spec in features.numeric.values()],
         "missing": missing,
     }
-
-
-
-

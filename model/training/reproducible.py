@@ -59,7 +59,9 @@ def pin_torch(threads: int) -> None:
 
     capability = torch.backends.cpu.get_cpu_capability()
     if capability != "DEFAULT":
-        raise RuntimeError(f"ATen chose its {capability} kernels: run training through run_pinned, which sets "
-                           "ATEN_CPU_CAPABILITY before torch loads")
+        raise RuntimeError(
+            f"ATen chose its {capability} kernels: run training through run_pinned, which sets "
+            "ATEN_CPU_CAPABILITY before torch loads"
+        )
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)

@@ -48,8 +48,9 @@ def _mlflow(settings: Settings):
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(settings))
     if mlflow.get_experiment_by_name(settings.model.name) is None:
-        mlflow.create_experiment(settings.model.name,
-                                 artifact_location=(settings.paths.tracking / "artifacts").resolve().as_uri())
+        mlflow.create_experiment(
+            settings.model.name, artifact_location=(settings.paths.tracking / "artifacts").resolve().as_uri()
+        )
     mlflow.set_experiment(settings.model.name)
     return mlflow
 
@@ -62,8 +63,11 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 def run_params(settings: Settings) -> dict[str, Any]:
     """What decides a model: data window and split, the feature contract, network, training, seed."""
-    params: dict[str, Any] = {"seed": settings.seed, "data.source": settings.data.source,
-              "features": ",".join(settings.features.names)}
+    params: dict[str, Any] = {
+        "seed": settings.seed,
+        "data.source": settings.data.source,
+        "features": ",".join(settings.features.names),
+    }
     params |= _flat("data.window", settings.data.window.model_dump())
     params |= _flat("data.split", settings.data.split.model_dump())
     params |= _flat("model", settings.model.model_dump())
@@ -77,24 +81,43 @@ def git_commit() -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
-def track_training(settings: Settings, metrics: dict[str, Any], data_hash: str, kind: str = "pipeline",
-                   extra_params: dict[str, Any] | None = None, artifacts: Sequence[Path] = ()) -> str:
+def track_training(
+    settings: Settings,
+    metrics: dict[str, Any],
+    data_hash: str,
+    kind: str = "pipeline",
+    extra_params: dict[str, Any] | None = None,
+    artifacts: Sequence[Path] = (),
+) -> str:
     """Record one training run; returns its MLflow run id. `metrics` is what train() returned."""
     mlflow = _mlflow(settings)
     with mlflow.start_run(run_name=f"{kind} {metrics['model_version']}") as run:
-        mlflow.set_tags({"data_hash": data_hash, "model_version": metrics["model_version"], "kind": kind,
-                         "git_commit": git_commit()})
-        mlflow.log_params({key: str(value)[:500] for key, value in
-                           {**run_params(settings), **(extra_params or {})}.items()})
-        scores = {f"{split}_{name}": metrics[split][name] for split in ("valid", "test") for name in SCORES
-                  if split in metrics}
+        mlflow.set_tags(
+            {
+                "data_hash": data_hash,
+                "model_version": metrics["model_version"],
+                "kind": kind,
+                "git_commit": git_commit(),
+            }
+        )
+        mlflow.log_params(
+            {key: str(value)[:500] for key, value in {**run_params(settings), **(extra_params or {})}.items()}
+        )
+        scores = {
+            f"{split}_{name}": metrics[split][name]
+            for split in ("valid", "test")
+            for name in SCORES
+            if split in metrics
+        }
         scores |= {"threshold": metrics["threshold"], "epochs": metrics["epochs"]}
         if "train_seconds" in metrics:
             scores["train_seconds"] = metrics["train_seconds"]
         mlflow.log_metrics(scores)
         for step in metrics.get("history", []):
-            mlflow.log_metrics({"epoch_train_loss": step["train_loss"], "epoch_valid_roc_auc": step["valid_roc_auc"]},
-                               step=int(step["epoch"]))
+            mlflow.log_metrics(
+                {"epoch_train_loss": step["train_loss"], "epoch_valid_roc_auc": step["valid_roc_auc"]},
+                step=int(step["epoch"]),
+            )
         with tempfile.TemporaryDirectory() as folder:
             summary = Path(folder) / "metrics.json"
             summary.write_text(json.dumps(metrics, indent=2))
@@ -114,12 +137,21 @@ def runs(settings: Settings) -> pd.DataFrame:
     found = mlflow.search_runs(experiment_names=[settings.model.name], order_by=["attributes.start_time DESC"])
     if found.empty:
         return found
-    columns = {"start_time": "started", "tags.kind": "kind", "tags.model_version": "model version",
-               "tags.data_hash": "data hash", "params.data.window.end": "data until",
-               "params.model.hidden": "hidden", "params.train.learning_rate": "learning rate",
-               "metrics.epochs": "epochs", "metrics.valid_roc_auc": "valid ROC AUC",
-               "metrics.test_roc_auc": "test ROC AUC", "metrics.test_log_loss": "test log loss",
-               "metrics.train_seconds": "seconds", "run_id": "run"}
+    columns = {
+        "start_time": "started",
+        "tags.kind": "kind",
+        "tags.model_version": "model version",
+        "tags.data_hash": "data hash",
+        "params.data.window.end": "data until",
+        "params.model.hidden": "hidden",
+        "params.train.learning_rate": "learning rate",
+        "metrics.epochs": "epochs",
+        "metrics.valid_roc_auc": "valid ROC AUC",
+        "metrics.test_roc_auc": "test ROC AUC",
+        "metrics.test_log_loss": "test log loss",
+        "metrics.train_seconds": "seconds",
+        "run_id": "run",
+    }
     table = found[[c for c in columns if c in found]].rename(columns=columns)
     table["started"] = pd.to_datetime(table["started"]).dt.strftime("%Y-%m-%d %H:%M:%S")
     table["data hash"] = table["data hash"].str[:8]
@@ -129,8 +161,20 @@ def runs(settings: Settings) -> pd.DataFrame:
 
 def ui_command(settings: Settings, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """MLflow's tracking UI and API over this project's store, one worker."""
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri(settings),
-            "--host", host, "--port", str(port), "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri(settings),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def main() -> None:

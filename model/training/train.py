@@ -61,13 +61,21 @@ def seed_everything(seed: int) -> torch.Generator:
 @torch.no_grad()
 def predict_encoded(network: TabularNet, data: Encoded, batch_size: int = 8192) -> np.ndarray:
     network.eval()
-    chunks = [torch.sigmoid(network.logits(data.indices[i:i + batch_size], data.numeric[i:i + batch_size]))
-              for i in range(0, len(data), batch_size)]
+    chunks = [
+        torch.sigmoid(network.logits(data.indices[i : i + batch_size], data.numeric[i : i + batch_size]))
+        for i in range(0, len(data), batch_size)
+    ]
     return torch.cat(chunks).numpy() if chunks else np.empty(0, dtype=np.float32)
 
 
-def fit(network: TabularNet, train: Encoded, valid: Encoded, settings: Settings,
-        generator: torch.Generator, verbose: bool = False) -> list[dict[str, float]]:
+def fit(
+    network: TabularNet,
+    train: Encoded,
+    valid: Encoded,
+    settings: Settings,
+    generator: torch.Generator,
+    verbose: bool = False,
+) -> list[dict[str, float]]:
     """Adam on log loss; stops when validation ROC AUC has not improved for `patience` epochs
     and restores the best epoch's weights. Ranking, not log loss, decides: the late share
     moves from month to month, and log loss would punish the base rate, not the ranking."""
@@ -78,11 +86,16 @@ def fit(network: TabularNet, train: Encoded, valid: Encoded, settings: Settings,
     for epoch in range(1, options.max_epochs + 1):
         network.train()
         order = torch.randperm(len(train), generator=generator)
-        batches = tqdm(range(0, len(train), options.batch_size), desc=f"epoch {epoch}/{options.max_epochs}",
-                       unit="batch", leave=verbose, disable=None)
+        batches = tqdm(
+            range(0, len(train), options.batch_size),
+            desc=f"epoch {epoch}/{options.max_epochs}",
+            unit="batch",
+            leave=verbose,
+            disable=None,
+        )
         running = 0.0
         for start in batches:
-            rows = order[start:start + options.batch_size]
+            rows = order[start : start + options.batch_size]
             indices = train.indices[rows]
             # Teach the "unknown" rows: categories unseen in training must still mean something.
             dropped = torch.rand(indices.shape, generator=generator) < settings.model.unknown_rate
@@ -111,9 +124,13 @@ def fit(network: TabularNet, train: Encoded, valid: Encoded, settings: Settings,
 def network_config(settings: Settings, train_rows: pd.DataFrame) -> dict[str, Any]:
     """The network's architecture and preprocessing constants, fitted on these rows."""
     model = settings.model
-    return {**fit_preprocessing(train_rows, settings.features, model.min_category_count, model.missing),
-            "categorical_encoding": model.categorical_encoding, "embedding_dim": model.embedding_dim,
-            "hidden": model.hidden, "dropout": model.dropout}
+    return {
+        **fit_preprocessing(train_rows, settings.features, model.min_category_count, model.missing),
+        "categorical_encoding": model.categorical_encoding,
+        "embedding_dim": model.embedding_dim,
+        "hidden": model.hidden,
+        "dropout": model.dropout,
+    }
 
 
 def time_splits(settings: Settings, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -149,8 +166,15 @@ def train(settings: Settings, table: pd.DataFrame | None = None, verbose: bool =
     return save_and_score(settings, network, config, encoded, history, started)
 
 
-def save_and_score(settings: Settings, network: TabularNet, config: dict[str, Any], encoded: dict[str, Encoded],
-                   history: list[dict[str, float]], started: float, **extra: Any) -> dict[str, Any]:
+def save_and_score(
+    settings: Settings,
+    network: TabularNet,
+    config: dict[str, Any],
+    encoded: dict[str, Encoded],
+    history: list[dict[str, float]],
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
     """Choose the threshold on validation, save weights + config, write metrics.json (with
     `extra` facts about the training added)."""
     probability = {name: predict_encoded(network, encoded[name]) for name in ("valid", "test")}
@@ -162,8 +186,10 @@ def save_and_score(settings: Settings, network: TabularNet, config: dict[str, An
         "model_version": version,
         "threshold": threshold,
         "epochs": len(history),
-        **{name: classification_metrics(encoded[name].labels.numpy(), probability[name], threshold)
-           for name in ("valid", "test")},
+        **{
+            name: classification_metrics(encoded[name].labels.numpy(), probability[name], threshold)
+            for name in ("valid", "test")
+        },
         "history": history,
         **extra,
     }
@@ -172,8 +198,13 @@ def save_and_score(settings: Settings, network: TabularNet, config: dict[str, An
     # The wall time describes the run, not the model: kept beside the metrics, so that training
     # twice gives the same metrics file (DVC sees nothing changed).
     run_record(settings).write_text(json.dumps({"model_version": version, "train_seconds": seconds}) + "\n")
-    log.info("model %s: valid ROC AUC %.4f, test ROC AUC %.4f (%.0f s)", version,
-             metrics["valid"]["roc_auc"], metrics["test"]["roc_auc"], seconds)
+    log.info(
+        "model %s: valid ROC AUC %.4f, test ROC AUC %.4f (%.0f s)",
+        version,
+        metrics["valid"]["roc_auc"],
+        metrics["test"]["roc_auc"],
+        seconds,
+    )
     return {**metrics, "train_seconds": seconds}
 
 
@@ -182,8 +213,9 @@ def run_record(settings: Settings) -> Path:
     return settings.paths.metrics.with_suffix(".run.json")
 
 
-def fine_tune(settings: Settings, table: pd.DataFrame, base_dir: Path, epochs: int, learning_rate: float,
-              verbose: bool = False) -> dict[str, Any]:
+def fine_tune(
+    settings: Settings, table: pd.DataFrame, base_dir: Path, epochs: int, learning_rate: float, verbose: bool = False
+) -> dict[str, Any]:
     """A warm start: continue training the model saved in `base_dir` (config.json + weights) on
     `table`'s train split for at most `epochs` epochs at `learning_rate`, with the same early
     stopping on the valid split and the same outputs as train().
@@ -199,19 +231,27 @@ def fine_tune(settings: Settings, table: pd.DataFrame, base_dir: Path, epochs: i
     network, base = load_network(base_dir)
     contract = (list(settings.features.categorical), list(settings.features.numeric))
     if (base["categorical"], base["numeric"]) != contract:
-        raise ValueError(f"{base_dir} was trained on features {base['categorical'] + base['numeric']}, the config "
-                         f"names {contract[0] + contract[1]}: a warm start needs the same feature contract")
+        raise ValueError(
+            f"{base_dir} was trained on features {base['categorical'] + base['numeric']}, the config "
+            f"names {contract[0] + contract[1]}: a warm start needs the same feature contract"
+        )
     splits = time_splits(settings, table)
     # The served version and the registry's ids of the base are not this model's; the threshold is re-chosen.
     config = {key: value for key, value in base.items() if key not in ("version", "model_id")}
     config["serving"] = settings.serving.model_dump()
     encoded = {name: Encoded(network, frame) for name, frame in splits.items()}
     tuning = settings.with_overrides({"train": {"max_epochs": epochs, "learning_rate": learning_rate}})
-    log.info("warm start from %s (%s): %d epochs at learning rate %g", base_dir, base["version"], epochs,
-             learning_rate)
+    log.info("warm start from %s (%s): %d epochs at learning rate %g", base_dir, base["version"], epochs, learning_rate)
     history = fit(network, encoded["train"], encoded["valid"], tuning, generator, verbose)
-    return save_and_score(settings, network, config, encoded, history, started,
-                          warm_start={"from": base["version"], "epochs": epochs, "learning_rate": learning_rate})
+    return save_and_score(
+        settings,
+        network,
+        config,
+        encoded,
+        history,
+        started,
+        warm_start={"from": base["version"], "epochs": epochs, "learning_rate": learning_rate},
+    )
 
 
 def main() -> None:
@@ -228,8 +268,9 @@ def main() -> None:
     if not args.no_tracking:
         from model.training.tracking import track_training  # MLflow is heavy: imported when it is used
 
-        track_training(settings, metrics, file_hash(settings.paths.processed),
-                       artifacts=[settings.paths.model_dir / CONFIG])
+        track_training(
+            settings, metrics, file_hash(settings.paths.processed), artifacts=[settings.paths.model_dir / CONFIG]
+        )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,13 @@ def config_schema() -> dict:
     per categorical field (missing, and the sample's value) instead of a trained model's."""
     settings = load_settings()
     config = {
-        "name": "mymodel", "version": "1.0-test", "target": "late",
-        "categorical": list(settings.features.categorical), "numeric": list(settings.features.numeric),
+        "name": "mymodel",
+        "version": "1.0-test",
+        "target": "late",
+        "categorical": list(settings.features.categorical),
+        "numeric": list(settings.features.numeric),
         "vocabularies": [{"": 1, SAMPLE.get(name) or "X": 2} for name in settings.features.categorical],
-        "features": settings.features.model_dump(), "serving": {**settings.serving.model_dump(), "threshold": 0.5},
+        "features": settings.features.model_dump(),
+        "serving": {**settings.serving.model_dump(), "threshold": 0.5},
     }
     return input_schema(config)

@@ -37,8 +37,9 @@ def test_the_rules_and_the_scrape_config_pass_promtool(promtool):
 
 
 def test_every_alert_fires_and_stays_silent_in_the_unit_tests(promtool):
-    done = subprocess.run([promtool, "test", "rules", *UNIT_TEST_FILES], cwd=PROMETHEUS, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [promtool, "test", "rules", *UNIT_TEST_FILES], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     checks = [check for test in UNIT_TESTS for check in test["alert_rule_test"]]
     assert {check["alertname"] for check in checks if check["exp_alerts"]} == set(ALERTS)
@@ -49,8 +50,9 @@ def test_the_unit_tests_can_fail(promtool, tmp_path):
     """The same rules with the 5xx threshold loosened tenfold: the test that expects the alert fails."""
     shutil.copyfile(PROMETHEUS / "alerts_test.yml", tmp_path / "alerts_test.yml")
     (tmp_path / "alerts.yml").write_text((PROMETHEUS / "alerts.yml").read_text().replace("> 0.01", "> 0.1", 1))
-    done = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0 and "MymodelServerErrors" in done.stdout + done.stderr
 
 
@@ -74,8 +76,11 @@ def test_the_scrape_config_reaches_every_replicas_metrics_port():
     assert discovery["names"] == [service["metadata"]["name"]]
     (metrics_port,) = service["spec"]["ports"]
     assert discovery["port"] == metrics_port["port"]
-    properties = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
-                      if line and not line.startswith("#"))
+    properties = dict(
+        line.split("=", 1)
+        for line in (ROOT / "config.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert properties["metrics_address"].rsplit(":", 1)[1] == str(metrics_port["port"])
     deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
@@ -100,9 +105,10 @@ def runbook_sections(page: str) -> list[str]:
 def test_every_alert_has_a_runbook_section_and_every_section_an_alert():
     sections = runbook_sections(OPERATIONS.read_text())
     assert len(sections) == len(set(sections)), f"a runbook section is repeated: {sections}"
-    assert set(sections) == set(ALERTS), \
-        f"alerts without a section: {sorted(set(ALERTS) - set(sections))}; " \
+    assert set(sections) == set(ALERTS), (
+        f"alerts without a section: {sorted(set(ALERTS) - set(sections))}; "
         f"sections without an alert: {sorted(set(sections) - set(ALERTS))}"
+    )
 
 
 def test_every_runbook_url_names_its_alerts_section():
@@ -115,4 +121,3 @@ def test_every_runbook_url_names_its_alerts_section():
 def test_the_runbook_check_sees_sections_and_their_end():
     page = f"# Ops\n\n{RUNBOOK}\n\n### AlertA\n\ntext\n\n### AlertB\n\n## Later\n\n### NotAnAlert\n"
     assert runbook_sections(page) == ["AlertA", "AlertB"]
-

@@ -22,6 +22,9 @@ def test_unknown_keys_are_refused():
 
 
 def test_the_server_loads_the_archive_of_the_model_params_yaml_names():
-    properties = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
-                      if line and not line.startswith("#"))
+    properties = dict(
+        line.split("=", 1)
+        for line in (ROOT / "config.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert properties["load_models"] == f"{load_settings().model.name}.mar"

@@ -14,8 +14,11 @@ from packaging.version import Version
 from model.config import ROOT
 
 LOCK = ROOT / "requirements.lock"
-IMAGE_LOCKS = {"TRAIN": ROOT / "docker" / "train.lock", "OFFLINE": ROOT / "docker" / "offline.lock",
-               "SERVE": ROOT / "docker" / "serve.lock"}
+IMAGE_LOCKS = {
+    "TRAIN": ROOT / "docker" / "train.lock",
+    "OFFLINE": ROOT / "docker" / "offline.lock",
+    "SERVE": ROOT / "docker" / "serve.lock",
+}
 LOCK_SCRIPT = (ROOT / "docker" / "lock.sh").read_text()
 
 
@@ -45,8 +48,12 @@ def read_lock(path: Path) -> dict[str, Locked]:
 
 
 def pins() -> dict[str, str]:
-    return {normalized(name): version for name, version in
-            re.findall(r"^([A-Za-z0-9][\w.-]*)(?:\[[^]]*\])?==(\S+)", (ROOT / "requirements.txt").read_text(), re.M)}
+    return {
+        normalized(name): version
+        for name, version in re.findall(
+            r"^([A-Za-z0-9][\w.-]*)(?:\[[^]]*\])?==(\S+)", (ROOT / "requirements.txt").read_text(), re.M
+        )
+    }
 
 
 def same_release(locked: str, pinned: str) -> bool:
@@ -62,8 +69,11 @@ def test_the_lock_pins_exactly_what_requirements_txt_pins():
     locked, pinned = read_lock(LOCK), pins()
     missing = sorted(set(pinned) - set(locked))
     assert not missing, f"pinned but not locked: {missing} (run `make lock`)"
-    changed = {name: (locked[name].version, version) for name, version in pinned.items()
-               if not same_release(locked[name].version, version)}
+    changed = {
+        name: (locked[name].version, version)
+        for name, version in pinned.items()
+        if not same_release(locked[name].version, version)
+    }
     assert not changed, f"locked at another version than requirements.txt: {changed} (run `make lock`)"
     direct = {name for name, entry in locked.items() if "-r requirements.txt" in entry.via}
     assert direct == set(pinned), f"locked as direct but no longer pinned: {sorted(direct - set(pinned))} (make lock)"
@@ -97,8 +107,11 @@ def test_the_venv_holds_the_locked_versions():
     """pip aside: `python -m venv` brings its own, which setup's install replaces with the locked
     one (pip-audit needs it), so a venv made before pip was locked still runs the older one."""
     installed = {normalized(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions()}
-    differ = {name: (entry.version, installed.get(name)) for name, entry in read_lock(LOCK).items()
-              if installed.get(name) != entry.version and name != "pip"}
+    differ = {
+        name: (entry.version, installed.get(name))
+        for name, entry in read_lock(LOCK).items()
+        if installed.get(name) != entry.version and name != "pip"
+    }
     assert not differ, f"the venv differs from requirements.lock (make setup installs it): {differ}"
 
 

@@ -63,17 +63,24 @@ def public_ports() -> set[int]:
 
 # --- Dockerfiles ---------------------------------------------------------------------------
 
+
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(line for line in dockerfile.read_text().splitlines()
-                                                 if not line.lstrip().startswith("#")))
+    joined = re.sub(
+        r"\\\n\s*",
+        " ",
+        "\n".join(line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined.splitlines() if line.strip()]
 
 
 OFFLINE = ROOT / "docker" / "Dockerfile.offline"
 OFFLINE_STEPS = instructions(OFFLINE)
-OFFLINE_IGNORE = [line.strip() for line in (ROOT / "docker" / "Dockerfile.offline.dockerignore").read_text()
-                  .splitlines() if line.strip() and not line.startswith("#")]
+OFFLINE_IGNORE = [
+    line.strip()
+    for line in (ROOT / "docker" / "Dockerfile.offline.dockerignore").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 OFFLINE_RUN = " ".join(arguments for instruction, arguments in OFFLINE_STEPS if instruction == "RUN")
 
 
@@ -83,8 +90,12 @@ def entrypoint(steps: list[tuple[str, str]]) -> list[str]:
 
 def context_copies(steps: list[tuple[str, str]]) -> list[str]:
     """Build-context paths the Dockerfile copies (not those from other stages)."""
-    return [source for instruction, arguments in steps if instruction == "COPY" and "--from=" not in arguments
-            for source in arguments.split()[:-1]]
+    return [
+        source
+        for instruction, arguments in steps
+        if instruction == "COPY" and "--from=" not in arguments
+        for source in arguments.split()[:-1]
+    ]
 
 
 def passes_ignore_file(path: str, patterns: list[str]) -> bool:
@@ -108,8 +119,9 @@ def imported_modules(path: Path, module_level_only: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
             if node.module == "model":
-                names |= {f"model.{alias.name}" for alias in node.names
-                          if (ROOT / "model" / f"{alias.name}.py").exists()}
+                names |= {
+                    f"model.{alias.name}" for alias in node.names if (ROOT / "model" / f"{alias.name}.py").exists()
+                }
     return names
 
 
@@ -137,8 +149,12 @@ def installed_with(names: set[str]) -> set[str]:
 
 
 def test_offline_dockerfile_passes_hadolint():
-    result = subprocess.run([BIN / "hadolint", "--config", ROOT / "docker" / "hadolint.yaml", OFFLINE],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [BIN / "hadolint", "--config", ROOT / "docker" / "hadolint.yaml", OFFLINE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -156,8 +172,10 @@ def test_offline_image_exports_the_saved_weights_where_params_yaml_looks():
     paths = load_settings().paths
     export = re.search(r"python -m model\.artifact\.export --model-dir (\S+) --export-dir (\S+)", OFFLINE_RUN)
     assert export, "the offline image must export model.pt from the saved weights"
-    assert (export.group(1), export.group(2)) == (str(paths.model_dir.relative_to(ROOT)),
-                                                  str(paths.export_dir.relative_to(ROOT)))
+    assert (export.group(1), export.group(2)) == (
+        str(paths.model_dir.relative_to(ROOT)),
+        str(paths.export_dir.relative_to(ROOT)),
+    )
     # the weights its own training stage wrote, never a model from the build context
     model_dir = paths.model_dir.relative_to(ROOT)
     assert ("COPY", f"--from=train /build/{model_dir}/ {model_dir}/") in OFFLINE_STEPS
@@ -167,7 +185,7 @@ def test_offline_image_exports_the_saved_weights_where_params_yaml_looks():
 
 def test_offline_image_runs_the_scorer_as_a_user_on_the_projects_python():
     starts = [index for index, (instruction, _) in enumerate(OFFLINE_STEPS) if instruction == "FROM"]
-    final_steps = OFFLINE_STEPS[starts[-1]:]
+    final_steps = OFFLINE_STEPS[starts[-1] :]
     assert entrypoint(final_steps) == ["python", "-m", "model.artifact.predict"]
     (user,) = [arguments for instruction, arguments in final_steps if instruction == "USER"]
     assert int(user.split(":")[0]) != 0
@@ -180,9 +198,12 @@ def test_offline_image_runs_the_scorer_as_a_user_on_the_projects_python():
 
 
 def test_offline_image_holds_every_module_the_scorer_imports():
-    copied = {str(path.relative_to(ROOT)) for source in context_copies(OFFLINE_STEPS)
-              for path in ([ROOT / source] if source.endswith(".py") else (ROOT / source).rglob("*.py"))
-              if passes_ignore_file(str(path.relative_to(ROOT)), OFFLINE_IGNORE)}
+    copied = {
+        str(path.relative_to(ROOT))
+        for source in context_copies(OFFLINE_STEPS)
+        for path in ([ROOT / source] if source.endswith(".py") else (ROOT / source).rglob("*.py"))
+        if passes_ignore_file(str(path.relative_to(ROOT)), OFFLINE_IGNORE)
+    }
     needed = {str(path) for path in closure(["model.artifact.predict"])}
     assert needed <= copied, sorted(needed - copied)
 
@@ -196,8 +217,11 @@ def test_offline_image_installs_every_package_the_scorer_imports():
     lock = ROOT / "docker" / "offline.lock"
     # the lock alone, hashes required, torch without its own requirements (see the Dockerfile)
     assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in OFFLINE_STEPS
-    assert re.search(r"pip install [^&]*--no-deps --require-hashes\s+\$\{TORCH_INDEX_URL:\+--extra-index-url "
-                     r"\"\$TORCH_INDEX_URL\"\}\s+-r /tmp/offline\.lock", OFFLINE_RUN)
+    assert re.search(
+        r"pip install [^&]*--no-deps --require-hashes\s+\$\{TORCH_INDEX_URL:\+--extra-index-url "
+        r"\"\$TORCH_INDEX_URL\"\}\s+-r /tmp/offline\.lock",
+        OFFLINE_RUN,
+    )
     assert ("COPY", "docker/offline.lock /tmp/offline.lock") in OFFLINE_STEPS
     image = locked_names(lock)
     assert "torch" in image and not {"sympy", "networkx"} & image
@@ -238,9 +262,22 @@ def score(input_path: Path, output_path: Path, export_dir: Path) -> subprocess.C
     """The offline image's ENTRYPOINT, natively: its interpreter is this one, its WORKDIR the repository."""
     command = entrypoint(OFFLINE_STEPS)
     assert command[0] == "python"
-    return subprocess.run([sys.executable, *command[1:], "--input_path", str(input_path), "--output_path",
-                           str(output_path), "--export_dir", str(export_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            *command[1:],
+            "--input_path",
+            str(input_path),
+            "--output_path",
+            str(output_path),
+            "--export_dir",
+            str(export_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_scored(scored: pd.DataFrame, given: pd.DataFrame, schema: dict) -> None:
@@ -279,13 +316,19 @@ def test_offline_entrypoint_scores_parquet_as_it_scores_csv(settings, scored_csv
 # --- Kubernetes ----------------------------------------------------------------------------
 
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-MANIFESTS = {path.name: document for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"
-             for document in yaml.safe_load_all(path.read_text()) if document}
+MANIFESTS = {
+    path.name: document
+    for path in sorted(K8S.glob("*.yaml"))
+    if path.name != "kustomization.yaml"
+    for document in yaml.safe_load_all(path.read_text())
+    if document
+}
 
 
 def manifest(kind: str, name: str = "mymodel-serve") -> dict:
-    (found,) = [document for document in MANIFESTS.values()
-                if document["kind"] == kind and document["metadata"]["name"] == name]
+    (found,) = [
+        document for document in MANIFESTS.values() if document["kind"] == kind and document["metadata"]["name"] == name
+    ]
     return found
 
 
@@ -326,10 +369,12 @@ def test_kustomization_applies_every_manifest_and_takes_the_image_from_the_relea
 
 # The release: deploy/k8s/image-tag.sh names the build, set-image.sh points the manifests at it.
 
+
 def git(root: Path, *args: str) -> str:
     identity = ["-c", "user.name=release", "-c", "user.email=release@example.invalid"]
-    return subprocess.run(["git", "-C", str(root), *identity, *args], check=True, capture_output=True, text=True,
-                          timeout=30).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(root), *identity, *args], check=True, capture_output=True, text=True, timeout=30
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -364,8 +409,11 @@ def kustomize(k8s: Path) -> subprocess.CompletedProcess:
 def rendered(k8s: Path) -> dict[tuple[str, str], dict]:
     result = kustomize(k8s)
     assert result.returncode == 0, result.stderr
-    return {(document["kind"], document["metadata"]["name"]): document
-            for document in yaml.safe_load_all(result.stdout) if document}
+    return {
+        (document["kind"], document["metadata"]["name"]): document
+        for document in yaml.safe_load_all(result.stdout)
+        if document
+    }
 
 
 def digest_of(text: str) -> str:
@@ -385,8 +433,9 @@ def test_the_release_tag_is_the_model_version_and_the_commit_and_marks_uncommitt
     script = (K8S / "image-tag.sh").read_text()
     model_dir = load_settings().paths.model_dir.relative_to(ROOT)
     assert "${MODEL_DIR:-" + str(model_dir) + "}" in script
-    assert re.search(r'^if release_tag="\$\(deploy/k8s/image-tag\.sh\)"', (ROOT / "docker" / "images.sh").read_text(),
-                     re.M)
+    assert re.search(
+        r'^if release_tag="\$\(deploy/k8s/image-tag\.sh\)"', (ROOT / "docker" / "images.sh").read_text(), re.M
+    )
 
 
 def test_the_build_tags_the_serving_image_with_the_release_tag():
@@ -434,16 +483,19 @@ def test_the_files_alone_name_no_image_that_could_be_pulled():
     assert CONTAINER["imagePullPolicy"] == "IfNotPresent"
 
 
-@pytest.mark.parametrize("reference, reason", [
-    ("registry.example.com/ml/mymodel-serve", "no tag"),
-    ("registry.example.com:5000/mymodel-serve", "no tag"),
-    ("registry.example.com/ml/mymodel-serve:latest", "'latest'"),
-    ("registry.example.com/ml/mymodel-serve:1.0-63a6473f-g0123456789ab-dirty", "uncommitted"),
-    ("registry.example.com/ml/mymodel-serve:1.0@sha256:0123", "not a sha256 digest"),
-    ("registry.example.com/ml/mymodel-serve:-1.0", "not a tag"),
-    ("Registry.example.com/ML/mymodel-serve:1.0", "not an image name"),
-    ("registry.example.com/ml/mymodel-serve:1.0\nkind: Secret", "not a tag"),
-])
+@pytest.mark.parametrize(
+    "reference, reason",
+    [
+        ("registry.example.com/ml/mymodel-serve", "no tag"),
+        ("registry.example.com:5000/mymodel-serve", "no tag"),
+        ("registry.example.com/ml/mymodel-serve:latest", "'latest'"),
+        ("registry.example.com/ml/mymodel-serve:1.0-63a6473f-g0123456789ab-dirty", "uncommitted"),
+        ("registry.example.com/ml/mymodel-serve:1.0@sha256:0123", "not a sha256 digest"),
+        ("registry.example.com/ml/mymodel-serve:-1.0", "not a tag"),
+        ("Registry.example.com/ML/mymodel-serve:1.0", "not an image name"),
+        ("registry.example.com/ml/mymodel-serve:1.0\nkind: Secret", "not a tag"),
+    ],
+)
 def test_set_image_refuses_a_reference_that_does_not_name_one_build(reference, reason, tmp_path):
     k8s = tmp_path / "k8s"
     shutil.copytree(K8S, k8s, ignore=shutil.ignore_patterns("release"))
@@ -494,8 +546,11 @@ def selects(selector: dict, labels: dict[str, str]) -> bool:
 
 def peer_admits(peer: dict, namespace: str, labels: dict[str, str]) -> bool:
     assert set(peer) <= {"podSelector", "namespaceSelector"}, "ipBlock is not modelled here"
-    in_namespace = (selects(peer["namespaceSelector"], namespace_labels(namespace)) if "namespaceSelector" in peer
-                    else namespace == SERVING_NAMESPACE)
+    in_namespace = (
+        selects(peer["namespaceSelector"], namespace_labels(namespace))
+        if "namespaceSelector" in peer
+        else namespace == SERVING_NAMESPACE
+    )
     return in_namespace and selects(peer.get("podSelector", {}), labels)
 
 
@@ -508,19 +563,31 @@ def admitted(direction: str, namespace: str, labels: dict[str, str], number: int
     """Whether a connection between mymodel-serve's pods and a pod (namespace, labels) on
     `number` is allowed: "ingress" from that pod to ours, "egress" from ours to it."""
     kind, peers = {"ingress": ("Ingress", "from"), "egress": ("Egress", "to")}[direction]
-    policies = [document["spec"] for document in MANIFESTS.values() if document["kind"] == "NetworkPolicy"
-                and kind in document["spec"]["policyTypes"] and selects(document["spec"]["podSelector"], POD_LABELS)]
+    policies = [
+        document["spec"]
+        for document in MANIFESTS.values()
+        if document["kind"] == "NetworkPolicy"
+        and kind in document["spec"]["policyTypes"]
+        and selects(document["spec"]["podSelector"], POD_LABELS)
+    ]
     if not policies:
         return True
-    return any((not rule.get(peers) or any(peer_admits(peer, namespace, labels) for peer in rule[peers]))
-               and (not rule.get("ports") or any(port_admits(entry, number, protocol) for entry in rule["ports"]))
-               for policy in policies for rule in policy.get(direction, []))
+    return any(
+        (not rule.get(peers) or any(peer_admits(peer, namespace, labels) for peer in rule[peers]))
+        and (not rule.get("ports") or any(port_admits(entry, number, protocol) for entry in rule["ports"]))
+        for policy in policies
+        for rule in policy.get(direction, [])
+    )
 
 
 def test_network_policies_deny_by_default_both_ways():
-    (deny,) = [document["spec"] for document in MANIFESTS.values()
-               if document["kind"] == "NetworkPolicy" and "ingress" not in document["spec"]
-               and "egress" not in document["spec"]]
+    (deny,) = [
+        document["spec"]
+        for document in MANIFESTS.values()
+        if document["kind"] == "NetworkPolicy"
+        and "ingress" not in document["spec"]
+        and "egress" not in document["spec"]
+    ]
     assert sorted(deny["policyTypes"]) == ["Egress", "Ingress"]
     assert selects(deny["podSelector"], POD_LABELS)
 
@@ -542,8 +609,10 @@ def test_network_policies_let_in_predictions_from_the_ingress_path_and_metrics_f
         reached = {number for number in every_port if admitted("ingress", namespace, labels, number)}
         assert reached == allowed, who
     # The checker can tell: without the policies every port is open to everyone.
-    policies = {name: MANIFESTS.pop(name) for name in [name for name, document in MANIFESTS.items()
-                                                        if document["kind"] == "NetworkPolicy"]}
+    policies = {
+        name: MANIFESTS.pop(name)
+        for name in [name for name, document in MANIFESTS.items() if document["kind"] == "NetworkPolicy"]
+    }
     try:
         assert admitted("ingress", "other", {}, port(PROPERTIES["management_address"]))
     finally:
@@ -551,15 +620,18 @@ def test_network_policies_let_in_predictions_from_the_ingress_path_and_metrics_f
 
 
 def test_network_policies_let_nothing_out_not_even_dns():
-    for namespace, labels, number, protocol in [("kube-system", {"k8s-app": "kube-dns"}, 53, "UDP"),
-                                               ("kube-system", {"k8s-app": "kube-dns"}, 53, "TCP"),
-                                               (SERVING_NAMESPACE, {"app": "client"}, 443, "TCP"),
-                                               ("monitoring", {"app.kubernetes.io/name": "prometheus"}, 9090, "TCP")]:
+    for namespace, labels, number, protocol in [
+        ("kube-system", {"k8s-app": "kube-dns"}, 53, "UDP"),
+        ("kube-system", {"k8s-app": "kube-dns"}, 53, "TCP"),
+        (SERVING_NAMESPACE, {"app": "client"}, 443, "TCP"),
+        ("monitoring", {"app.kubernetes.io/name": "prometheus"}, 9090, "TCP"),
+    ]:
         assert not admitted("egress", namespace, labels, number, protocol), (namespace, number)
 
 
 def test_the_deployments_settings_serve_with_no_network_but_loopback_and_refuse_the_model_api(
-        archive, plugins, schema, tmp_path):
+    archive, plugins, schema, tmp_path
+):
     """TorchServe started as the image starts it, with the Deployment's TS_* settings, in a network
     namespace of its own that has only loopback: what the default-deny egress leaves a pod."""
     settings_env = {name: value for name, value in ENV.items() if name.startswith("TS_")}
@@ -584,11 +656,27 @@ def test_the_deployments_settings_serve_with_no_network_but_loopback_and_refuse_
             seen["interfaces"] = sorted(name for _, name in __import__("socket").if_nameindex())
         print(json.dumps(seen))
     """)
-    command = ["unshare", "--map-root-user", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-               sys.executable, "-c", probe, str(archive.parent), str(tmp_path / "work"), str(plugins),
-               json.dumps(settings_env), str(ROOT / "sample_input.json")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    command = [
+        "unshare",
+        "--map-root-user",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        'ip link set lo up && exec "$@"',
+        "sh",
+        sys.executable,
+        "-c",
+        probe,
+        str(archive.parent),
+        str(tmp_path / "work"),
+        str(plugins),
+        json.dumps(settings_env),
+        str(ROOT / "sample_input.json"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["interfaces"] == ["lo"]
@@ -623,22 +711,32 @@ def test_readiness_is_the_images_healthcheck_and_liveness_is_ping():
 
 def quantity(value: str | int) -> Decimal:
     """A Kubernetes quantity ("500m", "1Gi", "2") as a number of cores or bytes."""
-    suffixes = {"m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
-                "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40}
+    suffixes = {
+        "m": Decimal("0.001"),
+        "k": Decimal(10) ** 3,
+        "M": Decimal(10) ** 6,
+        "G": Decimal(10) ** 9,
+        "Ki": Decimal(2) ** 10,
+        "Mi": Decimal(2) ** 20,
+        "Gi": Decimal(2) ** 30,
+        "Ti": Decimal(2) ** 40,
+    }
     number, suffix = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value)).groups()
     return Decimal(number) * suffixes.get(suffix, Decimal(1))
 
 
 def resource_sets() -> dict[str, dict]:
     service = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
-    return {"deployment": CONTAINER["resources"],
-            "inferenceservice": service["spec"]["predictor"]["model"]["resources"]}
+    return {
+        "deployment": CONTAINER["resources"],
+        "inferenceservice": service["spec"]["predictor"]["model"]["resources"],
+    }
 
 
 def bytes_of(size: str) -> int:
     """A JVM size (512m, 64k, 1g) in bytes."""
     number, unit = re.fullmatch(r"(\d+)([kmg]?)", size.lower()).groups()
-    return int(number) * {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}[unit]
+    return int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit]
 
 
 def test_a_full_queue_of_the_largest_bodies_fits_the_frontend_heap():
@@ -688,8 +786,11 @@ def test_service_budget_and_autoscaler_all_point_at_the_deployment():
     assert manifest("Service")["spec"]["selector"].items() <= pod_labels.items()
     assert manifest("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     autoscaler = manifest("HorizontalPodAutoscaler")["spec"]
-    assert autoscaler["scaleTargetRef"] == {"apiVersion": DEPLOYMENT["apiVersion"], "kind": "Deployment",
-                                            "name": DEPLOYMENT["metadata"]["name"]}
+    assert autoscaler["scaleTargetRef"] == {
+        "apiVersion": DEPLOYMENT["apiVersion"],
+        "kind": "Deployment",
+        "name": DEPLOYMENT["metadata"]["name"],
+    }
     assert [metric["resource"]["name"] for metric in autoscaler["metrics"]] == ["cpu"]
     assert "cpu" in CONTAINER["resources"]["requests"]  # utilization is a share of the request
     assert "replicas" not in DEPLOYMENT["spec"]  # the autoscaler owns the count
@@ -703,16 +804,21 @@ def test_rollouts_and_node_drains_take_out_at_most_one_replica_at_a_time():
     assert budget["maxUnavailable"] < autoscaler["minReplicas"]
     assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"  # a pod that serves nothing never blocks a drain
     # A rollout adds one new pod and removes an old one only once the new one is ready.
-    assert DEPLOYMENT["spec"]["strategy"] == {"type": "RollingUpdate",
-                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert DEPLOYMENT["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
 
 
 # --- KServe --------------------------------------------------------------------------------
 
 INFERENCE_SERVICE = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
 CRD_SCHEMA = json.loads((KSERVE / "upstream" / "inferenceservice.schema.json").read_text())
-RUNTIME = next(document for document in yaml.safe_load_all((KSERVE / "upstream" / "kserve-torchserve.yaml")
-                                                                .read_text()) if document)
+RUNTIME = next(
+    document
+    for document in yaml.safe_load_all((KSERVE / "upstream" / "kserve-torchserve.yaml").read_text())
+    if document
+)
 
 
 def test_inference_service_validates_against_kserves_crd_schema():
@@ -757,8 +863,15 @@ def test_kserve_config_is_where_the_runtime_looks_and_says_what_the_project_says
         assert KSERVE_PROPERTIES["metrics_config"] == mount + "config/" + Path(PROPERTIES["metrics_config"]).name
     # adaptive_batching switches a frontend plugin, which KServe's runtime does not load
     placement = {key for key in PROPERTIES if key.endswith("_address")} | {
-        "model_store", "load_models", "model_snapshot", "enable_envvars_config", "plugins_path", "metrics_config",
-        "adaptive_batching", "enable_model_api"}
+        "model_store",
+        "load_models",
+        "model_snapshot",
+        "enable_envvars_config",
+        "plugins_path",
+        "metrics_config",
+        "adaptive_batching",
+        "enable_model_api",
+    }
     for key in PROPERTIES.keys() - placement:
         assert KSERVE_PROPERTIES.get(key) == PROPERTIES[key], key
     scraped = RUNTIME["spec"]["annotations"]["prometheus.kserve.io/port"]
@@ -769,9 +882,12 @@ def test_kserve_config_is_where_the_runtime_looks_and_says_what_the_project_says
 def test_kserve_config_serves_the_archive_from_its_snapshot(archive, schema, tmp_path):
     """TorchServe started as the runtime starts it, with this config (ports and store moved)."""
     inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
-    moved = {"inference_address": f"http://127.0.0.1:{inference}",
-             "management_address": f"http://127.0.0.1:{management}",
-             "metrics_address": f"http://127.0.0.1:{metrics}", "model_store": str(archive.parent)}
+    moved = {
+        "inference_address": f"http://127.0.0.1:{inference}",
+        "management_address": f"http://127.0.0.1:{management}",
+        "metrics_address": f"http://127.0.0.1:{metrics}",
+        "model_store": str(archive.parent),
+    }
     if "metrics_config" in PROPERTIES:  # the file the bucket's copy is uploaded from
         moved["metrics_config"] = str(ROOT / PROPERTIES["metrics_config"])
     text = (KSERVE / "config" / "config.properties").read_text()
@@ -779,15 +895,24 @@ def test_kserve_config_serves_the_archive_from_its_snapshot(archive, schema, tmp
         text = re.sub(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
     config = tmp_path / "config.properties"
     config.write_text(text + f"grpc_inference_port={grpc_inference}\ngrpc_management_port={grpc_management}\n")
-    command = [str(BIN / "torchserve"), "--foreground", "--ncs", f"--model-store={archive.parent}",
-               f"--ts-config={config}"]
+    command = [
+        str(BIN / "torchserve"),
+        "--foreground",
+        "--ncs",
+        f"--model-store={archive.parent}",
+        f"--ts-config={config}",
+    ]
     with running(command, isolated_env(tmp_path), tmp_path, (inference, management, metrics)) as server:
         (described,) = requests.get(f"{server.management_url}/models/{archive.stem}", timeout=10).json()
         assert len(described["workers"]) == MODEL_CONFIG["minWorkers"]
         assert described["batchSize"] == MODEL_CONFIG["batchSize"]
         sample = (ROOT / "sample_input.json").read_bytes()
-        reply = requests.post(f"{server.inference_url}/v1/models/{archive.stem}:predict", data=sample,
-                              headers={"Content-Type": "application/json"}, timeout=30)
+        reply = requests.post(
+            f"{server.inference_url}/v1/models/{archive.stem}:predict",
+            data=sample,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
         assert reply.status_code == 200, reply.text
         assert reply.json()["model_version"] == schema["x-model"]["version"]
         # what KServe's v1 protocol sends: {"instances": [...]} -> {"predictions": [...]}
@@ -888,9 +1013,9 @@ else:
 def kubernetes_blocks() -> list[str]:
     """The shell blocks of the page's Kubernetes section, in order."""
     text = DOCS.read_text()
-    section = text[text.index("## Scale out: Kubernetes"):]
+    section = text[text.index("## Scale out: Kubernetes") :]
     following = re.search(r"^## ", section[1:], re.M)
-    section = section[:following.start() + 1] if following else section
+    section = section[: following.start() + 1] if following else section
     return re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M)
 
 
@@ -908,12 +1033,24 @@ def test_the_release_and_the_rollback_in_the_docs_run_as_written(checkout, tmp_p
         (standins / name).write_text(text.replace("{python}", sys.executable))
         (standins / name).chmod(0o755)
     state, log = tmp_path / "cluster.yaml", tmp_path / "calls.log"
-    env = {**os.environ, "PATH": f"{standins}{os.pathsep}{os.environ['PATH']}", "REAL_KUBECTL": shutil.which("kubectl"),
-           "CLUSTER_STATE": str(state), "REGISTRY_STATE": str(tmp_path / "registry.json"), "STANDIN_LOG": str(log)}
+    env = {
+        **os.environ,
+        "PATH": f"{standins}{os.pathsep}{os.environ['PATH']}",
+        "REAL_KUBECTL": shutil.which("kubectl"),
+        "CLUSTER_STATE": str(state),
+        "REGISTRY_STATE": str(tmp_path / "registry.json"),
+        "STANDIN_LOG": str(log),
+    }
 
     def run(script: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(["bash", "-c", f"set -euo pipefail\n{script}"], cwd=checkout, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-c", f"set -euo pipefail\n{script}"],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         return result
 
@@ -929,8 +1066,11 @@ def test_the_release_and_the_rollback_in_the_docs_run_as_written(checkout, tmp_p
     assert f"image: {pushed}@{digest_of(pushed)}" in shown.stdout  # the kustomize check before applying
     assert deployed_image(state) == earlier
     calls = log.read_text().splitlines()
-    assert calls.index(f"docker tag mymodel-serve:{tag} {pushed}") < calls.index(f"docker push {pushed}") \
+    assert (
+        calls.index(f"docker tag mymodel-serve:{tag} {pushed}")
+        < calls.index(f"docker push {pushed}")
         < calls.index("kubectl apply -k deploy/k8s")
+    )
     assert calls.count("kubectl apply -k deploy/k8s") == 2
     assert image_tag(checkout) == tag  # the release left the work tree clean: deploy/k8s/release is ignored
 
@@ -945,20 +1085,28 @@ def runs(job: str) -> list[str]:
 
 
 def test_workflow_matches_github_actions_schema():
-    result = subprocess.run([BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", WORKFLOW],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", WORKFLOW],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ci_lints_and_tests_exactly_as_developers_do():
-    local = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-             if line.strip() and not line.startswith("#") and not re.match(r"(set|cd)\b", line.strip())]
+    local = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not re.match(r"(set|cd)\b", line.strip())
+    ]
     assert runs("test") == local
     assert runs("lint") == ["make lint"]
     java = re.search(r"JDK (\d+) is required", (ROOT / "Makefile").read_text()).group(1)
     for job in ("lint", "test"):
-        setup = {step["uses"].split("@")[0]: step.get("with", {}) for step in CI["jobs"][job]["steps"]
-                 if "uses" in step}
+        setup = {
+            step["uses"].split("@")[0]: step.get("with", {}) for step in CI["jobs"][job]["steps"] if "uses" in step
+        }
         # Besides the make target, only checking out and installing Python and Java.
         assert set(setup) == {"actions/checkout", "actions/setup-python", "actions/setup-java"}
         assert setup["actions/setup-python"]["python-version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -979,14 +1127,23 @@ def dropped_keys(sent: Any, kept: Any, path: str = "") -> list[str]:
     if isinstance(sent, dict):
         if not isinstance(kept, dict):
             return [f"{path}: not an object in the schema"]
-        return [problem for key, value in sent.items()
-                for problem in ([f"{path}/{key}: not in the schema"] if key not in kept
-                                else dropped_keys(value, kept[key], f"{path}/{key}"))]
+        return [
+            problem
+            for key, value in sent.items()
+            for problem in (
+                [f"{path}/{key}: not in the schema"]
+                if key not in kept
+                else dropped_keys(value, kept[key], f"{path}/{key}")
+            )
+        ]
     if isinstance(sent, list):
         if not isinstance(kept, list) or len(kept) != len(sent):
             return [f"{path}: not the same list in the schema"]
-        return [problem for index, (a, b) in enumerate(zip(sent, kept))
-                for problem in dropped_keys(a, b, f"{path}[{index}]")]
+        return [
+            problem
+            for index, (a, b) in enumerate(zip(sent, kept))
+            for problem in dropped_keys(a, b, f"{path}[{index}]")
+        ]
     return [] if sent == kept else [f"{path}: {sent!r} read as {kept!r}"]
 
 
@@ -1004,5 +1161,6 @@ def test_the_dashboard_uses_only_what_grafanas_dashboard_schema_declares():
     # the check can fail: a misspelt key is not in the schema
     misspelt = copy.deepcopy(sent)
     misspelt["panels"][0]["gridpos"] = misspelt["panels"][0].pop("gridPos")
-    assert dropped_keys(misspelt, json.loads(json.dumps(Dashboard.from_json(misspelt), cls=JSONEncoder))) \
-        == ["/panels[0]/gridpos: not in the schema"]
+    assert dropped_keys(misspelt, json.loads(json.dumps(Dashboard.from_json(misspelt), cls=JSONEncoder))) == [
+        "/panels[0]/gridpos: not in the schema"
+    ]

@@ -78,7 +78,7 @@ def recipe(target: str) -> str:
     lines = MAKEFILE.splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(rf"^{re.escape(target)}:", line))
     body = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
         body.append(line)
@@ -102,14 +102,25 @@ def test_readme_links_every_topic_page():
 
 
 def test_results_block_has_the_layout_the_code_writes():
-    block = README[README.index(RESULTS_MARKERS[0]):README.index(RESULTS_MARKERS[1]) + len(RESULTS_MARKERS[1])]
-    metric = {"roc_auc": 0.5, "pr_auc": 0.5, "brier": 0.2, "log_loss": 0.6, "accuracy": 0.7, "rows": 1,
-              "positive_rate": 0.2}
-    rendered = render_results({"model_version": "v", "train_seconds": 1, "epochs": 1}, 0.5,
-                              {"test": {"mlp": metric, "logistic_regression": metric}})
+    block = README[README.index(RESULTS_MARKERS[0]) : README.index(RESULTS_MARKERS[1]) + len(RESULTS_MARKERS[1])]
+    metric = {
+        "roc_auc": 0.5,
+        "pr_auc": 0.5,
+        "brier": 0.2,
+        "log_loss": 0.6,
+        "accuracy": 0.7,
+        "rows": 1,
+        "positive_rate": 0.2,
+    }
+    rendered = render_results(
+        {"model_version": "v", "train_seconds": 1, "epochs": 1},
+        0.5,
+        {"test": {"mlp": metric, "logistic_regression": metric}},
+    )
     first_table = block.split("All baselines")[0]
-    assert [line.split("|")[1] for line in first_table.splitlines() if line.startswith("| ")] == \
-           [line.split("|")[1] for line in rendered.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1] for line in first_table.splitlines() if line.startswith("| ")] == [
+        line.split("|")[1] for line in rendered.splitlines() if line.startswith("| ")
+    ]
     assert re.search(r"\| MLP \(served\) \| 0\.\d{3} \|", block)
     baselines = block.split("All baselines")[1].splitlines()
     assert [line.split("|")[1].strip() for line in baselines if line.startswith("| ")][2:] == list(LABELS.values())
@@ -121,8 +132,9 @@ def test_each_generated_block_is_in_the_page_its_make_target_rewrites(block):
     written = re.search(rf"{option} (\S+)", recipe(target))
     assert written, f"`make {target}` passes no {option} page"
     holding = [name(page) for page in PAGES if start in page.read_text() or end in page.read_text()]
-    assert holding == [written.group(1)], \
+    assert holding == [written.group(1)], (
         f"the {block} block is in {holding}, `make {target}` writes {written.group(1)}"
+    )
     text = (ROOT / written.group(1)).read_text()
     assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
 
@@ -145,7 +157,8 @@ def test_every_relative_link_points_to_an_existing_file(page):
 def test_the_link_check_sees_links_and_anchors():
     assert "docs/api.md" in LINK.findall(prose(README))
     assert "api.md#open-inference-protocol-v2-kserve--triton" in LINK.findall(
-        prose((ROOT / "docs" / "docker-and-kubernetes.md").read_text()))
+        prose((ROOT / "docs" / "docker-and-kubernetes.md").read_text())
+    )
     assert "open-inference-protocol-v2-kserve--triton" in anchors(ROOT / "docs" / "api.md")
 
 
@@ -160,12 +173,26 @@ def test_the_target_check_sees_the_documented_targets():
     mentioned = {match[1] for page in PAGES for match in MAKE_CALL.findall(code(page.read_text()))}
     assert {"run", "test", "promote", "update", "loadtest", "bench"} <= mentioned
     assert {"run", "test", "help", "loadtest-image", "image-test"} <= MAKE_TARGETS
-    assert [m[1] for m in MAKE_CALL.findall("make promote VERSION=3\nmake VERSION=4 canary\n`make loadtest URL=x`")] \
-        == ["promote", "canary", "loadtest"]
+    assert [
+        m[1] for m in MAKE_CALL.findall("make promote VERSION=3\nmake VERSION=4 canary\n`make loadtest URL=x`")
+    ] == ["promote", "canary", "loadtest"]
 
 
 def test_make_help_lists_the_documented_targets():
     listed = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for target in ("setup", "run", "serve", "stop", "test", "lint", "archive", "train", "results", "image",
-                   "image-test", "loadtest-image", "container-tools"):
+    for target in (
+        "setup",
+        "run",
+        "serve",
+        "stop",
+        "test",
+        "lint",
+        "archive",
+        "train",
+        "results",
+        "image",
+        "image-test",
+        "loadtest-image",
+        "container-tools",
+    ):
         assert re.search(rf"\b{target}\b", listed), target

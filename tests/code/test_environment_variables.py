@@ -65,8 +65,12 @@ def read_by() -> dict[str, set[str]]:
     for part, files in PARTS.items():
         for path in files:
             text = path.read_text()
-            variables = {".sh": shell_variables, ".py": python_variables, ".java": java_variables,
-                         ".xml": log4j_variables}[path.suffix](text)
+            variables = {
+                ".sh": shell_variables,
+                ".py": python_variables,
+                ".java": java_variables,
+                ".xml": log4j_variables,
+            }[path.suffix](text)
             for variable in variables:
                 readers.setdefault(variable, set()).add(part)
     return readers
@@ -94,6 +98,6 @@ def test_the_scan_sees_each_kind_of_source():
     assert readers["TS_ADAPTIVE_BATCHING"] == {"plugins"}  # "TS_" + a constant, upper-cased
     assert readers["TS_OIP_ADDRESS"] == {"plugins"}  # through a constant
     assert readers["TS_LOG_LEVEL"] == {"logging"}
-    assert java_variables('static final String K = "x_y";\nString v = System.getenv("TS_" + K.toUpperCase(L));') \
-        == {"TS_X_Y"}
-
+    assert java_variables('static final String K = "x_y";\nString v = System.getenv("TS_" + K.toUpperCase(L));') == {
+        "TS_X_Y"
+    }

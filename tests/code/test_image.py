@@ -14,8 +14,11 @@ from model.config import ROOT, load_settings
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
 OFFLINE_DOCKERFILE = (ROOT / "docker" / "Dockerfile.offline").read_text()
 IGNORE = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split("\n")
-PROPERTIES = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
-                  if line and not line.startswith("#"))
+PROPERTIES = dict(
+    line.split("=", 1)
+    for line in (ROOT / "config.properties").read_text().splitlines()
+    if line and not line.startswith("#")
+)
 REQUIREMENTS = (ROOT / "requirements.txt").read_text()
 
 
@@ -65,7 +68,7 @@ def test_the_context_never_holds_a_trained_model_or_build_output():
 
 
 def training_stage(dockerfile: str) -> str:
-    stage = dockerfile[dockerfile.index("FROM ${PYTHON_IMAGE} AS train"):]
+    stage = dockerfile[dockerfile.index("FROM ${PYTHON_IMAGE} AS train") :]
     return re.split(r"\n(?:FROM |# --- )", stage, maxsplit=1)[0]
 
 
@@ -105,8 +108,10 @@ def test_the_image_packs_the_same_handler_files_as_make_archive():
 
 def test_exposed_ports_are_the_configured_ones():
     exposed = set(re.search(r"^EXPOSE (.+)$", DOCKERFILE, re.M).group(1).split())
-    configured = {PROPERTIES[key].rsplit(":", 1)[1] for key in
-                  ("inference_address", "management_address", "metrics_address", "oip_address")}
+    configured = {
+        PROPERTIES[key].rsplit(":", 1)[1]
+        for key in ("inference_address", "management_address", "metrics_address", "oip_address")
+    }
     assert exposed == configured == {"8080", "8081", "8082", "8083"}
 
 
@@ -118,9 +123,14 @@ def test_base_image_is_the_pinned_torchserve_release():
 
 def test_every_install_in_the_images_is_a_hashed_lock():
     """Each pip install reads a lock with --require-hashes, and nothing else (no loose names)."""
-    installs = [match.strip() for text in (DOCKERFILE, OFFLINE_DOCKERFILE) for match in
-                re.findall(r"pip install ([^&\n]+)", re.sub(r"\\\n\s*", " ", "\n".join(
-                    line for line in text.splitlines() if not line.startswith("#"))))]
+    installs = [
+        match.strip()
+        for text in (DOCKERFILE, OFFLINE_DOCKERFILE)
+        for match in re.findall(
+            r"pip install ([^&\n]+)",
+            re.sub(r"\\\n\s*", " ", "\n".join(line for line in text.splitlines() if not line.startswith("#"))),
+        )
+    ]
     # the training stage (in both), the serving image's two stages, the offline image's
     assert len(installs) == 5, installs
     for install in installs:

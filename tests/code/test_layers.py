@@ -32,8 +32,9 @@ def test_no_modules_import_each_other_in_a_circle():
 
 
 def test_the_layers_are_the_folders_of_the_package():
-    folders = sorted(path.name for path in (ROOT / "model").iterdir()
-                     if path.is_dir() and (path / "__init__.py").exists())
+    folders = sorted(
+        path.name for path in (ROOT / "model").iterdir() if path.is_dir() and (path / "__init__.py").exists()
+    )
     assert folders == sorted(["base", *LAYERS])
 
 
@@ -46,12 +47,17 @@ def write_package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_check_finds_an_upward_import_and_a_cycle(tmp_path):
-    package = write_package(tmp_path, {
-        "__init__.py": "", "data/__init__.py": "", "training/__init__.py": "",
-        "data/split.py": "def rows():\n    from model.training.train import fit  # at call time: still an import\n",
-        "training/train.py": "from model.training import metrics\n",
-        "training/metrics.py": "from model.training.train import fit\n",
-    })
+    package = write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "data/__init__.py": "",
+            "training/__init__.py": "",
+            "data/split.py": "def rows():\n    from model.training.train import fit  # at call time: still an import\n",
+            "training/train.py": "from model.training import metrics\n",
+            "training/metrics.py": "from model.training.train import fit\n",
+        },
+    )
     edges = graph(package)
     assert upward_imports(edges) == ["model.data.split (layer data) imports model.training.train (layer training)"]
     assert cycles(edges) == [["model.training.metrics", "model.training.train"]]
@@ -66,31 +72,46 @@ def test_each_dvc_stage_depends_on_every_module_its_command_imports(name):
     stage = DVC["stages"][name]
     deps = [dep for dep in stage["deps"] if not dep.startswith("${")]
     needed = {str(path) for path in closure(stage_modules(stage))}
-    missing = {path for path in needed if not any(path == dep or path.startswith(dep.rstrip("/") + "/")
-                                                   for dep in deps)}
+    missing = {
+        path for path in needed if not any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+    }
     assert not missing, f"stage {name} runs code it does not depend on: add {sorted(missing)} to its deps"
     stale = [dep for dep in deps if dep.startswith("model/") and not (ROOT / dep).exists()]
     assert not stale, f"stage {name} depends on files that do not exist: {stale}"
 
 
 def test_the_base_may_be_imported_by_every_layer_and_imports_none(tmp_path):
-    package = write_package(tmp_path, {
-        "__init__.py": "", "base/__init__.py": "", "data/__init__.py": "", "lifecycle/__init__.py": "",
-        "base/tables.py": "from model.data import split\n",
-        "base/store.py": "def now():\n    from model.lifecycle.registry import clock  # at call time, still\n",
-        "data/split.py": "from model.base import tables, store\n",
-        "lifecycle/registry.py": "from model.base.store import now\n",
-    })
+    package = write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "base/__init__.py": "",
+            "data/__init__.py": "",
+            "lifecycle/__init__.py": "",
+            "base/tables.py": "from model.data import split\n",
+            "base/store.py": "def now():\n    from model.lifecycle.registry import clock  # at call time, still\n",
+            "data/split.py": "from model.base import tables, store\n",
+            "lifecycle/registry.py": "from model.base.store import now\n",
+        },
+    )
     edges = graph(package)
     assert layer("model.base.tables") == layer("model.base") == -1
     assert upward_imports(edges) == [
         "model.base.store (layer base) imports model.lifecycle.registry (layer lifecycle)",
-        "model.base.tables (layer base) imports model.data.split (layer data)"]
+        "model.base.tables (layer base) imports model.data.split (layer data)",
+    ]
 
 
 def test_the_dependency_check_sees_function_level_imports(tmp_path):
-    package = write_package(tmp_path, {"__init__.py": "", "data/__init__.py": "",
-                                       "data/a.py": "def f():\n    from model.data import b\n", "data/b.py": ""})
+    package = write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "data/__init__.py": "",
+            "data/a.py": "def f():\n    from model.data import b\n",
+            "data/b.py": "",
+        },
+    )
     found = modules(package)
     assert imported(package / "data" / "a.py", found) == {"model.data.b"}
     assert module_name(package / "data" / "__init__.py", tmp_path) == "model.data"
@@ -121,7 +142,16 @@ def test_lint_checks_the_python_39_floor_of_what_the_serving_image_runs():
 
 
 def test_the_data_and_training_stages_load_no_plotting_library():
-    loaded = subprocess.run([sys.executable, "-c", "import sys, model.data.prepare, model.training.train, "
-                             "model.artifact.predict; print(sorted(sys.modules))"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, model.data.prepare, model.training.train, model.artifact.predict; print(sorted(sys.modules))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert "'matplotlib'" not in loaded

@@ -31,8 +31,11 @@ def stale_records(repo: Path) -> dict[str, dict]:
     for stage, entries in json.loads(done.stdout or "{}").items():
         for entry in entries:
             changed = entry.get("changed deps", {}) if isinstance(entry, dict) else {}
-            ours = {dep: change for dep, change in changed.items()
-                    if not any(dep == out or dep.startswith(out.rstrip("/") + "/") for out in outputs)}
+            ours = {
+                dep: change
+                for dep, change in changed.items()
+                if not any(dep == out or dep.startswith(out.rstrip("/") + "/") for out in outputs)
+            }
             if ours:
                 stale.setdefault(stage, {}).update(ours)
     return stale

@@ -17,8 +17,7 @@ OTHER = "configs/synthetic.yaml"
 
 def dry_run(*arguments: str) -> str:
     """What make would run; prerequisites' recipes included, nothing executed."""
-    done = subprocess.run(["make", "-n", *arguments], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(["make", "-n", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -65,11 +64,13 @@ def test_help_columns_fit_the_longest_target():
     assert rows and all(rows), listed
     longest = max(len(row.group(1)) for row in rows)
     assert {len(row.group(1)) + len(row.group(2)) for row in rows} == {longest + 2}
-    assert longest == max(len(name) for name in re.findall(r"^([a-zA-Z_-]+):.*## ", (ROOT / "Makefile").read_text(),
-                                                              re.M))
+    assert longest == max(
+        len(name) for name in re.findall(r"^([a-zA-Z_-]+):.*## ", (ROOT / "Makefile").read_text(), re.M)
+    )
 
 
 def test_draft_config_says_how_it_is_called():
-    done = subprocess.run(["make", "-o", ".venv/.installed", "draft-config"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["make", "-o", ".venv/.installed", "draft-config"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "usage: make draft-config CSV=path/to/data.csv NAME=<name>" in done.stdout

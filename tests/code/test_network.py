@@ -11,21 +11,25 @@ from model.training.inputs import model_inputs
 from model.training.network import MISSING, UNKNOWN, TabularNet
 from model.training.preprocessing import fit_preprocessing
 
-FEATURES = load_settings().features.model_copy(update={
-    "categorical": {k: v for k, v in load_settings().features.categorical.items() if k in ("carrier", "origin")},
-    "numeric": {k: v for k, v in load_settings().features.numeric.items() if k in ("month", "distance", "precip")},
-})
+FEATURES = load_settings().features.model_copy(
+    update={
+        "categorical": {k: v for k, v in load_settings().features.categorical.items() if k in ("carrier", "origin")},
+        "numeric": {k: v for k, v in load_settings().features.numeric.items() if k in ("month", "distance", "precip")},
+    }
+)
 
 
 @pytest.fixture
 def frame():
-    return pd.DataFrame({
-        "carrier": ["UA", "UA", "AA", "B6", ""],
-        "origin": ["EWR", "JFK", "JFK", "LGA", "EWR"],
-        "month": [1.0, 6.0, 12.0, 3.0, 7.0],
-        "distance": [100.0, 200.0, float("nan"), 400.0, 500.0],
-        "precip": [0.0, 0.1, 0.0, float("nan"), 0.0],
-    })
+    return pd.DataFrame(
+        {
+            "carrier": ["UA", "UA", "AA", "B6", ""],
+            "origin": ["EWR", "JFK", "JFK", "LGA", "EWR"],
+            "month": [1.0, 6.0, 12.0, 3.0, 7.0],
+            "distance": [100.0, 200.0, float("nan"), 400.0, 500.0],
+            "precip": [0.0, 0.1, 0.0, float("nan"), 0.0],
+        }
+    )
 
 
 @pytest.fixture

@@ -53,8 +53,10 @@ def violations(root: Path = ROOT) -> list[str]:
         own = name.removesuffix(".py")
         for path in sources(root, name):
             for target in sorted(set(imported(path)) & TOP - {own} - set(allowed)):
-                found.append(f"{path.relative_to(root)} imports {target} "
-                             f"({own} may import {', '.join(allowed) or 'none of the others'})")
+                found.append(
+                    f"{path.relative_to(root)} imports {target} "
+                    f"({own} may import {', '.join(allowed) or 'none of the others'})"
+                )
     return found
 
 

@@ -29,11 +29,14 @@ def test_the_shipped_configs_have_paths_of_their_own():
     assert shared_paths(ROOT / "configs" / "synthetic.yaml") == []
 
 
-@pytest.mark.parametrize("paths, clashing", [
-    ({"model_dir": "artifacts/model"}, ["model_dir"]),              # the same folder
-    ({"export_dir": "artifacts/export/mine"}, ["export_dir"]),      # inside one of them
-    ({"report_dir": "reports"}, ["report_dir"]),                    # holding one of them
-])
+@pytest.mark.parametrize(
+    "paths, clashing",
+    [
+        ({"model_dir": "artifacts/model"}, ["model_dir"]),  # the same folder
+        ({"export_dir": "artifacts/export/mine"}, ["export_dir"]),  # inside one of them
+        ({"report_dir": "reports"}, ["report_dir"]),  # holding one of them
+    ],
+)
 def test_paths_that_are_or_overlap_the_default_ones_are_refused(tmp_path, paths, clashing):
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump({"base": str(ROOT / "configs" / "synthetic.yaml"), "paths": paths}))

@@ -8,15 +8,34 @@ from benchmarks.served_runtimes import BODIES, markdown, verdict
 
 def saved_run(onnx_faster_by: float = 1.2) -> dict:
     def points(p50_ms: float, requests_per_s: float) -> list[dict]:
-        return [{"concurrency": 1, "p50_ms": p50_ms, "requests_per_s": 1000 / p50_ms, "errors": 0},
-                {"concurrency": 16, "p50_ms": 10 * p50_ms, "requests_per_s": requests_per_s, "errors": 0}]
+        return [
+            {"concurrency": 1, "p50_ms": p50_ms, "requests_per_s": 1000 / p50_ms, "errors": 0},
+            {"concurrency": 16, "p50_ms": 10 * p50_ms, "requests_per_s": requests_per_s, "errors": 0},
+        ]
 
-    measured = {"torchscript": {str(size): [points(2.0, 500 / size), points(2.2, 450 / size)] for size in BODIES},
-                "onnx": {str(size): [points(2.0 / onnx_faster_by, 500 * onnx_faster_by / size),
-                                     points(2.2 / onnx_faster_by, 450 * onnx_faster_by / size)] for size in BODIES}}
-    facts = {"rounds": 2, "seconds": 8, "warmup": 15, "cpu": "a CPU", "cores": 2, "load": 1.0, "load_end": 1.0,
-             "records": 100, "model_version": "1.0-x", "roc_auc": {"torchscript": 0.7, "onnx": 0.7},
-             "max_abs_difference": 1e-7}
+    measured = {
+        "torchscript": {str(size): [points(2.0, 500 / size), points(2.2, 450 / size)] for size in BODIES},
+        "onnx": {
+            str(size): [
+                points(2.0 / onnx_faster_by, 500 * onnx_faster_by / size),
+                points(2.2 / onnx_faster_by, 450 * onnx_faster_by / size),
+            ]
+            for size in BODIES
+        },
+    }
+    facts = {
+        "rounds": 2,
+        "seconds": 8,
+        "warmup": 15,
+        "cpu": "a CPU",
+        "cores": 2,
+        "load": 1.0,
+        "load_end": 1.0,
+        "records": 100,
+        "model_version": "1.0-x",
+        "roc_auc": {"torchscript": 0.7, "onnx": 0.7},
+        "max_abs_difference": 1e-7,
+    }
     return {"facts": facts, "measured": measured}
 
 

@@ -68,8 +68,11 @@ def one_error_shape(reply) -> dict:
 def test_one_record_in_one_answer_out(service):
     status, answer = reply_json(service.handle([(body(SAMPLE), "application/json")])[0])
     assert status == 200
-    assert answer == {"late_probability": pytest.approx(SAMPLE["distance"] / 10000), "late": False,
-                      "model_version": "1.0-test"}
+    assert answer == {
+        "late_probability": pytest.approx(SAMPLE["distance"] / 10000),
+        "late": False,
+        "model_version": "1.0-test",
+    }
 
 
 def test_a_list_comes_back_in_order(service):
@@ -86,8 +89,9 @@ def test_kserve_v1_instances_come_back_as_predictions(service):
     status, answer = reply_json(service.handle([(body({"instances": records}), "application/json")])[0])
     assert status == 200 and list(answer) == ["predictions"]
     assert [a["late_probability"] for a in answer["predictions"]] == pytest.approx([0.01, 0.9])
-    status, refused = reply_json(service.handle([(body({"instances": [SAMPLE, {**SAMPLE, "distance": -1}]}),
-                                                  "application/json")])[0])
+    status, refused = reply_json(
+        service.handle([(body({"instances": [SAMPLE, {**SAMPLE, "distance": -1}]}), "application/json")])[0]
+    )
     assert status == 400 and refused["errors"][0]["record"] == 1 and refused["errors"][0]["field"] == "distance"
     status, refused = reply_json(service.handle([(body({"instances": records, "extra": 1}), None)])[0])
     assert status == 400  # not the v1 envelope: a record with unknown fields
@@ -102,8 +106,12 @@ def test_batched_requests_share_one_forward_pass_and_keep_their_own_answers(serv
 
 
 def test_a_bad_request_does_not_disturb_its_batch_neighbours(service):
-    requests = [(body(with_distance(100)), "application/json"), (b"{oops", "application/json"),
-                (body(with_distance(-5)), "application/json"), (body(with_distance(700)), "application/json")]
+    requests = [
+        (body(with_distance(100)), "application/json"),
+        (b"{oops", "application/json"),
+        (body(with_distance(-5)), "application/json"),
+        (body(with_distance(700)), "application/json"),
+    ]
     statuses = [reply.status for reply in service.handle(requests)]
     assert statuses == [200, 400, 400, 200]
     assert reply_json(service.handle(requests)[3])[1]["late_probability"] == pytest.approx(0.07)
@@ -119,21 +127,24 @@ def test_missing_optional_fields_and_nulls_are_allowed(service, model):
     assert all(value != value for value in numeric[0][5:])  # NaN for every missing number
 
 
-@pytest.mark.parametrize(("record", "field", "reason"), [
-    ({k: v for k, v in SAMPLE.items() if k != "carrier"}, "carrier", "required"),
-    ({**SAMPLE, "carrier": None}, "carrier", "must be a string, got null"),
-    ({**SAMPLE, "carrier": 7}, "carrier", "must be a string, got an integer"),
-    ({**SAMPLE, "carrier": ""}, "carrier", "must not be empty"),
-    ({**SAMPLE, "dest": "X" * 500}, "dest", "longer than 64"),
-    ({**SAMPLE, "distance": "719"}, "distance", "must be a number, got a string"),
-    ({**SAMPLE, "distance": True}, "distance", "got a boolean"),
-    ({**SAMPLE, "distance": -1}, "distance", "below the minimum"),
-    ({**SAMPLE, "month": 13}, "month", "above the maximum"),
-    ({**SAMPLE, "month": 3.5}, "month", "must be an integer"),
-    ({**SAMPLE, "precip": [1]}, "precip", "got a list"),
-    ({**SAMPLE, "temp": {"F": 3}}, "temp", "got an object"),
-    ({**SAMPLE, "dep_delay": 12}, "dep_delay", "not a known field"),
-])
+@pytest.mark.parametrize(
+    ("record", "field", "reason"),
+    [
+        ({k: v for k, v in SAMPLE.items() if k != "carrier"}, "carrier", "required"),
+        ({**SAMPLE, "carrier": None}, "carrier", "must be a string, got null"),
+        ({**SAMPLE, "carrier": 7}, "carrier", "must be a string, got an integer"),
+        ({**SAMPLE, "carrier": ""}, "carrier", "must not be empty"),
+        ({**SAMPLE, "dest": "X" * 500}, "dest", "longer than 64"),
+        ({**SAMPLE, "distance": "719"}, "distance", "must be a number, got a string"),
+        ({**SAMPLE, "distance": True}, "distance", "got a boolean"),
+        ({**SAMPLE, "distance": -1}, "distance", "below the minimum"),
+        ({**SAMPLE, "month": 13}, "month", "above the maximum"),
+        ({**SAMPLE, "month": 3.5}, "month", "must be an integer"),
+        ({**SAMPLE, "precip": [1]}, "precip", "got a list"),
+        ({**SAMPLE, "temp": {"F": 3}}, "temp", "got an object"),
+        ({**SAMPLE, "dep_delay": 12}, "dep_delay", "not a known field"),
+    ],
+)
 def test_invalid_fields_are_named_with_the_reason(service, record, field, reason):
     status, error = reply_json(service.handle([(body(record), "application/json")])[0])
     assert status == 400
@@ -148,21 +159,24 @@ def test_every_problem_of_every_record_is_reported(service):
     assert {(e["record"], e["field"]) for e in error["errors"]} == {(1, "month"), (1, "hour"), (2, "record")}
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"", "empty"),
-    (b"   \n", "empty"),
-    (None, "no body"),
-    (b"{\"carrier\": NaN}", "NaN"),
-    (b"{\"distance\": Infinity}", "Infinity"),
-    (b"{\"distance\": 1e999}", "too large"),
-    (b"{\"carrier\": \"UA\", \"carrier\": \"AA\"}", "more than once"),
-    (b"\xff\xfe{}", "UTF-8"),
-    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
-    (b"42", "not an integer"),
-    (b"\"text\"", "not a string"),
-    (b"[]", "empty"),
-    (b"{\"carrier\": \"UA\"", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (None, "no body"),
+        (b'{"carrier": NaN}', "NaN"),
+        (b'{"distance": Infinity}', "Infinity"),
+        (b'{"distance": 1e999}', "too large"),
+        (b'{"carrier": "UA", "carrier": "AA"}', "more than once"),
+        (b"\xff\xfe{}", "UTF-8"),
+        (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+        (b"42", "not an integer"),
+        (b'"text"', "not a string"),
+        (b"[]", "empty"),
+        (b'{"carrier": "UA"', "not valid JSON"),
+    ],
+)
 def test_malformed_bodies_get_a_400_naming_the_body(service, raw, reason):
     status, error = reply_json(service.handle([(raw, "application/json")])[0])
     assert status == 400
@@ -175,14 +189,17 @@ def test_too_many_records_get_a_413(service, schema):
     assert service.handle([(body(records), "application/json")])[0].status == 413
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "", None,
-                                          "text/plain", "application/vnd.api+json"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "", None, "text/plain", "application/vnd.api+json"],
+)
 def test_json_is_accepted_with_or_without_a_json_content_type(service, content_type):
     assert service.handle([(body(SAMPLE), content_type)])[0].status == 200
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                                          "text/csv", "image/png"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/csv", "image/png"]
+)
 def test_other_content_types_get_a_415_that_says_what_to_send(service, content_type):
     status, error = reply_json(service.handle([(body(SAMPLE), content_type)])[0])
     assert status == 415
@@ -199,9 +216,9 @@ def test_example_record_is_valid(service):
 
 
 def test_parse_json_keeps_big_but_finite_numbers():
-    assert parse_json(b"{\"distance\": 1e300}") == {"distance": 1e300}
+    assert parse_json(b'{"distance": 1e300}') == {"distance": 1e300}
     with pytest.raises(RequestError):
-        parse_json(b"{\"distance\": -1e400}")
+        parse_json(b'{"distance": -1e400}')
 
 
 def strict_reading(service, raw):
@@ -225,17 +242,22 @@ def strict_readings(monkeypatch):
     return read
 
 
-@pytest.mark.parametrize("raw", [
-    with_field(SAMPLE, b'"distance": 2'),  # msgspec would keep the last
-    with_field({**SAMPLE, "carrier": "A:B"}, b'"month": 4'),  # a colon in a string hides a duplicate
-    b'[{"a": {"b": 1, "b": 2}}]',
-    body({**SAMPLE, "carrier": "A:B"}),  # a colon inside a string
-    b"\xef\xbb\xbf" + body(SAMPLE),  # a byte order mark
-    b" " * 100 + body([SAMPLE]),  # more leading whitespace than the fast reading peeks at
-    with_field(SAMPLE, b'"x": NaN'), with_field(SAMPLE, b'"x": 1e999'),
-    body(SAMPLE).replace(b'"%s"' % SAMPLE["carrier"].encode(), b'"\\ud800"'),
-    body(SAMPLE).replace(SAMPLE["carrier"].encode(), b"\xff"), b"",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        with_field(SAMPLE, b'"distance": 2'),  # msgspec would keep the last
+        with_field({**SAMPLE, "carrier": "A:B"}, b'"month": 4'),  # a colon in a string hides a duplicate
+        b'[{"a": {"b": 1, "b": 2}}]',
+        body({**SAMPLE, "carrier": "A:B"}),  # a colon inside a string
+        b"\xef\xbb\xbf" + body(SAMPLE),  # a byte order mark
+        b" " * 100 + body([SAMPLE]),  # more leading whitespace than the fast reading peeks at
+        with_field(SAMPLE, b'"x": NaN'),
+        with_field(SAMPLE, b'"x": 1e999'),
+        body(SAMPLE).replace(b'"%s"' % SAMPLE["carrier"].encode(), b'"\\ud800"'),
+        body(SAMPLE).replace(SAMPLE["carrier"].encode(), b"\xff"),
+        b"",
+    ],
+)
 def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service, strict_readings, raw):
     try:
         records, _ = service.native.parse(raw, "application/json")
@@ -246,28 +268,41 @@ def test_the_fast_reading_leaves_what_only_the_strict_reader_can_decide(service,
     assert strict_readings == [raw]
 
 
-@pytest.mark.parametrize("raw", [body(SAMPLE), body([SAMPLE, SAMPLE]), body({"instances": [SAMPLE]}),
-                                 body(SAMPLE).decode(), bytearray(body(SAMPLE))])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body(SAMPLE),
+        body([SAMPLE, SAMPLE]),
+        body({"instances": [SAMPLE]}),
+        body(SAMPLE).decode(),
+        bytearray(body(SAMPLE)),
+    ],
+)
 def test_the_fast_reading_reads_ordinary_bodies_as_the_strict_reader_does(service, strict_readings, raw):
     assert service.native.parse(raw, "application/json") == strict_reading(service, raw)
     assert strict_readings == []
 
 
-def test_every_body_of_the_malformed_corpus_gets_the_same_answer_with_and_without_the_fast_reader(
-        schema, monkeypatch):
+def test_every_body_of_the_malformed_corpus_gets_the_same_answer_with_and_without_the_fast_reader(schema, monkeypatch):
     from loadtest.malformed import malformed_requests, tolerated_requests
 
-    requests = [Request(r.body, r.headers.get("Content-Type"), PREDICT, None)
-                for r in [*malformed_requests(), *tolerated_requests()] if not r.refused_by_frontend]
+    requests = [
+        Request(r.body, r.headers.get("Content-Type"), PREDICT, None)
+        for r in [*malformed_requests(), *tolerated_requests()]
+        if not r.refused_by_frontend
+    ]
     requests.append(Request(body([{**SAMPLE, "carrier": "A:B"}, SAMPLE]), "application/json", PREDICT, None))
     # duplicated keys that msgspec would merge: the kept value alone would be valid, or too many records
     records = body([SAMPLE]).decode()
     many = ",".join([json.dumps(SAMPLE)] * 1001)
-    for raw in (f'{{"instances": [], "instances": {records}}}', f'{{"instances": {records}, "instances": {records}}}',
-                f'{{"instances": {records}, "instances": [{many}]}}',
-                body({**SAMPLE, "month": 3}).decode()[:-1] + ', "month": 4}',
-                # as many colons as a whole record: one field the schema does not require left out
-                body({k: v for k, v in SAMPLE.items() if k != "wind_gust"}).decode()[:-1] + ', "month": 4}'):
+    for raw in (
+        f'{{"instances": [], "instances": {records}}}',
+        f'{{"instances": {records}, "instances": {records}}}',
+        f'{{"instances": {records}, "instances": [{many}]}}',
+        body({**SAMPLE, "month": 3}).decode()[:-1] + ', "month": 4}',
+        # as many colons as a whole record: one field the schema does not require left out
+        body({k: v for k, v in SAMPLE.items() if k != "wind_gust"}).decode()[:-1] + ', "month": 4}',
+    ):
         requests.append(Request(raw.encode(), "application/json", PREDICT, None))
     requests.append(Request(body([{**SAMPLE, "carrier": "A:B"}, SAMPLE]), "application/json", PREDICT, None))
     fast = PredictionService(schema, RecordingModel(schema["x-model"]["numeric"])).handle(requests)
@@ -306,11 +341,19 @@ def test_a_request_the_model_cannot_score_fails_alone(schema):
 
 # -- routes, refusal kinds, timings -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("url_path", "explain", "route"), [
-    ("", "False", PREDICT), ("", "True", EXPLAIN), (None, None, PREDICT),
-    ("v2/models/mymodel/infer", "False", V2_INFER), ("v2/models/mymodel/versions/1.0-x/infer", "False", V2_INFER),
-    ("v2/models/mymodel", "False", V2_METADATA), ("something/else", "False", PREDICT),
-])
+
+@pytest.mark.parametrize(
+    ("url_path", "explain", "route"),
+    [
+        ("", "False", PREDICT),
+        ("", "True", EXPLAIN),
+        (None, None, PREDICT),
+        ("v2/models/mymodel/infer", "False", V2_INFER),
+        ("v2/models/mymodel/versions/1.0-x/infer", "False", V2_INFER),
+        ("v2/models/mymodel", "False", V2_METADATA),
+        ("something/else", "False", PREDICT),
+    ],
+)
 def test_the_route_comes_from_the_headers_the_frontend_sets(url_path, explain, route):
     assert route_of(url_path, explain) == route
 
@@ -322,8 +365,9 @@ def test_refusals_are_counted_by_kind_once_per_record(service):
     assert sorted(reply.refused) == ["not_an_object", "out_of_range", "unknown_field", "wrong_type"]
     assert service.handle([(b"{oops", "application/json")])[0].refused == ("body",)
     assert service.handle([(body(SAMPLE), "text/csv")])[0].refused == ("media_type",)
-    assert service.handle([(body({k: v for k, v in SAMPLE.items() if k != "dest"}), None)])[0].refused \
-        == ("missing_field",)
+    assert service.handle([(body({k: v for k, v in SAMPLE.items() if k != "dest"}), None)])[0].refused == (
+        "missing_field",
+    )
 
 
 def test_scored_probabilities_come_with_the_replies_and_refusals_score_nothing(service):
@@ -341,13 +385,21 @@ def test_a_batch_of_refusals_runs_no_model(service, model):
 
 # -- explanations ---------------------------------------------------------------------------------
 
+
 def fake_explain(categorical, numeric):
     """Attributions that add up to the logit change from a reference at logit 0."""
     rows = []
     for row in numeric:
         logit = row[0] / 10
-        rows.append({"probability": 1 / (1 + math.exp(-logit)), "logit": logit, "baseline_probability": 0.5,
-                     "baseline_logit": 0.0, "attributions": {"month": logit / 2, "carrier": logit / 2}})
+        rows.append(
+            {
+                "probability": 1 / (1 + math.exp(-logit)),
+                "logit": logit,
+                "baseline_probability": 0.5,
+                "baseline_logit": 0.0,
+                "attributions": {"month": logit / 2, "carrier": logit / 2},
+            }
+        )
     return rows
 
 
@@ -355,8 +407,15 @@ def test_an_explanation_carries_the_answer_the_reference_and_the_attributions(sc
     service = PredictionService(schema, model, fake_explain)
     status, answer = reply_json(service.handle([Request(body(SAMPLE), "application/json", EXPLAIN)])[0])
     assert status == 200
-    assert set(answer) == {"late_probability", "late", "model_version", "baseline_probability", "logit",
-                           "baseline_logit", "attributions"}
+    assert set(answer) == {
+        "late_probability",
+        "late",
+        "model_version",
+        "baseline_probability",
+        "logit",
+        "baseline_logit",
+        "attributions",
+    }
     assert sum(answer["attributions"].values()) == pytest.approx(answer["logit"] - answer["baseline_logit"])
     status, answers = reply_json(service.handle([Request(body([SAMPLE, SAMPLE]), None, EXPLAIN)])[0])
     assert status == 200 and len(answers) == 2
@@ -364,8 +423,13 @@ def test_an_explanation_carries_the_answer_the_reference_and_the_attributions(sc
 
 def test_explanations_and_predictions_in_one_batch_keep_their_own_shapes(schema, model):
     service = PredictionService(schema, model, fake_explain)
-    replies = service.handle([Request(body(SAMPLE), None, EXPLAIN), Request(body(SAMPLE), None, PREDICT),
-                              Request(body({**SAMPLE, "month": 13}), None, EXPLAIN)])
+    replies = service.handle(
+        [
+            Request(body(SAMPLE), None, EXPLAIN),
+            Request(body(SAMPLE), None, PREDICT),
+            Request(body({**SAMPLE, "month": 13}), None, EXPLAIN),
+        ]
+    )
     assert [reply.status for reply in replies] == [200, 200, 400]
     assert "attributions" in json.loads(replies[0].body) and "attributions" not in json.loads(replies[1].body)
     assert replies[1].scored and not replies[0].scored  # explanations are not counted as predictions
@@ -378,6 +442,7 @@ def test_without_an_explainer_explanations_answer_501(service):
 
 # -- the Open Inference Protocol v2 -----------------------------------------------------------------
 
+
 def v2_datatype(schema, name):
     if name in schema["x-model"]["categorical"]:
         return "BYTES"
@@ -386,8 +451,15 @@ def v2_datatype(schema, name):
 
 
 def v2_inputs(schema, records):
-    return [{"name": name, "datatype": v2_datatype(schema, name), "shape": [len(records)],
-             "data": [record[name] for record in records]} for name in records[0]]
+    return [
+        {
+            "name": name,
+            "datatype": v2_datatype(schema, name),
+            "shape": [len(records)],
+            "data": [record[name] for record in records],
+        }
+        for name in records[0]
+    ]
 
 
 def v2_request(schema, records, **extra):
@@ -406,7 +478,8 @@ def test_v2_metadata_has_one_input_per_request_field_from_the_schema(service, sc
     assert metadata["name"] == "mymodel" and metadata["versions"] == ["1.0-test"]
     assert [i["name"] for i in metadata["inputs"]] == schema["x-model"]["categorical"] + schema["x-model"]["numeric"]
     assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {
-        name: v2_datatype(schema, name) for name in schema["properties"]}
+        name: v2_datatype(schema, name) for name in schema["properties"]
+    }
     assert all(i["shape"] == [-1] for i in metadata["inputs"] + metadata["outputs"])
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {"late_probability": "FP64", "late": "BOOL"}
 
@@ -430,7 +503,7 @@ def test_v2_optional_inputs_may_be_left_out_or_null_and_only_requested_outputs_c
     request = Request(body({"inputs": inputs, "outputs": [{"name": "late"}]}), None, V2_INFER)
     status, answer = reply_json(service.handle([request])[0])
     assert status == 200 and [o["name"] for o in answer["outputs"]] == ["late"] and "id" not in answer
-    assert all(value != value for value in model.calls[-1][1][0][len(schema["required"]) - 3:])  # NaN: missing
+    assert all(value != value for value in model.calls[-1][1][0][len(schema["required"]) - 3 :])  # NaN: missing
 
 
 def test_v2_binary_data_is_decoded_like_json_data(service, schema):
@@ -451,23 +524,42 @@ def test_v2_binary_data_is_decoded_like_json_data(service, schema):
     assert json.loads(reply.body)["outputs"][0]["data"] == pytest.approx([0.01, 0.07])
 
 
-@pytest.mark.parametrize(("change", "status", "named"), [
-    (lambda inputs: [{**i, "datatype": "FP64"} if i["name"] == "carrier" else i for i in inputs], 400, "'carrier'"),
-    (lambda inputs: [{**i, "datatype": "BYTES"} if i["name"] == "month" else i for i in inputs], 400, "'month'"),
-    (lambda inputs: [{**i, "datatype": "BOOL"} if i["name"] == "distance" else i for i in inputs], 400, "'distance'"),
-    (lambda inputs: [{**i, "datatype": "FP64", "data": [1.5]} if i["name"] == "month" else i for i in inputs], 400,
-     "'month', element 0"),
-    (lambda inputs: [i for i in inputs if i["name"] != "origin"], 400, "'origin'"),
-    (lambda inputs: [{**i, "shape": [2], "data": i["data"] * 2} if i["name"] == "distance" else i for i in inputs],
-     400, "distance [2]"),
-    (lambda inputs: [{**i, "shape": [3]} if i["name"] == "hour" else i for i in inputs], 400, "'hour'"),
-    (lambda inputs: [{**i, "shape": [1, 1]} if i["name"] == "hour" else i for i in inputs], 400, "'hour'"),
-    (lambda inputs: [{**i, "data": [3.5]} if i["name"] == "hour" else i for i in inputs], 400, "'hour', element 0"),
-    (lambda inputs: [{**i, "data": [13]} if i["name"] == "month" else i for i in inputs], 400, "'month', element 0"),
-    (lambda inputs: [*inputs, {"name": "tail", "datatype": "BYTES", "shape": [1], "data": ["N1"]}], 400, "'tail'"),
-    (lambda inputs: [*inputs, inputs[0]], 400, "'carrier'"),
-    (lambda inputs: [], 400, "inputs"),
-])
+@pytest.mark.parametrize(
+    ("change", "status", "named"),
+    [
+        (lambda inputs: [{**i, "datatype": "FP64"} if i["name"] == "carrier" else i for i in inputs], 400, "'carrier'"),
+        (lambda inputs: [{**i, "datatype": "BYTES"} if i["name"] == "month" else i for i in inputs], 400, "'month'"),
+        (
+            lambda inputs: [{**i, "datatype": "BOOL"} if i["name"] == "distance" else i for i in inputs],
+            400,
+            "'distance'",
+        ),
+        (
+            lambda inputs: [{**i, "datatype": "FP64", "data": [1.5]} if i["name"] == "month" else i for i in inputs],
+            400,
+            "'month', element 0",
+        ),
+        (lambda inputs: [i for i in inputs if i["name"] != "origin"], 400, "'origin'"),
+        (
+            lambda inputs: [
+                {**i, "shape": [2], "data": i["data"] * 2} if i["name"] == "distance" else i for i in inputs
+            ],
+            400,
+            "distance [2]",
+        ),
+        (lambda inputs: [{**i, "shape": [3]} if i["name"] == "hour" else i for i in inputs], 400, "'hour'"),
+        (lambda inputs: [{**i, "shape": [1, 1]} if i["name"] == "hour" else i for i in inputs], 400, "'hour'"),
+        (lambda inputs: [{**i, "data": [3.5]} if i["name"] == "hour" else i for i in inputs], 400, "'hour', element 0"),
+        (
+            lambda inputs: [{**i, "data": [13]} if i["name"] == "month" else i for i in inputs],
+            400,
+            "'month', element 0",
+        ),
+        (lambda inputs: [*inputs, {"name": "tail", "datatype": "BYTES", "shape": [1], "data": ["N1"]}], 400, "'tail'"),
+        (lambda inputs: [*inputs, inputs[0]], 400, "'carrier'"),
+        (lambda inputs: [], 400, "inputs"),
+    ],
+)
 def test_bad_v2_requests_get_a_4xx_naming_the_input(service, schema, change, status, named):
     code, error = v2_error(service, {"inputs": change(v2_inputs(schema, [SAMPLE]))})
     assert code == status and named in error, error
@@ -488,6 +580,7 @@ def test_v2_body_level_mistakes_are_refused(service, schema):
 
 
 # -- one request's fault stays its own ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("length", ["²", "9" * 5000, "-5", "+5", " 5", "0x10", "5.0", "1e3", "0", "99999"])
 def test_a_crafted_binary_header_fails_its_own_request_with_a_400_naming_the_header(service, schema, length):
@@ -520,8 +613,13 @@ def test_a_fault_reading_one_request_fails_that_request_alone(service, monkeypat
 
 def test_explanations_have_their_own_record_cap(schema, model):
     service = PredictionService(schema, model, fake_explain, max_explained_records=3)
-    replies = service.handle([Request(body([SAMPLE] * 3), None, EXPLAIN), Request(body([SAMPLE] * 4), None, EXPLAIN),
-                              Request(body([SAMPLE] * 4), None, PREDICT)])
+    replies = service.handle(
+        [
+            Request(body([SAMPLE] * 3), None, EXPLAIN),
+            Request(body([SAMPLE] * 4), None, EXPLAIN),
+            Request(body([SAMPLE] * 4), None, PREDICT),
+        ]
+    )
     assert [reply.status for reply in replies] == [200, 413, 200]
     assert replies[1].refused == ("too_many_records",)
     assert "at most 3" in json.loads(replies[1].body)["error"]
@@ -583,7 +681,6 @@ def test_a_fault_of_the_service_itself_gets_each_request_a_500_not_an_exception(
     assert all(json.loads(reply)["code"] == 500 for reply in replies)
 
 
-
 def test_a_request_left_without_a_reply_fails_the_batch_loudly(served, monkeypatch):
     """Replies go back by position: a missing one would hand the replies after it to the wrong
     clients, so the service raises instead of answering fewer, and the handler answers 500 to each."""
@@ -599,6 +696,7 @@ def test_a_request_left_without_a_reply_fails_the_batch_loudly(served, monkeypat
 
 
 # -- the one error shape -----------------------------------------------------------------------
+
 
 def test_every_error_the_service_answers_has_the_one_shape_and_a_stable_type(schema, model):
     def explode(categorical, numeric):

@@ -48,10 +48,18 @@ def test_the_three_shapes_read_as_the_same_rows(typed):
     assert one == [typed.row(SAMPLE)]
 
 
-@pytest.mark.parametrize("change", [
-    {"carrier": ""}, {"carrier": "X" * 65}, {"month": 13}, {"month": 3.0}, {"month": True}, {"distance": "719"},
-    {"unknown": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"carrier": ""},
+        {"carrier": "X" * 65},
+        {"month": 13},
+        {"month": 3.0},
+        {"month": True},
+        {"distance": "719"},
+        {"unknown": 1},
+    ],
+)
 def test_anything_the_schema_might_refuse_is_left_to_the_strict_reader(typed, change):
     assert typed.read(json.dumps({**SAMPLE, **change})) is None
 

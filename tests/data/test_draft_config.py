@@ -61,8 +61,9 @@ def test_identifiers_free_text_constants_and_numbers_in_text_are_left_out_with_t
 def test_kinds_bounds_and_required_flags_come_from_the_values(drafted, loans_csv):
     features, frame = drafted[2]["features"], loans_csv[1]
     assert {"grade", "home_ownership", "purpose", "emp_length"} <= set(features["categorical"])
-    assert {"loan_amnt", "dti", "revol_util", *(f"bureau_{i:02d}" for i in range(1, EXTRA_NUMBERS + 1))} \
-        <= set(features["numeric"])
+    assert {"loan_amnt", "dti", "revol_util", *(f"bureau_{i:02d}" for i in range(1, EXTRA_NUMBERS + 1))} <= set(
+        features["numeric"]
+    )
     for name, spec in features["numeric"].items():
         values = frame[name].dropna()
         assert spec["min"] <= values.min() and values.max() <= spec["max"], name
@@ -102,9 +103,14 @@ def refused(tmp_path, frame: pd.DataFrame, *options: str) -> str:
 
 def small(rows: int = 2000, every: str = "6h") -> pd.DataFrame:
     rng = np.random.default_rng(1)
-    return pd.DataFrame({"when": pd.date_range("2023-01-01", periods=rows, freq=every).strftime("%Y-%m-%d %H:%M"),
-                         "grade": rng.choice(list("ABCDEFG"), rows), "size": rng.normal(10, 2, rows),
-                         "churned": rng.integers(0, 2, rows)})
+    return pd.DataFrame(
+        {
+            "when": pd.date_range("2023-01-01", periods=rows, freq=every).strftime("%Y-%m-%d %H:%M"),
+            "grade": rng.choice(list("ABCDEFG"), rows),
+            "size": rng.normal(10, 2, rows),
+            "churned": rng.integers(0, 2, rows),
+        }
+    )
 
 
 def test_a_csv_without_a_time_column_is_refused_with_the_fix(tmp_path, capsys):

@@ -52,8 +52,9 @@ def test_new_categories_and_out_of_range_shares_are_counted(raw, settings):
 
 
 def test_a_batch_over_a_limit_stops_the_pipeline_and_is_recorded(raw, settings, tmp_path):
-    strict = settings.with_overrides({"paths": {"quality_db": tmp_path / "q.sqlite",
-                                                "quality": tmp_path / "q.parquet"}})
+    strict = settings.with_overrides(
+        {"paths": {"quality_db": tmp_path / "q.sqlite", "quality": tmp_path / "q.parquet"}}
+    )
     batch = raw.copy()
     batch.loc[batch.index[: len(batch) // 2 + 10], "temp"] = None
     with pytest.raises(DataQualityError, match=r"batch 2013-01: temp is 5\d\.\d% missing, over the limit of 50%"):

@@ -26,16 +26,40 @@ def source(**changes) -> SyntheticSource:
 
 def small_settings(tmp_path: Path) -> Settings:
     """Ninety days from the shipped config: January-February to train/, March to test/."""
-    paths = {name: tmp_path / "out" / name for name in ("processed", "quality", "quality_db", "model_dir", "export_dir",
-                                                         "metrics", "comparison", "model_store", "report_dir",
-                                                         "registry", "raw", "plots", "tracking")}
-    return load_settings(SYNTHETIC).with_overrides({
-        "data": {"window": {"start": "2021-01-01", "end": "2021-04-01"},
-                 "split": {"valid_start": "2021-02-15", "test_start": "2021-03-01"},
-                 "synthetic": {"dir": tmp_path / "raw", "start": "2021-01-01", "days": 90,
-                               "drift_start": None, "test_start": "2021-03-01"}},
-        "paths": paths,
-    })
+    paths = {
+        name: tmp_path / "out" / name
+        for name in (
+            "processed",
+            "quality",
+            "quality_db",
+            "model_dir",
+            "export_dir",
+            "metrics",
+            "comparison",
+            "model_store",
+            "report_dir",
+            "registry",
+            "raw",
+            "plots",
+            "tracking",
+        )
+    }
+    return load_settings(SYNTHETIC).with_overrides(
+        {
+            "data": {
+                "window": {"start": "2021-01-01", "end": "2021-04-01"},
+                "split": {"valid_start": "2021-02-15", "test_start": "2021-03-01"},
+                "synthetic": {
+                    "dir": tmp_path / "raw",
+                    "start": "2021-01-01",
+                    "days": 90,
+                    "drift_start": None,
+                    "test_start": "2021-03-01",
+                },
+            },
+            "paths": paths,
+        }
+    )
 
 
 def test_the_same_seed_gives_the_same_table_and_another_seed_another():
@@ -131,8 +155,9 @@ def test_the_written_files_read_back_as_the_generated_table(tmp_path):
     assert (loaded[STATION].astype(str).to_numpy() == expected[STATION].to_numpy()).all()
     assert loaded[TARGET].to_numpy().tolist() == expected[TARGET].to_numpy().tolist()
     for name in settings.features.numeric:
-        np.testing.assert_array_equal(loaded[name].to_numpy(dtype="float64"),
-                                      expected[name].to_numpy(dtype="float64"), err_msg=name)
+        np.testing.assert_array_equal(
+            loaded[name].to_numpy(dtype="float64"), expected[name].to_numpy(dtype="float64"), err_msg=name
+        )
 
 
 def test_a_synthetic_source_without_its_section_says_so():
@@ -143,8 +168,9 @@ def test_a_synthetic_source_without_its_section_says_so():
 
 def test_the_command_line_writes_what_its_config_asks(tmp_path, monkeypatch):
     config = tmp_path / "params.yaml"
-    config.write_text(f"base: {SYNTHETIC}\n"
-                      f"data:\n  synthetic: {{dir: {tmp_path / 'cli'}, days: 40, test_start: '2021-02-01'}}\n")
+    config.write_text(
+        f"base: {SYNTHETIC}\ndata:\n  synthetic: {{dir: {tmp_path / 'cli'}, days: 40, test_start: '2021-02-01'}}\n"
+    )
     monkeypatch.setattr(sys, "argv", ["synthetic", "--config", str(config)])
     synthetic.main()
     assert [p.name for p in (tmp_path / "cli" / "train").glob("*.csv")] == ["2021-01.csv"]

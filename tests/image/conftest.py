@@ -44,8 +44,14 @@ def engine(checkout: Path, write_report) -> str:
     for command in dict.fromkeys(commands):
         built, seconds[command] = documented.run(command, checkout, timeout=7200)  # a first one builds the bases
         assert built.returncode == 0, f"{command}:\n{built.stdout[-3000:]}\n{built.stderr[-6000:]}"
-    write_report("build", {"engine": name, "seconds": {command: round(s) for command, s in seconds.items()},
-                           "sizes_mb": {tag: round(container.image_size_mb(tag)) for tag in sorted(tags)}})
+    write_report(
+        "build",
+        {
+            "engine": name,
+            "seconds": {command: round(s) for command, s in seconds.items()},
+            "sizes_mb": {tag: round(container.image_size_mb(tag)) for tag in sorted(tags)},
+        },
+    )
     return name
 
 
@@ -70,8 +76,9 @@ def native(engine, pipeline: Settings, tmp_path_factory: pytest.TempPathFactory)
 def serving(engine):
     """mymodel-serve as `docker run -p 8080:8080 mymodel-serve` starts it (management published
     too, to show it is not reachable), with every HEALTHCHECK poll until it passed."""
-    with container.started(publish=(container.INFERENCE, container.MANAGEMENT, container.METRICS, container.OIP),
-                           wait=False) as started:
+    with container.started(
+        publish=(container.INFERENCE, container.MANAGEMENT, container.METRICS, container.OIP), wait=False
+    ) as started:
         polls = started.wait_healthy()
         yield started, polls
 
@@ -79,9 +86,11 @@ def serving(engine):
 @pytest.fixture(scope="session")
 def write_report():
     """Keep a measured fact for the docs: reports/image/<name>.json."""
+
     def write(name: str, facts: dict) -> None:
         REPORTS.mkdir(parents=True, exist_ok=True)
         (REPORTS / f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")
+
     return write
 
 
@@ -93,8 +102,11 @@ def writable_mounts():
 def kubernetes_volumes(directory: Path, mode: int = 0o1777) -> list[str]:
     """Host folders standing in for the Kubernetes Deployment's emptyDir volumes, at the same
     mount paths, plus its environment: the only places the manifests let the server write."""
-    deployment = next(document for document in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml")
-                                                                   .read_text()) if document)
+    deployment = next(
+        document
+        for document in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+        if document
+    )
     (spec,) = deployment["spec"]["template"]["spec"]["containers"]
     options = [f"--env={variable['name']}={variable['value']}" for variable in spec.get("env", [])]
     for mount in spec["volumeMounts"]:

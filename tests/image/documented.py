@@ -85,6 +85,12 @@ def as_typed_here(block: str) -> Typed:
 
 def run(script: str, cwd: Path, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     began = time.monotonic()
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=shell_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return done, time.monotonic() - began

@@ -20,9 +20,19 @@ from tests.image import documented
 
 def score_in_the_image(folder, input_name: str, output_name: str) -> None:
     """docker run --rm --user "$(id -u):$(id -g)" -v "$PWD":/data mymodel-offline --input_path ... --output_path ..."""
-    result = container.run_engine("run", "--rm", f"--user={os.getuid()}:{os.getgid()}", f"--volume={folder}:/data",
-                                  container.OFFLINE_IMAGE, "--input_path", f"/data/{input_name}",
-                                  "--output_path", f"/data/{output_name}", check=False, timeout=300)
+    result = container.run_engine(
+        "run",
+        "--rm",
+        f"--user={os.getuid()}:{os.getgid()}",
+        f"--volume={folder}:/data",
+        container.OFFLINE_IMAGE,
+        "--input_path",
+        f"/data/{input_name}",
+        "--output_path",
+        f"/data/{output_name}",
+        check=False,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -50,8 +60,14 @@ def test_the_offline_image_scores_a_file_as_the_native_scorer_does(flights, pipe
     difference = float(np.abs(scored[column].astype(float) - native[column].astype(float)).max())
     assert difference <= 1e-6
     assert (scored["model_version"] == schema["x-model"]["version"]).all()
-    write_report(f"offline_{suffix}", {"rows": len(scored), "max_abs_difference": difference,
-                                       "image_mb": round(container.image_size_mb(container.OFFLINE_IMAGE))})
+    write_report(
+        f"offline_{suffix}",
+        {
+            "rows": len(scored),
+            "max_abs_difference": difference,
+            "image_mb": round(container.image_size_mb(container.OFFLINE_IMAGE)),
+        },
+    )
 
 
 def test_the_documented_offline_commands_score_a_file_in_the_current_directory(flights, pipeline, tmp_path):
@@ -75,17 +91,37 @@ def test_the_offline_image_is_under_one_gigabyte(engine):
 
 
 # Each path: written by the image's user? (a directory: a new file in it; a file: appended to)
-WRITE_PROBE = ('for p in "$@"; do test -e "$p" || { echo "missing $p"; continue; }; '
-               'if [ -d "$p" ]; then touch "$p/x" 2>/dev/null && echo "wrote $p"; '
-               'else (: >> "$p") 2>/dev/null && echo "wrote $p"; fi; done; true')
+WRITE_PROBE = (
+    'for p in "$@"; do test -e "$p" || { echo "missing $p"; continue; }; '
+    'if [ -d "$p" ]; then touch "$p/x" 2>/dev/null && echo "wrote $p"; '
+    'else (: >> "$p") 2>/dev/null && echo "wrote $p"; fi; done; true'
+)
 
 
 def test_the_scoring_user_cannot_write_code_config_model_or_venv(engine, pipeline):
     export = f"/app/{pipeline.paths.export_dir.relative_to(container.ROOT)}"
-    site = container.run_engine("run", "--rm", "--entrypoint=python", container.OFFLINE_IMAGE, "-c",
-                                "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip()
-    protected = ["/app", "/app/model", "/app/model/artifact/predict.py", "/app/params.yaml", export,
-                 f"{export}/model.pt", "/opt/venv", "/opt/venv/bin", site, f"{site}/torch", f"{site}/torch/__init__.py"]
-    probed = container.run_engine("run", "--rm", "--entrypoint=sh", container.OFFLINE_IMAGE, "-c", WRITE_PROBE, "sh",
-                                  *protected)
+    site = container.run_engine(
+        "run",
+        "--rm",
+        "--entrypoint=python",
+        container.OFFLINE_IMAGE,
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('purelib'))",
+    ).stdout.strip()
+    protected = [
+        "/app",
+        "/app/model",
+        "/app/model/artifact/predict.py",
+        "/app/params.yaml",
+        export,
+        f"{export}/model.pt",
+        "/opt/venv",
+        "/opt/venv/bin",
+        site,
+        f"{site}/torch",
+        f"{site}/torch/__init__.py",
+    ]
+    probed = container.run_engine(
+        "run", "--rm", "--entrypoint=sh", container.OFFLINE_IMAGE, "-c", WRITE_PROBE, "sh", *protected
+    )
     assert probed.stdout.split("\n") == [""], probed.stdout

@@ -33,7 +33,7 @@ def predict(url: str, body: bytes, path: str = "predictions/mymodel", timeout: f
 def probabilities(url: str, records: list[dict]) -> list[float]:
     replies = []
     for start in range(0, len(records), 100):
-        reply = predict(url, json.dumps(records[start:start + 100]).encode())
+        reply = predict(url, json.dumps(records[start : start + 100]).encode())
         assert reply.status_code == 200, reply.text[:300]
         replies += [answer["late_probability"] for answer in reply.json()]
     return replies
@@ -44,6 +44,7 @@ def worker_pids(served: container.Container) -> dict[int, str]:
 
 
 # --- the README's commands, start, health and answers --------------------------------------
+
 
 def test_the_readmes_container_commands_serve_the_model_make_train_trains(engine, checkout, native, write_report):
     """Typed as the README shows them, in a fresh checkout: build (trained in the build, cached
@@ -91,8 +92,15 @@ def test_the_images_answers_equal_the_native_servers_for_the_same_weights(servin
     theirs = np.array(probabilities(native.inference_url, records))
     difference = float(np.abs(ours - theirs).max())
     version = predict(served.url(), SAMPLE).json()["model_version"]
-    write_report("parity", {"records": len(records), "max_abs_difference": difference, "model_version": version,
-                            "native_model_version": predict(native.inference_url, SAMPLE).json()["model_version"]})
+    write_report(
+        "parity",
+        {
+            "records": len(records),
+            "max_abs_difference": difference,
+            "model_version": version,
+            "native_model_version": predict(native.inference_url, SAMPLE).json()["model_version"],
+        },
+    )
     assert difference <= 1e-6
     assert version == predict(native.inference_url, SAMPLE).json()["model_version"]
 
@@ -101,8 +109,9 @@ def test_malformed_requests_get_only_4xx_json_and_no_worker_restarts(serving):
     served, _ = serving
     before = worker_pids(served)
     for request in malformed_requests():
-        reply = requests.post(f"{served.url()}/predictions/mymodel", data=request.body, headers=request.headers,
-                              timeout=30)
+        reply = requests.post(
+            f"{served.url()}/predictions/mymodel", data=request.body, headers=request.headers, timeout=30
+        )
         assert reply.status_code == request.status, (request.name, reply.status_code, reply.text[:200])
         if not request.refused_by_frontend:
             assert reply.json()["error"], request.name
@@ -119,9 +128,16 @@ def test_explanations_v2_and_metrics_answer_on_their_ports(serving):
     assert requests.get(f"{v2}/v2/health/ready", timeout=10).status_code == 200
     assert requests.get(f"{v2}/v2/models/mymodel/ready", timeout=10).status_code == 200
     metadata = requests.get(f"{v2}/v2/models/mymodel", timeout=10).json()
-    inputs = [{"name": tensor["name"], "datatype": tensor["datatype"], "shape": [1],
-               "data": [json.loads(SAMPLE)[tensor["name"]]]} for tensor in metadata["inputs"]
-              if tensor["name"] in json.loads(SAMPLE)]
+    inputs = [
+        {
+            "name": tensor["name"],
+            "datatype": tensor["datatype"],
+            "shape": [1],
+            "data": [json.loads(SAMPLE)[tensor["name"]]],
+        }
+        for tensor in metadata["inputs"]
+        if tensor["name"] in json.loads(SAMPLE)
+    ]
     inferred = requests.post(f"{v2}/v2/models/mymodel/infer", json={"inputs": inputs}, timeout=30)
     assert inferred.status_code == 200, inferred.text
     (probability,) = next(o for o in inferred.json()["outputs"] if o["name"] == "late_probability")["data"]
@@ -138,20 +154,41 @@ def test_management_is_not_reachable_through_its_published_port_by_default(servi
 
 # --- the user, the files, the read-only root -------------------------------------------------
 
+
 def test_the_server_runs_as_a_non_root_user_that_cannot_write_code_config_model_or_venv(serving):
     served, _ = serving
-    uids = served.exec("sh", "-c", "for s in /proc/[0-9]*/status; do sed -n 's/^Uid:[[:space:]]*//p' $s; done",
-                       check=True).stdout.split("\n")
+    uids = served.exec(
+        "sh", "-c", "for s in /proc/[0-9]*/status; do sed -n 's/^Uid:[[:space:]]*//p' $s; done", check=True
+    ).stdout.split("\n")
     real_uids = {line.split()[0] for line in uids if line.strip()}
     (uid,) = real_uids
     assert uid != "0"
-    venv = served.exec("python", "-c", "import sys, ts; print(sys.prefix); print(ts.__file__)",
-                       check=True).stdout.split()
-    protected = [f"{HOME}/{path}" for path in ("", "model-store", "model-store/mymodel.mar", "config.properties",
-                                                "docker", "docker/entrypoint.sh", "handler", "plugins")]
+    venv = served.exec(
+        "python", "-c", "import sys, ts; print(sys.prefix); print(ts.__file__)", check=True
+    ).stdout.split()
+    protected = [
+        f"{HOME}/{path}"
+        for path in (
+            "",
+            "model-store",
+            "model-store/mymodel.mar",
+            "config.properties",
+            "docker",
+            "docker/entrypoint.sh",
+            "handler",
+            "plugins",
+        )
+    ]
     protected += [venv[0], f"{venv[0]}/bin", f"{venv[0]}/bin/python", venv[1], venv[1].rsplit("/", 1)[0]]
-    written = served.exec("sh", "-c", 'for p in "$@"; do if [ -d "$p" ]; then touch "$p/x" 2>/dev/null && echo "$p"; '
-                          'else (: >> "$p") 2>/dev/null && echo "$p"; fi; done; true', "sh", *protected, check=True)
+    written = served.exec(
+        "sh",
+        "-c",
+        'for p in "$@"; do if [ -d "$p" ]; then touch "$p/x" 2>/dev/null && echo "$p"; '
+        'else (: >> "$p") 2>/dev/null && echo "$p"; fi; done; true',
+        "sh",
+        *protected,
+        check=True,
+    )
     assert written.stdout.split() == []
     assert len(protected) > 10 and all(served.exec("test", "-e", path).returncode == 0 for path in protected)
 
@@ -205,6 +242,7 @@ def test_a_model_that_cannot_load_stops_the_container_with_a_reason(engine, tmp_
 
 
 # --- stopping ------------------------------------------------------------------------------
+
 
 class Traffic:
     """Clients sending the sample request on keep-alive connections until told to stop. A request
@@ -260,8 +298,10 @@ def test_a_stop_ends_it_in_seconds_with_exit_0_under_load(engine, write_report):
         time.sleep(3)
         seconds, code = served.stop(grace=30)
         traffic.stop.set()
-    write_report("stop_under_load", {"stop_s": round(seconds, 2), "exit_code": code, "clients": traffic.clients,
-                                     **traffic.counts})
+    write_report(
+        "stop_under_load",
+        {"stop_s": round(seconds, 2), "exit_code": code, "clients": traffic.clients, **traffic.counts},
+    )
     assert code == 0
     assert seconds < 10
     assert traffic.counts["answered"] > 0
@@ -274,8 +314,10 @@ def test_a_drained_stop_behind_a_balancer_loses_no_request(engine, write_report)
         time.sleep(3)
         seconds, code = served.stop(grace=30)
         traffic.stop.set()
-    write_report("drained_stop", {"stop_s": round(seconds, 2), "exit_code": code, "drain_s": 4,
-                                  "clients": traffic.clients, **traffic.counts})
+    write_report(
+        "drained_stop",
+        {"stop_s": round(seconds, 2), "exit_code": code, "drain_s": 4, "clients": traffic.clients, **traffic.counts},
+    )
     assert code == 0 and seconds < 15
     assert traffic.counts["answered"] > 0
     assert traffic.counts["lost"] == traffic.counts["refused"] == 0
@@ -283,19 +325,26 @@ def test_a_drained_stop_behind_a_balancer_loses_no_request(engine, write_report)
 
 # --- the management API from the host ----------------------------------------------------------
 
+
 def test_operators_manage_it_from_the_host_with_a_token_and_anonymous_callers_cannot(engine, tmp_path):
     token = tmp_path / "management-token"
     token.write_text("s3cret-token-for-the-test\n")
     token.chmod(0o644)
-    options = ["--env=MANAGEMENT_TOKEN_FILE=/run/secrets/management-token",
-               f"--volume={token}:/run/secrets/management-token:ro"]
+    options = [
+        "--env=MANAGEMENT_TOKEN_FILE=/run/secrets/management-token",
+        f"--volume={token}:/run/secrets/management-token:ro",
+    ]
     with container.started(options=options, publish=(container.INFERENCE, container.MANAGEMENT)) as served:
         management = served.url(container.MANAGEMENT)
         anonymous = requests.get(f"{management}/models", timeout=10)
         assert anonymous.status_code == 401 and "Authorization" in anonymous.json()["error"]
         wrong = {"Authorization": "Bearer not-the-token"}
-        assert requests.put(f"{management}/models/mymodel", params={"min_worker": 1}, headers=wrong,
-                            timeout=10).status_code == 401
+        assert (
+            requests.put(
+                f"{management}/models/mymodel", params={"min_worker": 1}, headers=wrong, timeout=10
+            ).status_code
+            == 401
+        )
         operator = {"Authorization": "Bearer s3cret-token-for-the-test"}
         listed = requests.get(f"{management}/models", headers=operator, timeout=10)
         assert listed.status_code == 200 and [m["modelName"] for m in listed.json()["models"]] == ["mymodel"]
@@ -303,8 +352,9 @@ def test_operators_manage_it_from_the_host_with_a_token_and_anonymous_callers_ca
         version = described[0]["modelVersion"]
         # Asynchronously: TorchServe 0.12 answers a synchronous scale-down 500 in this image although
         # it does scale (the stopped worker's thread is interrupted while it waits for the process).
-        scaled = requests.put(f"{management}/models/mymodel", headers=operator, timeout=30,
-                              params={"min_worker": 1, "max_worker": 1})
+        scaled = requests.put(
+            f"{management}/models/mymodel", headers=operator, timeout=30, params={"min_worker": 1, "max_worker": 1}
+        )
         assert scaled.status_code == 202, scaled.text
 
         def workers() -> list[dict]:
@@ -317,14 +367,16 @@ def test_operators_manage_it_from_the_host_with_a_token_and_anonymous_callers_ca
         default = requests.put(f"{management}/models/mymodel/{version}/set-default", headers=operator, timeout=30)
         assert default.status_code == 200, default.text
         # Registering from a URL stays refused by allowed_urls, token or not.
-        registered = requests.post(f"{management}/models", params={"url": "http://127.0.0.1:9/x.mar"},
-                                   headers=operator, timeout=30)
+        registered = requests.post(
+            f"{management}/models", params={"url": "http://127.0.0.1:9/x.mar"}, headers=operator, timeout=30
+        )
         assert 400 <= registered.status_code < 500
         assert predict(served.url(), SAMPLE).status_code == 200
         assert served.healthy()
 
 
 # --- load ------------------------------------------------------------------------------------
+
 
 def test_the_load_tests_traffic_scenarios_meet_their_slos_against_the_container(serving, pipeline, tmp_path):
     served, _ = serving
@@ -336,6 +388,7 @@ def test_the_load_tests_traffic_scenarios_meet_their_slos_against_the_container(
 
 
 # --- one client cannot take it down ------------------------------------------------------------
+
 
 def test_held_uploads_on_the_published_ports_leave_the_container_answering(serving):
     """What differs from the native tests (tests/integration/test_bounds.py): the base's JDK honours

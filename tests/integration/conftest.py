@@ -14,6 +14,7 @@ def served(registry, tmp_path_factory):
     would, and that model's versions in it through the management API. The archive is checked
     against the registry first, as docs/lifecycle.md starts a server on a registry version."""
     archive = registry.verified_archive(registry.production().version)
-    with torchserve(registry.model_store, tmp_path_factory.mktemp("served"),
-                    extra_env={"TS_LOAD_MODELS": archive.name}) as server:
+    with torchserve(
+        registry.model_store, tmp_path_factory.mktemp("served"), extra_env={"TS_LOAD_MODELS": archive.name}
+    ) as server:
         yield server, TorchServeVersions(server.management_url, registry.name)

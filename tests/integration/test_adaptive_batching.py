@@ -34,8 +34,9 @@ def settled_delay(server, wanted: int, timeout: float = 10) -> int:
     return settled(lambda: delay(server), wanted, timeout)
 
 
-def burst(server, clients: int = 48, seconds: float = 3, records: int = 1,
-          setting: str = "maxBatchDelay") -> tuple[list[int], set[int]]:
+def burst(
+    server, clients: int = 48, seconds: float = 3, records: int = 1, setting: str = "maxBatchDelay"
+) -> tuple[list[int], set[int]]:
     """`clients` threads in a closed loop for `seconds`, each request `records` records (one object
     when 1, a list otherwise); the statuses, and the values of `setting` seen meanwhile. Every
     answer must hold as many predictions as the request held records."""
@@ -49,8 +50,12 @@ def burst(server, clients: int = 48, seconds: float = 3, records: int = 1,
         go.wait()
         with requests.Session() as session:
             while time.monotonic() < stop:
-                reply = session.post(f"{server.inference_url}/predictions/mymodel", data=body,
-                                     headers={"Content-Type": "application/json"}, timeout=30)
+                reply = session.post(
+                    f"{server.inference_url}/predictions/mymodel",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                )
                 answered = reply.json() if reply.status_code == 200 else None
                 if records > 1 and not (isinstance(answered, list) and len(answered) == records):
                     statuses.append(-1)  # a wrong answer
@@ -74,8 +79,9 @@ def burst(server, clients: int = 48, seconds: float = 3, records: int = 1,
 
 @pytest.fixture(scope="module")
 def adaptive(archive, plugins, tmp_path_factory):
-    with torchserve(archive.parent, tmp_path_factory.mktemp("adaptive"), plugins=plugins,
-                    extra_env={"TS_ADAPTIVE_BATCHING": "true"}) as server:
+    with torchserve(
+        archive.parent, tmp_path_factory.mktemp("adaptive"), plugins=plugins, extra_env={"TS_ADAPTIVE_BATCHING": "true"}
+    ) as server:
         yield server
 
 
@@ -96,8 +102,12 @@ def test_while_requests_queue_the_configured_delay_is_back_and_goes_again(adapti
 
 def test_a_lone_request_is_answered_as_always(adaptive):
     settled_delay(adaptive, 0)
-    reply = requests.post(f"{adaptive.inference_url}/predictions/mymodel", data=json.dumps([SAMPLE, SAMPLE]),
-                          headers={"Content-Type": "application/json"}, timeout=30)
+    reply = requests.post(
+        f"{adaptive.inference_url}/predictions/mymodel",
+        data=json.dumps([SAMPLE, SAMPLE]),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert reply.status_code == 200 and len(reply.json()) == 2
 
 

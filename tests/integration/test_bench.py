@@ -14,9 +14,16 @@ from benchmarks.bench_report import capacity_summary, write_report
 from loadtest.payloads import real_records
 
 SERVERS = ("tuned", "fastapi")
-PLAN = BenchPlan(concurrency=(1, 4), seconds=1, warmup_seconds=1, server_warmup_seconds=1,
-                 configurations=(*SERVERS, "forward"), records_per_request=(10, 100), multi_record_concurrency=(2,),
-                 idle_seconds=2)
+PLAN = BenchPlan(
+    concurrency=(1, 4),
+    seconds=1,
+    warmup_seconds=1,
+    server_warmup_seconds=1,
+    configurations=(*SERVERS, "forward"),
+    records_per_request=(10, 100),
+    multi_record_concurrency=(2,),
+    idle_seconds=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +111,13 @@ def test_servers_are_stopped_afterwards(bench):
 
 def test_report_has_ratios_table_json_and_plots(bench, tmp_path):
     written = write_report(bench, tmp_path)
-    assert {path.name for path in written} == {"bench.json", "bench.md", "bench_throughput.png", "bench_p99.png",
-                                               "bench_memory.png"}
+    assert {path.name for path in written} == {
+        "bench.json",
+        "bench.md",
+        "bench_throughput.png",
+        "bench_p99.png",
+        "bench_memory.png",
+    }
     assert all(path.stat().st_size > 0 for path in written)
     assert json.loads((tmp_path / "bench.json").read_text())["configurations"].keys() == {*SERVERS, "forward"}
     assert [row["concurrency"] for row in bench["ratios"]] == list(PLAN.concurrency)

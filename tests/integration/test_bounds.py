@@ -34,8 +34,11 @@ ATTACKER, VICTIM = "127.0.0.1", "127.0.0.2"
 PROXY = (ROOT / "docker" / "haproxy.cfg").read_text()
 PROXY_MANAGEMENT = (ROOT / "docker" / "haproxy-management.cfg").read_text()
 PLUGIN = (ROOT / "handler" / "frontend" / "OpenInferenceProtocol.java").read_text()
-PROPERTIES = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
-                  if line and not line.startswith("#"))
+PROPERTIES = dict(
+    line.split("=", 1)
+    for line in (ROOT / "config.properties").read_text().splitlines()
+    if line and not line.startswith("#")
+)
 MAX_REQUEST_SIZE = int(PROPERTIES["max_request_size"])
 TOKEN = "bounds-token"
 REPORTS = ROOT / "reports" / "bounds"
@@ -54,10 +57,16 @@ def jdk_limit(name: str) -> int:
 
 
 # What each port lets one client hold, and how long it lets a request take to arrive.
-HOLD = {"inference": per_client(PROXY), "management": per_client(PROXY_MANAGEMENT),
-        "oip": jdk_limit("jdk.httpserver.maxConnections")}
-DEADLINE = {"inference": seconds(PROXY, "http-request"), "management": seconds(PROXY, "http-request"),
-            "oip": jdk_limit("sun.net.httpserver.maxReqTime")}
+HOLD = {
+    "inference": per_client(PROXY),
+    "management": per_client(PROXY_MANAGEMENT),
+    "oip": jdk_limit("jdk.httpserver.maxConnections"),
+}
+DEADLINE = {
+    "inference": seconds(PROXY, "http-request"),
+    "management": seconds(PROXY, "http-request"),
+    "oip": jdk_limit("sun.net.httpserver.maxReqTime"),
+}
 # A few dozen connections more than the largest bound, each with a body one byte short of the limit.
 CONNECTIONS = max(HOLD.values()) + 44
 PATHS = {"inference": "/predictions/mymodel", "oip": "/v2/models/mymodel/infer", "management": "/models"}
@@ -69,8 +78,10 @@ def gated(archive: Path, plugins: Path, tmp_path_factory: pytest.TempPathFactory
     workdir = tmp_path_factory.mktemp("bounds")
     (workdir / "token").write_text(TOKEN)
     (gateway,) = free_ports(1)
-    extra = {"MANAGEMENT_TOKEN_FILE": str(workdir / "token"),
-             "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}"}
+    extra = {
+        "MANAGEMENT_TOKEN_FILE": str(workdir / "token"),
+        "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}",
+    }
     with torchserve(archive.parent, workdir, extra_env=extra, plugins=plugins) as server:
         yield server, f"http://127.0.0.1:{gateway}"
 
@@ -84,22 +95,32 @@ def port_of(gated: tuple[Server, str], name: str) -> int:
 @dataclass
 class Victim:
     """Another client posting the sample record (and, with a gateway, asking management) until stopped."""
+
     inference: int
     gateway: int
     answers: list[tuple[str, int, float]] = field(default_factory=list)  # (what, status or 0 = no answer, s)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        pools = {what: urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, source_address=(VICTIM, 0),
-                                                  timeout=urllib3.Timeout(connect=5, read=20), retries=False)
-                 for what, port in (("predictions", self.inference), ("management", self.gateway))}
+        pools = {
+            what: urllib3.HTTPConnectionPool(
+                "127.0.0.1",
+                port,
+                maxsize=1,
+                source_address=(VICTIM, 0),
+                timeout=urllib3.Timeout(connect=5, read=20),
+                retries=False,
+            )
+            for what, port in (("predictions", self.inference), ("management", self.gateway))
+        }
         while not self.stop.is_set():
             for what, pool in pools.items():
                 began = time.monotonic()
                 try:
                     if what == "predictions":
-                        reply = pool.request("POST", "/predictions/mymodel", body=SAMPLE,
-                                             headers={"Content-Type": "application/json"})
+                        reply = pool.request(
+                            "POST", "/predictions/mymodel", body=SAMPLE, headers={"Content-Type": "application/json"}
+                        )
                     else:
                         reply = pool.request("GET", "/models", headers={"Authorization": f"Bearer {TOKEN}"})
                     status = reply.status
@@ -109,18 +130,23 @@ class Victim:
 
     def summary(self) -> dict:
         predictions = [a for a in self.answers if a[0] == "predictions"]
-        return {"requests": len(self.answers), "predictions": len(predictions),
-                "predictions_200": sum(a[1] == 200 for a in predictions),
-                "management_200": sum(a[1] == 200 for a in self.answers if a[0] == "management"),
-                "unanswered": sum(a[1] == 0 for a in self.answers),
-                "statuses": sorted({a[1] for a in self.answers}),
-                "slowest_s": round(max((a[2] for a in self.answers), default=0), 3)}
+        return {
+            "requests": len(self.answers),
+            "predictions": len(predictions),
+            "predictions_200": sum(a[1] == 200 for a in predictions),
+            "management_200": sum(a[1] == 200 for a in self.answers if a[0] == "management"),
+            "unanswered": sum(a[1] == 0 for a in self.answers),
+            "statuses": sorted({a[1] for a in self.answers}),
+            "slowest_s": round(max((a[2] for a in self.answers), default=0), 3),
+        }
 
 
 def request_head(name: str, path: str, length: int) -> bytes:
     token = f"Authorization: Bearer {TOKEN}\r\n" if name == "management" else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{token}"
-            f"Content-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{token}"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 def attack(port: int, name: str, kind: str) -> list[socket.socket]:
@@ -135,8 +161,9 @@ def attack(port: int, name: str, kind: str) -> list[socket.socket]:
         connection.setblocking(False)
         sockets.append(connection)
         if kind == "upload":
-            pending[connection] = memoryview(request_head(name, PATHS[name], MAX_REQUEST_SIZE)
-                                             + b" " * (MAX_REQUEST_SIZE - 1))
+            pending[connection] = memoryview(
+                request_head(name, PATHS[name], MAX_REQUEST_SIZE) + b" " * (MAX_REQUEST_SIZE - 1)
+            )
         else:
             pending[connection] = memoryview(f"POST {PATHS[name]} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
     push(pending, deadline=time.monotonic() + 5)
@@ -165,7 +192,7 @@ def trickle(sockets: list[socket.socket]) -> None:
 
 
 def state(connection: socket.socket) -> str:
-    """"open", "closed" (by the server, without an answer) or the first line of the server's answer."""
+    """ "open", "closed" (by the server, without an answer) or the first line of the server's answer."""
     try:
         data = connection.recv(4096)
     except BlockingIOError:
@@ -187,12 +214,22 @@ def proxy_process(server: Server) -> psutil.Process:
 def attacker_answered(server: Server, deadline: float) -> float:
     """Seconds until the attacker's own address gets a 200 for the sample record."""
     began = time.monotonic()
-    pool = urllib3.HTTPConnectionPool("127.0.0.1", int(server.inference_url.rsplit(":", 1)[1]), maxsize=1,
-                                      source_address=(ATTACKER, 0), timeout=5, retries=False)
+    pool = urllib3.HTTPConnectionPool(
+        "127.0.0.1",
+        int(server.inference_url.rsplit(":", 1)[1]),
+        maxsize=1,
+        source_address=(ATTACKER, 0),
+        timeout=5,
+        retries=False,
+    )
     while time.monotonic() - began < deadline:
         try:
-            if pool.request("POST", "/predictions/mymodel", body=SAMPLE,
-                            headers={"Content-Type": "application/json"}).status == 200:
+            if (
+                pool.request(
+                    "POST", "/predictions/mymodel", body=SAMPLE, headers={"Content-Type": "application/json"}
+                ).status
+                == 200
+            ):
                 return time.monotonic() - began
         except urllib3.exceptions.HTTPError:
             pass
@@ -244,9 +281,19 @@ def test_one_client_cannot_take_the_server_down(gated, name, kind):
     assert server.process.poll() is None and java.is_running(), server.log_tail()
     recovered_s = attacker_answered(server, 10)
     answers = victim.summary()
-    report = {"port": name, "attack": kind, "connections": CONNECTIONS, "bound_per_client": HOLD[name],
-              "held": held, "refused_at_once": CONNECTIONS - held, "cut_after_s": round(cut_after, 1),
-              "deadline_s": DEADLINE[name], "victim": answers, "recovered_s": round(recovered_s, 2), **memory}
+    report = {
+        "port": name,
+        "attack": kind,
+        "connections": CONNECTIONS,
+        "bound_per_client": HOLD[name],
+        "held": held,
+        "refused_at_once": CONNECTIONS - held,
+        "cut_after_s": round(cut_after, 1),
+        "deadline_s": DEADLINE[name],
+        "victim": answers,
+        "recovered_s": round(recovered_s, 2),
+        **memory,
+    }
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / f"{name}-{kind}.json").write_text(json.dumps(report, indent=2) + "\n")
     # The other client got an answer to every request, and predictions throughout.
@@ -259,12 +306,25 @@ def test_the_proxys_own_refusals_are_json_errors(gated):
     port = port_of(gated, "inference")
     pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, timeout=20, retries=False)
     refused = {
-        "payload_too_large": pool.request("POST", "/predictions/mymodel", body=b" " * (MAX_REQUEST_SIZE + 1),
-                                          headers={"Content-Type": "application/json"}),
-        "bad_header": pool.request("POST", "/predictions/mymodel", body=SAMPLE,
-                                   headers={"Content-Type": "application/json", "X-Big": "x" * 40_000}),
-        "length_required": pool.request("POST", "/predictions/mymodel", body=iter([SAMPLE]),
-                                        headers={"Content-Type": "application/json"}, chunked=True),
+        "payload_too_large": pool.request(
+            "POST",
+            "/predictions/mymodel",
+            body=b" " * (MAX_REQUEST_SIZE + 1),
+            headers={"Content-Type": "application/json"},
+        ),
+        "bad_header": pool.request(
+            "POST",
+            "/predictions/mymodel",
+            body=SAMPLE,
+            headers={"Content-Type": "application/json", "X-Big": "x" * 40_000},
+        ),
+        "length_required": pool.request(
+            "POST",
+            "/predictions/mymodel",
+            body=iter([SAMPLE]),
+            headers={"Content-Type": "application/json"},
+            chunked=True,
+        ),
     }
     for kind, reply in refused.items():
         assert reply.json() == {"code": reply.status, "type": kind, "error": reply.json()["error"]}, reply.data
@@ -275,7 +335,10 @@ def test_the_proxys_own_refusals_are_json_errors(gated):
         answer = b"".join(iter(lambda: slow.recv(4096), b"")).decode()  # until the proxy closes
     assert answer.startswith("HTTP/1.1 408"), answer
     assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {
-        "code": 408, "type": "timeout", "error": "the request body did not arrive within 10 s"}
+        "code": 408,
+        "type": "timeout",
+        "error": "the request body did not arrive within 10 s",
+    }
     # Headers that never end get HAProxy's own 408 page: it answers before its error settings apply.
     with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE["inference"] + 10) as slow:
         slow.sendall(b"POST /predictions/mymodel HTTP/1.1\r\nHost: x\r\n")
@@ -287,8 +350,12 @@ def test_the_v2_plugins_errors_are_json_errors_with_a_type(gated):
     pool = urllib3.HTTPConnectionPool("127.0.0.1", port_of(gated, "oip"), maxsize=1, timeout=30, retries=False)
     cases = {
         "not_found": pool.request("GET", "/v1/models"),
-        "payload_too_large": pool.request("POST", "/v2/models/mymodel/infer", body=b" " * (MAX_REQUEST_SIZE + 1),
-                                          headers={"Content-Type": "application/json"}),
+        "payload_too_large": pool.request(
+            "POST",
+            "/v2/models/mymodel/infer",
+            body=b" " * (MAX_REQUEST_SIZE + 1),
+            headers={"Content-Type": "application/json"},
+        ),
     }
     for kind, reply in cases.items():
         assert reply.json() == {"code": reply.status, "type": kind, "error": reply.json()["error"]}, reply.data

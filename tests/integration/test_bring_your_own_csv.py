@@ -20,17 +20,23 @@ from model.training.train import train
 def machine_failures(rows: int = 6000, seed: int = 0) -> pd.DataFrame:
     """Hourly readings of machines; hot, shaking presses fail more often."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "ts": pd.date_range("2022-01-01", periods=rows, freq="h"),
-        "machine_type": rng.choice(["press", "lathe", "mill"], rows),
-        "site": rng.choice(["north", "south", None], rows, p=[0.5, 0.45, 0.05]),
-        "temperature_c": rng.normal(60, 10, rows),
-        "vibration": rng.gamma(2.0, 0.5, rows),
-        "load_pct": rng.integers(0, 101, rows),
-    })
+    frame = pd.DataFrame(
+        {
+            "ts": pd.date_range("2022-01-01", periods=rows, freq="h"),
+            "machine_type": rng.choice(["press", "lathe", "mill"], rows),
+            "site": rng.choice(["north", "south", None], rows, p=[0.5, 0.45, 0.05]),
+            "temperature_c": rng.normal(60, 10, rows),
+            "vibration": rng.gamma(2.0, 0.5, rows),
+            "load_pct": rng.integers(0, 101, rows),
+        }
+    )
     frame.loc[rng.random(rows) < 0.05, "temperature_c"] = np.nan
-    logit = (-2.0 + 0.09 * (frame["temperature_c"].fillna(60) - 60) + 0.9 * frame["vibration"]
-             + 1.2 * (frame["machine_type"] == "press"))
+    logit = (
+        -2.0
+        + 0.09 * (frame["temperature_c"].fillna(60) - 60)
+        + 0.9 * frame["vibration"]
+        + 1.2 * (frame["machine_type"] == "press")
+    )
     frame["failed"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     return frame
 
@@ -39,25 +45,44 @@ def machine_failures(rows: int = 6000, seed: int = 0) -> pd.DataFrame:
 def csv_settings(settings, tmp_path_factory):
     work = tmp_path_factory.mktemp("byo-csv")
     machine_failures().to_csv(work / "readings.csv", index=False)
-    paths = {key: work / name for key, name in {
-        "processed": "table.parquet", "quality": "quality.parquet", "quality_db": "quality.sqlite",
-        "model_dir": "model", "export_dir": "export",
-        "metrics": "metrics.json", "comparison": "comparison.json", "model_store": "store", "report_dir": "report",
-        "registry": "registry", "raw": "raw.parquet", "plots": "plots", "tracking": "mlflow",
-    }.items()}
-    return settings.with_overrides({
-        "data": {"source": "csv", "target": "failure",
-                 "csv": {"path": work / "readings.csv", "time_column": "ts", "target_column": "failed"},
-                 "window": {"start": "2022-01-01", "end": "2023-01-01"},
-                 "split": {"valid_start": "2022-06-01", "test_start": "2022-07-15"}},
-        "features": {
-            "categorical": {"machine_type": {"required": True}, "site": {"required": False}},
-            "numeric": {"temperature_c": {"required": False, "min": -50, "max": 200},
-                        "vibration": {"required": True, "min": 0, "max": 100},
-                        "load_pct": {"required": True, "min": 0, "max": 100, "integer": True}},
-        },
-        "paths": paths,
-    })
+    paths = {
+        key: work / name
+        for key, name in {
+            "processed": "table.parquet",
+            "quality": "quality.parquet",
+            "quality_db": "quality.sqlite",
+            "model_dir": "model",
+            "export_dir": "export",
+            "metrics": "metrics.json",
+            "comparison": "comparison.json",
+            "model_store": "store",
+            "report_dir": "report",
+            "registry": "registry",
+            "raw": "raw.parquet",
+            "plots": "plots",
+            "tracking": "mlflow",
+        }.items()
+    }
+    return settings.with_overrides(
+        {
+            "data": {
+                "source": "csv",
+                "target": "failure",
+                "csv": {"path": work / "readings.csv", "time_column": "ts", "target_column": "failed"},
+                "window": {"start": "2022-01-01", "end": "2023-01-01"},
+                "split": {"valid_start": "2022-06-01", "test_start": "2022-07-15"},
+            },
+            "features": {
+                "categorical": {"machine_type": {"required": True}, "site": {"required": False}},
+                "numeric": {
+                    "temperature_c": {"required": False, "min": -50, "max": 200},
+                    "vibration": {"required": True, "min": 0, "max": 100},
+                    "load_pct": {"required": True, "min": 0, "max": 100, "integer": True},
+                },
+            },
+            "paths": paths,
+        }
+    )
 
 
 def test_a_csv_with_its_own_columns_is_validated_trained_archived_and_served(csv_settings, tmp_path):

@@ -69,8 +69,9 @@ def test_the_router_splits_traffic_by_share_and_names_the_version(registry, serv
         router = Router(server.inference_url, "mymodel", "1", "2", share=0.25, seed=11)
         with routing(router) as url:
             replies = [requests.post(f"{url}/predictions/mymodel", json=SAMPLE, timeout=30) for _ in range(400)]
-            bad = requests.post(f"{url}/predictions/mymodel", data=b"{", timeout=30,
-                                headers={"Content-Type": "application/json"})
+            bad = requests.post(
+                f"{url}/predictions/mymodel", data=b"{", timeout=30, headers={"Content-Type": "application/json"}
+            )
             summary = requests.get(f"{url}/canary", timeout=10).json()
         assert {r.status_code for r in replies} == {200}
         assert all(r.headers["X-Model-Version"] == r.json()["model_version"] for r in replies)
@@ -118,9 +119,14 @@ def test_a_worse_candidate_is_rolled_back_automatically(canary_settings, registr
 
 
 def test_latency_and_errors_count_as_much_as_the_metric(canary_settings):
-    traffic = {"production": "1", "candidate": "2", "versions": {
-        "1": {"requests": 900, "p95_ms": 10.0, "error_share": 0.0},
-        "2": {"requests": 100, "p95_ms": 30.0, "error_share": 0.0}}}
+    traffic = {
+        "production": "1",
+        "candidate": "2",
+        "versions": {
+            "1": {"requests": 900, "p95_ms": 10.0, "error_share": 0.0},
+            "2": {"requests": 100, "p95_ms": 30.0, "error_share": 0.0},
+        },
+    }
     passed, reasons = judge(canary_settings, traffic, {"1": 0.7, "2": 0.71})
     assert not passed and any("slower" in reason for reason in reasons)
     traffic["versions"]["2"].update(p95_ms=12.0, error_share=0.02)
@@ -139,17 +145,32 @@ def canary_params(registry, labelled, folder):
     processed = folder / "recent.parquet"
     labelled.to_parquet(processed)
     params = folder / "params.yaml"
-    params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "canary": {"requests": 200, "share": 0.3},
-                                      "paths": {"registry": str(registry.root), "processed": str(processed),
-                                                "model_store": str(registry.model_store)}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(DEFAULT_CONFIG),
+                "canary": {"requests": 200, "share": 0.3},
+                "paths": {
+                    "registry": str(registry.root),
+                    "processed": str(processed),
+                    "model_store": str(registry.model_store),
+                },
+            }
+        )
+    )
     return params
 
 
 def test_make_canary_runs_a_canary(registry, served, labelled, tmp_path):
     server, _ = served
     registry.register(registry.weights_dir(2), data_hash="2" * 32, params={}, metrics={}, note="retrained")
-    done = run_make_target("canary", canary_params(registry, labelled, tmp_path), VERSION="4",
-                           INFERENCE=server.inference_url, MANAGEMENT=server.management_url)
+    done = run_make_target(
+        "canary",
+        canary_params(registry, labelled, tmp_path),
+        VERSION="4",
+        INFERENCE=server.inference_url,
+        MANAGEMENT=server.management_url,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     verdict = json.loads(done.stdout)
     assert verdict["candidate"] == "4" and verdict["promoted"] is True
@@ -163,10 +184,26 @@ def test_the_router_alone_serves_live_clients(registry, served, labelled, tmp_pa
     candidate = registry.register(registry.weights_dir(2), data_hash="2" * 32, params={}, metrics={}, note="again")
     ensure_loaded(registry, versions, candidate, 1)
     (port,) = free_ports(1)
-    router = subprocess.Popen([sys.executable, "-m", "model.lifecycle.canary", "--config",
-                               str(canary_params(registry, labelled, tmp_path)), "route", "--candidate",
-                               str(candidate.version), "--inference", server.inference_url, "--port", str(port)],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    router = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "model.lifecycle.canary",
+            "--config",
+            str(canary_params(registry, labelled, tmp_path)),
+            "route",
+            "--candidate",
+            str(candidate.version),
+            "--inference",
+            server.inference_url,
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -178,8 +215,9 @@ def test_the_router_alone_serves_live_clients(registry, served, labelled, tmp_pa
                 assert time.monotonic() < deadline, "the router never answered"
                 time.sleep(0.2)
         assert summary.status_code == 200
-        replies = [requests.post(f"http://127.0.0.1:{port}/predictions/mymodel", json=SAMPLE, timeout=30)
-                   for _ in range(60)]
+        replies = [
+            requests.post(f"http://127.0.0.1:{port}/predictions/mymodel", json=SAMPLE, timeout=30) for _ in range(60)
+        ]
     finally:
         router.terminate()
         router.communicate(timeout=60)

@@ -33,8 +33,13 @@ def commands(kind: str) -> list[str]:
 def checkout_copy(target: Path) -> Path:
     """The checkout's files (committed or not, ignored ones left out) in a git repository of their
     own, with the project's venv; its requirements.txt no newer than the venv, so `make` keeps it."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                            capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -43,8 +48,11 @@ def checkout_copy(target: Path) -> Path:
     (target / ".venv").symlink_to(VENV, target_is_directory=True)
     installed = (VENV / ".installed").stat().st_mtime
     os.utime(target / "requirements.txt", (installed - 60, installed - 60))
-    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@localhost", "commit",
-                                                   "-qm", "checkout"]):
+    for command in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "checkout"],
+    ):
         subprocess.run(["git", *command], cwd=target, check=True)
     return target
 

@@ -52,8 +52,10 @@ def examples(page: Path) -> list[Example]:
         if language == "python":
             found.append(Example(name, first, language, body, ""))
         elif language == "bash":
-            found.extend(Example(name, first + offset, language, command, shown)
-                         for offset, command, shown in curl_commands(body))
+            found.extend(
+                Example(name, first + offset, language, command, shown)
+                for offset, command, shown in curl_commands(body)
+            )
     return found
 
 
@@ -113,14 +115,22 @@ def documented(archive, plugins, tmp_path_factory):
     """A server of its own (the examples scale its workers) that has answered a prediction: the
     runbook reads counters, which TorchServe serves from the first request they count on."""
     with torchserve(archive.parent, tmp_path_factory.mktemp("doc-examples"), plugins=plugins) as server:
-        requests.post(f"{server.inference_url}/predictions/mymodel", data=(ROOT / "sample_input.json").read_bytes(),
-                      headers={"Content-Type": "application/json"}, timeout=60).raise_for_status()
+        requests.post(
+            f"{server.inference_url}/predictions/mymodel",
+            data=(ROOT / "sample_input.json").read_bytes(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        ).raise_for_status()
         yield server
 
 
 def local(command: str, server) -> str:
-    urls = {"8080": server.inference_url, "8081": server.management_url, "8082": server.metrics_url,
-            "8083": server.oip_url}
+    urls = {
+        "8080": server.inference_url,
+        "8081": server.management_url,
+        "8082": server.metrics_url,
+        "8083": server.oip_url,
+    }
     return PORT.sub(lambda match: urls[match.group(1)], command)
 
 
@@ -131,12 +141,14 @@ def test_the_example_gets_the_answer_shown(example: Example, documented, tmp_pat
         script.write_text(local(example.command, documented).replace("http://", ""))
         run = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     else:
-        run = subprocess.run(["bash", "-c", local(example.command, documented)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+        run = subprocess.run(
+            ["bash", "-c", local(example.command, documented)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip(), f"{example.name}: no answer"
     if example.shown:
-        assert matches(example.shown, run.stdout), f"{example.name} shows\n{example.shown}\nthe server answers\n" \
-                                                   f"{run.stdout[:2000]}"
+        assert matches(example.shown, run.stdout), (
+            f"{example.name} shows\n{example.shown}\nthe server answers\n{run.stdout[:2000]}"
+        )
     else:  # no answer shown: at least not an error
         assert not re.search(r"\"code\":\s*[45][0-9][0-9]", run.stdout), run.stdout[:500]

@@ -20,11 +20,18 @@ import yaml
 from model.config import ROOT
 from model.lifecycle.ports import free_ports
 
-SLICE = {"window": {"start": "2013-01-01", "end": "2013-03-01"},
-         "split": {"valid_start": "2013-02-01", "test_start": "2013-02-15"}}
+SLICE = {
+    "window": {"start": "2013-01-01", "end": "2013-03-01"},
+    "split": {"valid_start": "2013-02-01", "test_start": "2013-02-15"},
+}
 STAGES = ["prepare", "validate", "train", "export", "evaluate", "archive"]
-BEFORE = [("prepare", "validate"), ("validate", "train"), ("train", "export"), ("export", "evaluate"),
-          ("export", "archive")]
+BEFORE = [
+    ("prepare", "validate"),
+    ("validate", "train"),
+    ("train", "export"),
+    ("export", "evaluate"),
+    ("export", "archive"),
+]
 
 
 VENV_BIN = Path(sys.executable).parent
@@ -38,11 +45,13 @@ def run(*command, cwd, env=None):
         if not venv.exists():
             venv.symlink_to(VENV_BIN.parent, target_is_directory=True)
         command = (str(venv / "bin" / "dvc"), *command[1:])
-    path = os.pathsep.join(entry for entry in os.environ["PATH"].split(os.pathsep)
-                           if Path(entry).resolve() != VENV_BIN.resolve())
+    path = os.pathsep.join(
+        entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry).resolve() != VENV_BIN.resolve()
+    )
     base = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    done = subprocess.run(command, cwd=cwd, env={**base, **(env or {}), "PATH": path}, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        command, cwd=cwd, env={**base, **(env or {}), "PATH": path}, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -98,8 +107,12 @@ def test_metrics_and_plots_are_shown(clones, reproduced):
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=first))
     assert not plots.get("errors")
     drawn = {name: entries[0]["content"]["data"]["values"] for name, entries in plots["data"].items()}
-    assert set(drawn) == {"ROC curve (test months)", "Calibration (test months)", "Training loss",
-                          "Validation ROC AUC per epoch"}
+    assert set(drawn) == {
+        "ROC curve (test months)",
+        "Calibration (test months)",
+        "Training loss",
+        "Validation ROC AUC per epoch",
+    }
     assert len(drawn["Training loss"]) == json.loads((first / "artifacts/metrics.json").read_text())["epochs"]
     assert all(values for values in drawn.values())
 
@@ -121,8 +134,12 @@ def test_a_fresh_clone_pulls_data_and_model_from_the_remote(clones, reproduced):
     second = work / "second"
     git("clone", "-q", str(first), str(second), cwd=work)
     run("dvc", "pull", cwd=second)
-    for path in ("data/raw/table.parquet", "data/processed/table.parquet", "artifacts/export/model.pt",
-                 "artifacts/model/model.safetensors"):
+    for path in (
+        "data/raw/table.parquet",
+        "data/processed/table.parquet",
+        "artifacts/export/model.pt",
+        "artifacts/model/model.safetensors",
+    ):
         assert md5(second / path) == md5(first / path), path
     assert "up to date" in run("dvc", "status", "archive", "evaluate", cwd=second).lower()
     assert "Running stage" not in run("dvc", "repro", "archive", "evaluate", cwd=second)
@@ -156,12 +173,19 @@ def s3_server(tmp_path):
 
     port = free_ports(1)[0]
     endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "mymodel", "AWS_SECRET_ACCESS_KEY": "mymodel-secret",
-                   "AWS_DEFAULT_REGION": "us-east-1"}
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "mymodel",
+        "AWS_SECRET_ACCESS_KEY": "mymodel-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     bucket = re.search(r"url = s3://([^/\s]+)", (ROOT / ".dvc" / "config").read_text()).group(1)
     with open(tmp_path / "moto.log", "wb") as log:
-        server = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -172,9 +196,13 @@ def s3_server(tmp_path):
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError((tmp_path / "moto.log").read_text()) from None
                     time.sleep(0.2)
-            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
-                         aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
-                         region_name=credentials["AWS_DEFAULT_REGION"]).create_bucket(Bucket=bucket)
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                region_name=credentials["AWS_DEFAULT_REGION"],
+            ).create_bucket(Bucket=bucket)
             yield endpoint, credentials
         finally:
             os.killpg(server.pid, signal.SIGTERM)
@@ -188,8 +216,7 @@ def use_s3(repo: Path, endpoint: str) -> None:
     run("dvc", "remote", "default", "--local", "s3", cwd=repo)
 
 
-def test_a_clone_anywhere_pulls_from_an_s3_compatible_remote_and_has_nothing_to_rebuild(clones, reproduced,
-                                                                                         s3_server):
+def test_a_clone_anywhere_pulls_from_an_s3_compatible_remote_and_has_nothing_to_rebuild(clones, reproduced, s3_server):
     work, first = clones
     endpoint, credentials = s3_server
     # whatever the tests before left checked out, its outputs up to date and committed
@@ -203,8 +230,12 @@ def test_a_clone_anywhere_pulls_from_an_s3_compatible_remote_and_has_nothing_to_
     assert not (clone / ".dvc" / "config.local").exists()  # nothing of the first clone's set-up is committed
     use_s3(clone, endpoint)
     run("dvc", "pull", cwd=clone, env=credentials)
-    for path in ("data/processed/table.parquet", "artifacts/model/model.safetensors", "artifacts/export/model.pt",
-                 "model-store/mymodel.mar"):
+    for path in (
+        "data/processed/table.parquet",
+        "artifacts/model/model.safetensors",
+        "artifacts/export/model.pt",
+        "model-store/mymodel.mar",
+    ):
         assert md5(clone / path) == md5(first / path), path
     assert "Running stage" not in run("dvc", "repro", "archive", "evaluate", cwd=clone, env=credentials)
     # and the clone in another folder exports the same bytes from the pulled weights

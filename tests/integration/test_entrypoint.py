@@ -32,8 +32,9 @@ def start(archive, plugins, workdir, extra_env=None):
     with open(log, "wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     inference, management, metrics = ports
-    server = Server(f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}",
-                    f"http://127.0.0.1:{metrics}", process, log)
+    server = Server(
+        f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}", f"http://127.0.0.1:{metrics}", process, log
+    )
     return server, env
 
 
@@ -64,8 +65,15 @@ def gateway_env(tmp_path):
     token = tmp_path / "token"
     token.write_text("a-token\n")
     gateway, upstream = free_ports(2)
-    return {"MANAGEMENT_TOKEN_FILE": str(token), "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}",
-            "MANAGEMENT_UPSTREAM_ADDRESS": f"http://127.0.0.1:{upstream}"}, gateway, upstream
+    return (
+        {
+            "MANAGEMENT_TOKEN_FILE": str(token),
+            "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}",
+            "MANAGEMENT_UPSTREAM_ADDRESS": f"http://127.0.0.1:{upstream}",
+        },
+        gateway,
+        upstream,
+    )
 
 
 def healthy(env, management_url):
@@ -81,8 +89,12 @@ def test_sigterm_turns_readiness_false_then_stops_with_exit_0(archive, plugins, 
         os.kill(server.process.pid, signal.SIGTERM)  # the entrypoint alone, as a container runtime does
         # not ready while still draining (3 s) ...
         wait_for(lambda: not healthy(env, server.management_url), 2, "readiness false after SIGTERM")
-        reply = requests.post(f"{server.inference_url}/predictions/mymodel", data=SAMPLE,
-                              headers={"Content-Type": "application/json"}, timeout=30)
+        reply = requests.post(
+            f"{server.inference_url}/predictions/mymodel",
+            data=SAMPLE,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
         assert reply.status_code == 200  # ... and still answering
         assert server.process.wait(30) == 0
         assert 3 <= time.monotonic() - began < 20
@@ -95,12 +107,19 @@ def test_the_management_gateway_needs_the_token(archive, plugins, tmp_path):
     token = tmp_path / "token"
     token.write_text("a-token\n")
     gateway, upstream = free_ports(2)
-    server, env = start(archive, plugins, tmp_path, {
-        "MANAGEMENT_TOKEN_FILE": str(token),
-        "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}",
-        "MANAGEMENT_UPSTREAM_ADDRESS": f"http://127.0.0.1:{upstream}"})
-    server = Server(server.inference_url, f"http://127.0.0.1:{upstream}", server.metrics_url, server.process,
-                    server.log)
+    server, env = start(
+        archive,
+        plugins,
+        tmp_path,
+        {
+            "MANAGEMENT_TOKEN_FILE": str(token),
+            "MANAGEMENT_GATEWAY_ADDRESS": f"http://127.0.0.1:{gateway}",
+            "MANAGEMENT_UPSTREAM_ADDRESS": f"http://127.0.0.1:{upstream}",
+        },
+    )
+    server = Server(
+        server.inference_url, f"http://127.0.0.1:{upstream}", server.metrics_url, server.process, server.log
+    )
     try:
         wait_until_ready(server, "mymodel", 180)
         # The healthcheck finds TorchServe's own management port through the entrypoint's note.
@@ -108,15 +127,21 @@ def test_the_management_gateway_needs_the_token(archive, plugins, tmp_path):
         published = f"http://127.0.0.1:{gateway}"
         refused = requests.get(f"{published}/models", timeout=10)
         assert refused.status_code == 401 and refused.json()["code"] == 401
-        assert requests.get(f"{published}/models", headers={"Authorization": "Bearer wrong"},
-                            timeout=10).status_code == 401
+        assert (
+            requests.get(f"{published}/models", headers={"Authorization": "Bearer wrong"}, timeout=10).status_code
+            == 401
+        )
         allowed = requests.get(f"{published}/models/mymodel", headers={"Authorization": "Bearer a-token"}, timeout=10)
         assert allowed.status_code == 200 and allowed.json()[0]["modelName"] == "mymodel"
         token.write_text("rotated\n")  # read at every request: a rotated secret applies at once
-        assert requests.get(f"{published}/models", headers={"Authorization": "Bearer a-token"},
-                            timeout=10).status_code == 401
-        assert requests.get(f"{published}/models", headers={"Authorization": "Bearer rotated"},
-                            timeout=10).status_code == 200
+        assert (
+            requests.get(f"{published}/models", headers={"Authorization": "Bearer a-token"}, timeout=10).status_code
+            == 401
+        )
+        assert (
+            requests.get(f"{published}/models", headers={"Authorization": "Bearer rotated"}, timeout=10).status_code
+            == 200
+        )
     finally:
         os.kill(server.process.pid, signal.SIGTERM)
         assert server.process.wait(30) == 0
@@ -139,8 +164,9 @@ def test_a_stop_signal_as_the_first_child_starts_ends_everything_with_exit_0(arc
 def test_a_gateway_that_dies_ends_the_container_with_status_1_and_says_so(archive, plugins, tmp_path):
     extra, _, upstream = gateway_env(tmp_path)
     server, _ = start(archive, plugins, tmp_path, extra)
-    server = Server(server.inference_url, f"http://127.0.0.1:{upstream}", server.metrics_url, server.process,
-                    server.log)
+    server = Server(
+        server.inference_url, f"http://127.0.0.1:{upstream}", server.metrics_url, server.process, server.log
+    )
     try:
         wait_until_ready(server, "mymodel", 180)
         child(server, "management_gateway.py").kill()
@@ -171,8 +197,13 @@ def test_a_frontend_that_ignores_the_stop_is_killed_after_ts_stop_seconds(archiv
 
 @pytest.mark.parametrize("setting", ["TS_STOP_SECONDS", "TS_DRAIN_SECONDS"])
 def test_a_stop_timing_that_is_not_whole_seconds_is_refused_before_anything_starts(archive, tmp_path, setting):
-    result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh")], capture_output=True, text=True, timeout=60,
-                            env={"PATH": os.environ["PATH"], "TS_MODEL_STORE": str(archive.parent), setting: "2.5s"})
+    result = subprocess.run(
+        [str(ROOT / "docker" / "entrypoint.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "TS_MODEL_STORE": str(archive.parent), setting: "2.5s"},
+    )
     assert result.returncode == 1
     assert f"{setting} must be a whole number of seconds, not '2.5s'" in result.stderr
     assert "torchserve" not in result.stdout.lower()  # nothing was started

@@ -89,8 +89,9 @@ def test_a_category_the_model_never_saw_gets_no_attribution(server, schema):
     assert numbers == pytest.approx(change, abs=max(0.05, 0.05 * abs(change)))
 
 
-@pytest.mark.parametrize("request_", [r for r in malformed_requests() if not r.refused_by_frontend][::3],
-                         ids=lambda request_: request_.name)
+@pytest.mark.parametrize(
+    "request_", [r for r in malformed_requests() if not r.refused_by_frontend][::3], ids=lambda request_: request_.name
+)
 def test_bad_input_gets_the_same_4xx_as_predictions(server, request_):
     explanation = post(server, "explanations", request_.body, request_.headers)
     prediction = post(server, "predictions", request_.body, request_.headers)

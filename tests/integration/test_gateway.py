@@ -68,9 +68,23 @@ def started(upstream: str, workdir: Path, env: dict[str, str] | None = None, *op
     token.write_bytes(TOKEN.encode() + b"\n")
     (port,) = free_ports(1)
     log = workdir / "gateway.log"
-    command = [sys.executable, str(GATEWAY), "--listen", f"http://127.0.0.1:{port}", "--upstream", upstream,
-               "--token-file", str(token), "--max-connections", str(CONNECTIONS),
-               "--header-seconds", str(HEADER_SECONDS), "--body-seconds", str(BODY_SECONDS), *options]
+    command = [
+        sys.executable,
+        str(GATEWAY),
+        "--listen",
+        f"http://127.0.0.1:{port}",
+        "--upstream",
+        upstream,
+        "--token-file",
+        str(token),
+        "--max-connections",
+        str(CONNECTIONS),
+        "--header-seconds",
+        str(HEADER_SECONDS),
+        "--body-seconds",
+        str(BODY_SECONDS),
+        *options,
+    ]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
@@ -146,13 +160,19 @@ def exchange(port: int, request: bytes, wait: float = 10, trickle: float | None 
     return parse(received, closed, time.monotonic() - began)
 
 
-def request_bytes(method: str = "GET", target: str = "/models", headers: list[tuple[str, bytes | str]] = (),
-                  body: bytes = b"", authorised: bool = True) -> bytes:
+def request_bytes(
+    method: str = "GET",
+    target: str = "/models",
+    headers: list[tuple[str, bytes | str]] = (),
+    body: bytes = b"",
+    authorised: bool = True,
+) -> bytes:
     lines = [f"{method} {target} HTTP/1.1".encode(), b"Host: 127.0.0.1"]
     if authorised:
         lines.append(b"Authorization: " + AUTHORISED)
-    lines += [name.encode() + b": " + (value if isinstance(value, bytes) else value.encode())
-              for name, value in headers]
+    lines += [
+        name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()) for name, value in headers
+    ]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
@@ -170,11 +190,18 @@ def served(gateway: Gateway) -> requests.Response:
 
 # --- who may pass ---------------------------------------------------------------------------------
 
+
 def test_only_the_tokens_own_bytes_pass_and_every_other_caller_gets_401(gateway):
     allowed = served(gateway)
     assert allowed.status_code == 200 and allowed.json()[0]["modelName"] == "mymodel"
-    for given in (None, b"Bearer wrong", b"Bearer " + TOKEN.encode("latin-1"), b"Bearer \xff\xfe\x00",
-                  b"Basic " + TOKEN.encode(), b"Bearer " + TOKEN.upper().encode()):
+    for given in (
+        None,
+        b"Bearer wrong",
+        b"Bearer " + TOKEN.encode("latin-1"),
+        b"Bearer \xff\xfe\x00",
+        b"Basic " + TOKEN.encode(),
+        b"Bearer " + TOKEN.upper().encode(),
+    ):
         headers = [("Authorization", given)] if given is not None else []
         reply = exchange(gateway.port, request_bytes(headers=headers, authorised=False))
         assert_refused(reply, 401, "unauthorized")
@@ -189,14 +216,22 @@ MALFORMED = {
     "content_length_not_a_number": (request_bytes(headers=[("Content-Length", "12abc")]), 400, "bad_header"),
     "content_length_superscript_digit": (request_bytes(headers=[("Content-Length", "²".encode())]), 400, "bad_header"),
     "content_length_a_list": (request_bytes(headers=[("Content-Length", "1, 1")], body=b"x"), 400, "bad_header"),
-    "content_length_twice": (request_bytes(headers=[("Content-Length", "1"), ("Content-Length", "1")], body=b"x"),
-                             400, "bad_header"),
-    "content_length_5000_digits": (request_bytes(headers=[("Content-Length", "9" * 5000)]), 413,
-                                   "payload_too_large"),
-    "body_over_the_limit": (request_bytes("PUT", headers=[("Content-Length", str(gateway_module.MAX_BODY + 1))]),
-                            413, "payload_too_large"),
-    "transfer_encoding": (request_bytes("POST", headers=[("Transfer-Encoding", "chunked")],
-                                        body=b"1\r\nx\r\n0\r\n\r\n"), 411, "length_required"),
+    "content_length_twice": (
+        request_bytes(headers=[("Content-Length", "1"), ("Content-Length", "1")], body=b"x"),
+        400,
+        "bad_header",
+    ),
+    "content_length_5000_digits": (request_bytes(headers=[("Content-Length", "9" * 5000)]), 413, "payload_too_large"),
+    "body_over_the_limit": (
+        request_bytes("PUT", headers=[("Content-Length", str(gateway_module.MAX_BODY + 1))]),
+        413,
+        "payload_too_large",
+    ),
+    "transfer_encoding": (
+        request_bytes("POST", headers=[("Transfer-Encoding", "chunked")], body=b"1\r\nx\r\n0\r\n\r\n"),
+        411,
+        "length_required",
+    ),
     "authorization_twice": (request_bytes(headers=[("Authorization", "Bearer wrong")]), 400, "bad_header"),
     "folded_header": (request_bytes(headers=[("X-Folded", "a\r\n b")]), 400, "bad_header"),
     "unknown_method": (request_bytes("PATCH"), 405, "method_not_allowed"),
@@ -204,8 +239,11 @@ MALFORMED = {
     "unreadable_request_line": (b"GARBAGE\r\n\r\n", 400, "invalid_request"),
     "http_2": (b"GET /models HTTP/2.0\r\n\r\n", 505, "http_version_not_supported"),
     "request_line_over_64_kib": (request_bytes(target="/" + "a" * 70_000), 414, "uri_too_long"),
-    "headers_over_64_kib": (request_bytes(headers=[(f"X-Filler-{i}", "a" * 1000) for i in range(90)]), 431,
-                            "bad_header"),
+    "headers_over_64_kib": (
+        request_bytes(headers=[(f"X-Filler-{i}", "a" * 1000) for i in range(90)]),
+        431,
+        "bad_header",
+    ),
 }
 
 
@@ -218,8 +256,10 @@ def test_each_malformed_request_is_refused_with_its_json_error_and_the_connectio
 def test_a_refused_body_is_dropped_never_read_as_a_next_request(gateway):
     """An unauthorised request whose body is itself an authorised request: one 401, then the close."""
     smuggled = request_bytes("DELETE", "/models/mymodel")
-    reply = exchange(gateway.port, request_bytes("POST", headers=[("Content-Length", str(len(smuggled)))],
-                                                 body=smuggled, authorised=False))
+    reply = exchange(
+        gateway.port,
+        request_bytes("POST", headers=[("Content-Length", str(len(smuggled)))], body=smuggled, authorised=False),
+    )
     assert_refused(reply, 401, "unauthorized")
     assert b"HTTP/1.1" not in reply.body
     assert served(gateway).status_code == 200  # the model is still there
@@ -245,6 +285,7 @@ def test_expect_100_continue_is_answered_only_once_the_request_is_acceptable(gat
 
 
 # --- slow clients ---------------------------------------------------------------------------------
+
 
 def test_slow_headers_and_slow_bodies_are_cut_at_their_deadlines_while_others_are_served(gateway):
     slow_headers = request_bytes()[:-2] + b"X-Slow: " + b"a" * 100 + b"\r\n\r\n"
@@ -294,6 +335,7 @@ def test_an_idle_kept_alive_connection_is_closed_quietly_after_the_header_deadli
 
 
 # --- more connections than it takes ---------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def held(port: int, count: int) -> Iterator[list[socket.socket]]:
@@ -359,6 +401,7 @@ def test_slowloris_connections_that_hold_every_slot_are_cut_and_the_gateway_serv
 
 def test_a_burst_of_many_connections_gets_an_answer_on_every_one(gateway):
     """Far more clients than connections at once: each gets 200 or a quick 503, never silence or a reset."""
+
     def call(_):
         try:
             return served(gateway).status_code
@@ -385,8 +428,9 @@ def entries(gateway: Gateway, json_lines: bool) -> list[dict]:
         if json_lines:
             found.append(json.loads(line))
         elif line.startswith("management_gateway: "):
-            found.append({key: json.loads(value) if value.startswith('"') else value
-                          for key, value in KEY_VALUE.findall(line)})
+            found.append(
+                {key: json.loads(value) if value.startswith('"') else value for key, value in KEY_VALUE.findall(line)}
+            )
     return [entry for entry in found if "method" in entry]
 
 
@@ -400,24 +444,32 @@ def logged(gateway: Gateway, json_lines: bool, count: int) -> list[dict]:
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_every_mutating_call_and_every_refusal_is_one_line_with_a_fingerprint_never_the_token(
-        server, tmp_path, log_format):
+    server, tmp_path, log_format
+):
     with started(server.management_url, tmp_path, env={"LOG_FORMAT": log_format}) as gateway:
         operator = {"Authorization": AUTHORISED}
         assert served(gateway).status_code == 200  # a read that passes: no line
         version = served(gateway).json()[0]["modelVersion"]
-        calls = [("PUT", f"/models/mymodel/{version}/set-default", operator),
-                 ("DELETE", "/models/not-a-model", operator),
-                 ("POST", "/models?url=http://127.0.0.1:9/x.mar", operator),
-                 ("PUT", "/models/mymodel?min_worker=4", {"Authorization": "Bearer wrong"}),
-                 ("GET", "/models", {})]
-        statuses = [requests.request(method, gateway.url + path, headers=headers, timeout=30).status_code
-                    for method, path, headers in calls]
+        calls = [
+            ("PUT", f"/models/mymodel/{version}/set-default", operator),
+            ("DELETE", "/models/not-a-model", operator),
+            ("POST", "/models?url=http://127.0.0.1:9/x.mar", operator),
+            ("PUT", "/models/mymodel?min_worker=4", {"Authorization": "Bearer wrong"}),
+            ("GET", "/models", {}),
+        ]
+        statuses = [
+            requests.request(method, gateway.url + path, headers=headers, timeout=30).status_code
+            for method, path, headers in calls
+        ]
         lines = logged(gateway, log_format == "json", len(calls))
     assert [(entry["method"], entry["path"], int(entry["status"])) for entry in lines] == [
-        (method, path, status) for (method, path, _), status in zip(calls, statuses)]
+        (method, path, status) for (method, path, _), status in zip(calls, statuses)
+    ]
     ours = hashlib.sha256(TOKEN.encode()).hexdigest()[:12]
-    assert [entry["token"] for entry in lines] == [ours] * 3 + [hashlib.sha256(b"wrong").hexdigest()[:12],
-                                                                None if log_format == "json" else "-"]
+    assert [entry["token"] for entry in lines] == [ours] * 3 + [
+        hashlib.sha256(b"wrong").hexdigest()[:12],
+        None if log_format == "json" else "-",
+    ]
     assert {entry["client"] for entry in lines} == {"127.0.0.1"}
     assert [entry.get("type") for entry in lines][-2:] == ["unauthorized", "unauthorized"]
     text = gateway.log.read_bytes()
@@ -427,8 +479,12 @@ def test_every_mutating_call_and_every_refusal_is_one_line_with_a_fingerprint_ne
 def test_the_fingerprint_command_in_the_docs_gives_the_logged_fingerprint(server, tmp_path):
     command = next(line.split("#")[0].strip() for line in DOC.splitlines() if "sha256sum" in line)
     with started(server.management_url, tmp_path) as gateway:
-        requests.put(f"{gateway.url}/models/mymodel", headers={"Authorization": AUTHORISED}, timeout=30,
-                     params={"min_worker": 99, "max_worker": 1})  # refused by TorchServe: a change tried
+        requests.put(
+            f"{gateway.url}/models/mymodel",
+            headers={"Authorization": AUTHORISED},
+            timeout=30,
+            params={"min_worker": 99, "max_worker": 1},
+        )  # refused by TorchServe: a change tried
         (line,) = logged(gateway, False, 1)
     (tmp_path / "management-token").write_bytes(TOKEN.encode() + b"\n")
     shown = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, timeout=30, check=True)
@@ -438,8 +494,13 @@ def test_the_fingerprint_command_in_the_docs_gives_the_logged_fingerprint(server
 def test_the_documented_bounds_are_the_gateways_defaults():
     defaults = vars(gateway_module.options().parse_args(["--token-file", "token"]))
     documented = re.findall(r"(\d+)(?: s)? \(`--([a-z-]+)`\)", DOC)
-    assert {flag for _, flag in documented} == {"max-connections", "header-seconds", "body-seconds",
-                                                "reply-seconds", "upstream-seconds"}
+    assert {flag for _, flag in documented} == {
+        "max-connections",
+        "header-seconds",
+        "body-seconds",
+        "reply-seconds",
+        "upstream-seconds",
+    }
     for value, flag in documented:
         assert defaults[flag.replace("-", "_")] == float(value), flag
 

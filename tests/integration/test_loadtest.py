@@ -40,8 +40,13 @@ def test_reports_are_written(short_run):
     outcomes, out_dir = short_run
     summary = json.loads((out_dir / "summary.json").read_text())
     assert [row["scenario"] for row in summary] == [o.scenario for o in outcomes]
-    for name in ("summary.md", "latency_over_time.png", "baseline.html", "baseline_stats.csv",
-                 "baseline_stats_history.csv"):
+    for name in (
+        "summary.md",
+        "latency_over_time.png",
+        "baseline.html",
+        "baseline_stats.csv",
+        "baseline_stats_history.csv",
+    ):
         assert (out_dir / name).stat().st_size > 0, name
 
 
@@ -55,8 +60,11 @@ def test_chromium_shows_each_scenarios_locust_report(short_run, browser):
 
 
 def test_the_gate_reports_every_broken_slo():
-    outcome = Outcome("baseline", {"requests": 100, "p95_ms": 250, "mean_ms": 90, "error_pct": 2.0,
-                                   "server_errors": 1}, {"recovery_s": 7.0})
+    outcome = Outcome(
+        "baseline",
+        {"requests": 100, "p95_ms": 250, "mean_ms": 90, "error_pct": 2.0, "server_errors": 1},
+        {"recovery_s": 7.0},
+    )
     broken = judge(outcome, {"p95_ms": 200, "mean_ms": 200, "max_error_pct": 1, "max_5xx": 0, "max_recovery_s": 5})
     assert len(broken) == 4
     assert any("p95 latency 250 ms > 200 ms" in b for b in broken)
@@ -75,10 +83,12 @@ def test_the_command_exits_non_zero_when_an_slo_is_broken(settings, archive, tmp
 def test_a_running_server_is_load_tested_with_no_model_at_hand(settings, server, tmp_path):
     """`make loadtest URL=...` before any training here: the payloads come from the data and the
     params file's feature contract, and the anomalous cases still get the answers they are owed."""
-    untrained = settings.with_overrides({"paths": {"export_dir": tmp_path / "no-export",
-                                                   "model_dir": tmp_path / "no-model"}})
-    (outcome,) = run_load_tests(untrained, names=["anomalous"], out_dir=tmp_path / "report",
-                                url=server.inference_url, short=True)
+    untrained = settings.with_overrides(
+        {"paths": {"export_dir": tmp_path / "no-export", "model_dir": tmp_path / "no-model"}}
+    )
+    (outcome,) = run_load_tests(
+        untrained, names=["anomalous"], out_dir=tmp_path / "report", url=server.inference_url, short=True
+    )
     assert outcome.stats["requests"] > 0 and outcome.broken == [], outcome.broken
     payloads = tmp_path / "report" / "payloads"
     assert json.loads((payloads / "adversarial.json").read_text()) == []  # FGSM needs the model

@@ -76,7 +76,7 @@ def test_good_requests_batched_with_bad_ones_keep_their_solo_answers(server):
     good = [json.dumps(record).encode() for record in valid_records(8)]
     solo = [probability(send(server, body, JSON)) for body in good]
     bad = [request for request in CORPUS if not request.refused_by_frontend]
-    rounds = [bad[start:start + len(good)] for start in range(0, len(bad), len(good))]
+    rounds = [bad[start : start + len(good)] for start in range(0, len(bad), len(good))]
 
     def fire(barrier: threading.Barrier, body: bytes, headers: dict[str, str]) -> requests.Response:
         barrier.wait(timeout=30)

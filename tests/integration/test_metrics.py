@@ -36,8 +36,11 @@ DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "mymodel.json").read_text(
 # Bad requests and the problem kinds the handler counts them under (handler/service.py).
 BAD = [
     (json.dumps({**SAMPLE, "month": 13}), JSON, ["out_of_range"]),
-    (json.dumps([SAMPLE, {**SAMPLE, "hour": 99}, {**SAMPLE, "distance": "far", "seats": -1}]), JSON,
-     ["out_of_range", "wrong_type", "out_of_range"]),
+    (
+        json.dumps([SAMPLE, {**SAMPLE, "hour": 99}, {**SAMPLE, "distance": "far", "seats": -1}]),
+        JSON,
+        ["out_of_range", "wrong_type", "out_of_range"],
+    ),
     (json.dumps({k: v for k, v in SAMPLE.items() if k != "carrier"}), JSON, ["missing_field"]),
     (json.dumps({**SAMPLE, "tail": "N12345"}), JSON, ["unknown_field"]),
     (json.dumps({**SAMPLE, "carrier": ""}), JSON, ["empty_value"]),
@@ -69,16 +72,30 @@ def prometheus(metered, tmp_path_factory):
     work = tmp_path_factory.mktemp("prometheus")
     shutil.copyfile(ROOT / "deploy" / "prometheus" / "alerts.yml", work / "alerts.yml")
     target = urlparse(metered.metrics_url).netloc
-    (work / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["alerts.yml"],
-        "scrape_configs": [{"job_name": "mymodel-serve", "static_configs": [{"targets": [target]}]}]}))
+    (work / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": ["alerts.yml"],
+                "scrape_configs": [{"job_name": "mymodel-serve", "static_configs": [{"targets": [target]}]}],
+            }
+        )
+    )
     port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     with open(work / "prometheus.log", "wb") as log:
-        server = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}",
-                                   f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                  cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while not scraped_up(url):
@@ -119,8 +136,9 @@ def traffic(metered, prometheus, table, settings) -> Traffic:
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda request: send(*request), singles))
     replies.append(send(json.dumps(flights[25:])))
-    explained = requests.post(f"{metered.inference_url}/explanations/mymodel", data=json.dumps(SAMPLE),
-                              headers=JSON, timeout=60)
+    explained = requests.post(
+        f"{metered.inference_url}/explanations/mymodel", data=json.dumps(SAMPLE), headers=JSON, timeout=60
+    )
     assert explained.status_code == 200, explained.text
 
     answers = []
@@ -131,8 +149,12 @@ def traffic(metered, prometheus, table, settings) -> Traffic:
     for reply in replies[25:-1]:
         assert 400 <= reply.status_code < 500, reply.text
     probabilities = [answer["late_probability"] for answer in answers]
-    return Traffic(probabilities, Counter(str(answer["late"]).lower() for answer in answers),
-                   Counter(reason for _, _, reasons in BAD for reason in reasons), len(replies) + 1)
+    return Traffic(
+        probabilities,
+        Counter(str(answer["late"]).lower() for answer in answers),
+        Counter(reason for _, _, reasons in BAD for reason in reasons),
+        len(replies) + 1,
+    )
 
 
 @dataclass(frozen=True)
@@ -170,8 +192,9 @@ def scraped(metered, traffic) -> dict[str, list]:
     deadline = time.monotonic() + 60
     while True:
         samples = scrape(metered)
-        done = (value(samples, "model_probability_records_total") >= len(traffic.probabilities)
-                and value(samples, "model_invalid_records_total") >= sum(traffic.refused.values()))
+        done = value(samples, "model_probability_records_total") >= len(traffic.probabilities) and value(
+            samples, "model_invalid_records_total"
+        ) >= sum(traffic.refused.values())
         if done or time.monotonic() > deadline:
             return samples
         time.sleep(0.5)
@@ -185,13 +208,17 @@ def test_predictions_are_counted_by_outcome(scraped, traffic):
 
 
 def test_the_late_probability_bins_hold_every_prediction(scraped, traffic):
-    bins = {s.labels["bin"]: s.value for s in scraped["model_probability_records_total"]
-            if s.labels["ModelName"] == "mymodel" and s.labels["target"] == "late"}
+    bins = {
+        s.labels["bin"]: s.value
+        for s in scraped["model_probability_records_total"]
+        if s.labels["ModelName"] == "mymodel" and s.labels["target"] == "late"
+    }
     expected = Counter(f"{min(int(p * 20), 19) * 0.05:.2f}" for p in traffic.probabilities)
     assert bins == dict(expected)
     assert len(bins) > 1, "the traffic should fall in several bins"
-    assert value(scraped, "model_probability_sum_total", ModelName="mymodel", target="late") \
-        == pytest.approx(sum(traffic.probabilities), rel=1e-9)
+    assert value(scraped, "model_probability_sum_total", ModelName="mymodel", target="late") == pytest.approx(
+        sum(traffic.probabilities), rel=1e-9
+    )
 
 
 def test_refused_records_are_counted_by_reason(scraped, traffic):
@@ -237,8 +264,10 @@ def test_metric_lines_are_torchserves_own(served_handler, caplog):
 
 
 # TorchServe's frontend reads a metric line with this pattern (org.pytorch.serve.metrics.Metric).
-FRONTEND_METRIC_LINE = re.compile(r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"
-                                  r"\|#hostname:([^,]+),([^,]+)(,(.*))?")
+FRONTEND_METRIC_LINE = re.compile(
+    r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"
+    r"\|#hostname:([^,]+),([^,]+)(,(.*))?"
+)
 
 
 def test_a_batch_writes_a_line_per_probability_bin_not_per_record(served_handler, caplog):
@@ -251,8 +280,15 @@ def test_a_batch_writes_a_line_per_probability_bin_not_per_record(served_handler
     served.service = type("Service", (), {"name": "mymodel", "target": "late", "threshold": 0.5})()
     served.metrics = handler.declared_metrics(cache)
     probabilities = [index / 999 for index in range(1000)]
-    batch = Batch([Reply(200, "[]", tuple(probabilities[:400])), Reply(200, "[]", tuple(probabilities[400:])),
-                   Reply(400, "{}", refused=("out_of_range",))], 0.004, 0.002)
+    batch = Batch(
+        [
+            Reply(200, "[]", tuple(probabilities[:400])),
+            Reply(200, "[]", tuple(probabilities[400:])),
+            Reply(400, "{}", refused=("out_of_range",)),
+        ],
+        0.004,
+        0.002,
+    )
     with caplog.at_level(logging.INFO, logger="ts.metrics.handler"):
         served.record(batch)
     lines = [record.getMessage() for record in caplog.records if record.name == "ts.metrics.handler"][-1].split("\n")
@@ -276,28 +312,50 @@ def promql_metric_names(expression: str) -> set[str]:
     expression = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expression)  # label matchers, ranges
     expression = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expression)
     identifiers = re.findall(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", expression)
-    keywords = {"and", "or", "unless", "bool", "offset", "inf", "nan", "by", "without", "on", "ignoring", "group_left",
-                "group_right"}
+    keywords = {
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    }
     return set(identifiers) - keywords
 
 
 def dashboard_queries() -> list[str]:
     expressions = [target["expr"] for panel in DASHBOARD["panels"] for target in panel.get("targets", [])]
-    expressions += [re.sub(r"label_values\((\w+),.*\)", r"\1", variable["query"]["query"])
-                    for variable in DASHBOARD["templating"]["list"] if variable["type"] == "query"]
+    expressions += [
+        re.sub(r"label_values\((\w+),.*\)", r"\1", variable["query"]["query"])
+        for variable in DASHBOARD["templating"]["list"]
+        if variable["type"] == "query"
+    ]
     return expressions
 
 
 def test_the_promql_reader_finds_metric_names():
-    assert promql_metric_names('histogram_quantile(0.9, sum by (le) (rate(a_bucket{m="$model"}[$__rate_interval])))'
-                               ' / sum(rate(b_total[5m])) * on (x) group_left c') == {"a_bucket", "b_total", "c"}
+    assert promql_metric_names(
+        'histogram_quantile(0.9, sum by (le) (rate(a_bucket{m="$model"}[$__rate_interval])))'
+        " / sum(rate(b_total[5m])) * on (x) group_left c"
+    ) == {"a_bucket", "b_total", "c"}
 
 
 def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(metered, scraped):
     served_503(metered)
     names = set().union(*(promql_metric_names(expression) for expression in dashboard_queries()))
-    assert {"model_predictions_total", "model_probability_records_total", "model_invalid_records_total",
-            "ts_inference_requests_total"} <= names
+    assert {
+        "model_predictions_total",
+        "model_probability_records_total",
+        "model_invalid_records_total",
+        "ts_inference_requests_total",
+    } <= names
     deadline = time.monotonic() + 90  # host metrics (CPUUtilization, ...) come once a minute
     while missing := names - set(scrape(metered)):
         assert time.monotonic() < deadline, f"queried by the dashboard but not served: {sorted(missing)}"
@@ -314,22 +372,29 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(metered, prom
     # Traffic spread over several scrapes: a rate needs a series seen before and after a change
     # (the module's first traffic may all land between two scrapes, as the series appear).
     for _ in range(EXTRA):
-        reply = requests.post(f"{metered.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE),
-                              headers=JSON, timeout=30)
+        reply = requests.post(
+            f"{metered.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE), headers=JSON, timeout=30
+        )
         assert reply.status_code == 200, reply.text
         time.sleep(0.4)
     window = "5m"  # longer than this module's life: every rate sees all of its traffic
-    queries = [expression.replace("$model", "mymodel").replace("$__rate_interval", window)
-               for expression in dashboard_queries()]
+    queries = [
+        expression.replace("$model", "mymodel").replace("$__rate_interval", window)
+        for expression in dashboard_queries()
+    ]
     deadline = time.monotonic() + 120  # host metrics (CPUUtilization, ...) come once a minute
-    while empty := [query for query in queries
-                    if not [row for row in promql(prometheus, query) if row["value"][1] not in ("NaN", "+Inf")]]:
+    while empty := [
+        query
+        for query in queries
+        if not [row for row in promql(prometheus, query) if row["value"][1] not in ("NaN", "+Inf")]
+    ]:
         assert time.monotonic() < deadline, f"no data from Prometheus for: {empty}"
         time.sleep(2)
     # what Prometheus holds is what the traffic was
     expected, deadline = len(traffic.probabilities) + EXTRA, time.monotonic() + 30
-    while (counted := float(promql(prometheus, 'sum(model_predictions_total{ModelName="mymodel"})')[0]["value"][1])) \
-            < expected and time.monotonic() < deadline:
+    while (
+        counted := float(promql(prometheus, 'sum(model_predictions_total{ModelName="mymodel"})')[0]["value"][1])
+    ) < expected and time.monotonic() < deadline:
         time.sleep(1)  # the last answers' metric lines reach the metrics port, then a scrape
     assert counted == expected
 
@@ -357,8 +422,9 @@ def served_503(metered) -> None:
     workers = len(requests.get(url, timeout=10).json()[0]["workers"])
     requests.put(url, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"}, timeout=120)
     try:
-        refused = requests.post(f"{metered.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE),
-                                headers=JSON, timeout=30)
+        refused = requests.post(
+            f"{metered.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE), headers=JSON, timeout=30
+        )
         assert refused.status_code == 503
     finally:
         requests.put(url, params={"min_worker": workers, "max_worker": workers, "synchronous": "true"}, timeout=120)

@@ -26,9 +26,15 @@ def params(settings, metrics, table, tmp_path_factory):
     work = tmp_path_factory.mktemp("model-variants")
     table.to_parquet(work / "table.parquet")
     params = work / "params.yaml"
-    params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), **SLICE,
-                                      "paths": {"processed": str(work / "table.parquet"),
-                                                "model_dir": str(settings.paths.model_dir)}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(DEFAULT_CONFIG),
+                **SLICE,
+                "paths": {"processed": str(work / "table.parquet"), "model_dir": str(settings.paths.model_dir)},
+            }
+        )
+    )
     return params
 
 

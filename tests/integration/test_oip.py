@@ -78,8 +78,9 @@ def without_missing_numbers(records: list[dict], numeric: list[str]) -> list[dic
 
 
 def predictions(server: Server, records: list[dict]) -> list[float]:
-    reply = requests.post(f"{server.inference_url}/predictions/mymodel", data=json.dumps(records), headers=JSON,
-                          timeout=30)
+    reply = requests.post(
+        f"{server.inference_url}/predictions/mymodel", data=json.dumps(records), headers=JSON, timeout=30
+    )
     assert reply.status_code == 200, reply.text
     return [answer["late_probability"] for answer in reply.json()]
 
@@ -107,7 +108,9 @@ def test_the_model_is_ready_and_its_metadata_is_the_request_schema(client, schem
         expected = "BYTES" if tensor["name"] in facts["categorical"] else "INT64" if "integer" in types else "FP64"
         assert tensor["datatype"] == expected and tensor["shape"] == [-1]
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {
-        f"{facts['target']}_probability": "FP64", facts["target"]: "BOOL"}
+        f"{facts['target']}_probability": "FP64",
+        facts["target"]: "BOOL",
+    }
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json-data", "binary-data"])
@@ -128,21 +131,30 @@ def test_inference_with_triton_inputs_equals_the_json_api(client, oip, held_out_
 def test_only_the_requested_outputs_come_back(client, held_out_records):
     records = held_out_records[:5]
     metadata = client.get_model_metadata("mymodel")
-    result = client.infer("mymodel", triton_inputs(metadata, records, binary=True),
-                          outputs=[triton.InferRequestedOutput("late", binary_data=False)])
+    result = client.infer(
+        "mymodel",
+        triton_inputs(metadata, records, binary=True),
+        outputs=[triton.InferRequestedOutput("late", binary_data=False)],
+    )
     assert [output["name"] for output in result.get_response()["outputs"]] == ["late"]
     assert result.as_numpy("late_probability") is None
 
 
 def sample_inputs(client, records):
     metadata = client.get_model_metadata("mymodel")
-    return [{"name": t["name"], "datatype": t["datatype"], "shape": [len(records)],
-             "data": [record.get(t["name"]) for record in records]} for t in metadata["inputs"]]
+    return [
+        {
+            "name": t["name"],
+            "datatype": t["datatype"],
+            "shape": [len(records)],
+            "data": [record.get(t["name"]) for record in records],
+        }
+        for t in metadata["inputs"]
+    ]
 
 
 def post_v2(oip, payload) -> requests.Response:
-    return requests.post(f"http://{oip[1]}/v2/models/mymodel/infer", data=json.dumps(payload), headers=JSON,
-                         timeout=30)
+    return requests.post(f"http://{oip[1]}/v2/models/mymodel/infer", data=json.dumps(payload), headers=JSON, timeout=30)
 
 
 def replace(inputs, name, **changes):
@@ -157,8 +169,11 @@ BAD_TENSORS = [
     ("shape-and-data-disagree", lambda inputs: replace(inputs, "month", shape=[3]), "input 'month'"),
     ("out-of-range-element", lambda inputs: replace(inputs, "month", data=[1, 13]), "input 'month', element 1"),
     ("fractional-integer", lambda inputs: replace(inputs, "minute", data=[0, 7.5]), "input 'minute', element 1"),
-    ("unknown-input", lambda inputs: [*inputs, {"name": "tail", "datatype": "BYTES", "shape": [2],
-                                                "data": ["N1", "N2"]}], "'tail'"),
+    (
+        "unknown-input",
+        lambda inputs: [*inputs, {"name": "tail", "datatype": "BYTES", "shape": [2], "data": ["N1", "N2"]}],
+        "'tail'",
+    ),
 ]
 
 
@@ -211,8 +226,9 @@ def test_crafted_binary_header_lengths_fail_only_their_own_requests(client, oip)
 
     def victim(barrier: threading.Barrier) -> requests.Response:
         barrier.wait(timeout=30)
-        return requests.post(f"{server.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE), headers=JSON,
-                             timeout=30)
+        return requests.post(
+            f"{server.inference_url}/predictions/mymodel", data=json.dumps(SAMPLE), headers=JSON, timeout=30
+        )
 
     def attacker(barrier: threading.Barrier, length: str) -> requests.Response:
         barrier.wait(timeout=30)
@@ -238,8 +254,10 @@ def test_crafted_binary_header_lengths_fail_only_their_own_requests(client, oip)
 def readiness(server: Server, oip: str) -> tuple[bool, int, int, int | None]:
     """(workers READY per the management API, /v2/health/ready, /v2/models/mymodel/ready,
     TorchServe's own /v2/health/ready on the inference port or None where it is off)."""
-    ours = [requests.get(f"http://{oip}{path}", timeout=10).status_code
-            for path in ("/v2/health/ready", "/v2/models/mymodel/ready")]
+    ours = [
+        requests.get(f"http://{oip}{path}", timeout=10).status_code
+        for path in ("/v2/health/ready", "/v2/models/mymodel/ready")
+    ]
     theirs = requests.get(f"{server.inference_url}/v2/health/ready", timeout=10).status_code
     return healthcheck().model_ready(server.management_url, "mymodel"), *ours, theirs
 
@@ -248,8 +266,9 @@ def test_readiness_follows_the_workers_from_start_to_scale_down(archive, plugins
     """The plugin answers from the first seconds of start, before the workers are READY, and says
     ready exactly when they are; TorchServe's own route (switched on here for comparison with
     TS_OPEN_INFERENCE_PROTOCOL=oip) says ready throughout, even with no worker at all."""
-    command, env, ports, oip = torchserve_command(archive.parent, tmp_path, {"TS_OPEN_INFERENCE_PROTOCOL": "oip"},
-                                                  plugins=plugins)
+    command, env, ports, oip = torchserve_command(
+        archive.parent, tmp_path, {"TS_OPEN_INFERENCE_PROTOCOL": "oip"}, plugins=plugins
+    )
     oip = oip.removeprefix("http://")
     with open(tmp_path / "torchserve.log", "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -291,8 +310,10 @@ def management_ready(server: Server) -> bool:
 def test_v2_inference_is_counted_like_the_json_api(client, oip, held_out_records):
     """ts_inference_requests_total counts v2 requests, the handler's metrics their predicted records."""
     metrics = oip[0].metrics_url
-    requests_before, records_before = counted(metrics, "ts_inference_requests_total"), \
-        counted(metrics, "model_predictions_total")
+    requests_before, records_before = (
+        counted(metrics, "ts_inference_requests_total"),
+        counted(metrics, "model_predictions_total"),
+    )
     metadata = client.get_model_metadata("mymodel")
     for records in (held_out_records[:7], held_out_records[7:10]):
         client.infer("mymodel", triton_inputs(metadata, records, binary=True))

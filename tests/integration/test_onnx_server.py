@@ -40,16 +40,33 @@ def onnx_server(settings, metrics, tmp_path_factory):
     (port,) = free_ports(1)
     log = work / "server.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "serving.onnx_server", "--export-dir", str(work),
-                                    "--port", str(port), "--max-connections", str(MAX_CONNECTIONS),
-                                    "--body-seconds", str(BODY_SECONDS)],
-                                   cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving.onnx_server",
+                "--export-dir",
+                str(work),
+                "--port",
+                str(port),
+                "--max-connections",
+                str(MAX_CONNECTIONS),
+                "--body-seconds",
+                str(BODY_SECONDS),
+            ],
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 180
         while True:
             assert process.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as reply:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as reply,
+            ):
                 if reply.status == 200:
                     break
             assert time.monotonic() < deadline, log.read_text()[-3000:]
@@ -62,9 +79,10 @@ def onnx_server(settings, metrics, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clients(onnx_server, server):
     """Triton clients of the ONNX server and of the TorchServe (its v2 plugin)."""
-    return {"onnx": triton.InferenceServerClient(url=onnx_server, network_timeout=60),
-            "torchserve": triton.InferenceServerClient(url=server.oip_url.removeprefix("http://"),
-                                                       network_timeout=60)}
+    return {
+        "onnx": triton.InferenceServerClient(url=onnx_server, network_timeout=60),
+        "torchserve": triton.InferenceServerClient(url=server.oip_url.removeprefix("http://"), network_timeout=60),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +108,9 @@ def v2_inputs(metadata: dict, records: list[dict]) -> list[triton.InferInput]:
 def test_the_metadata_is_torchserves(clients):
     assert clients["onnx"].is_server_ready() and clients["onnx"].is_model_ready("mymodel")
     onnx, torchserve = (client.get_model_metadata("mymodel") for client in (clients["onnx"], clients["torchserve"]))
-    assert {key: onnx[key] for key in ("name", "versions", "inputs", "outputs")} == \
-           {key: torchserve[key] for key in ("name", "versions", "inputs", "outputs")}
+    assert {key: onnx[key] for key in ("name", "versions", "inputs", "outputs")} == {
+        key: torchserve[key] for key in ("name", "versions", "inputs", "outputs")
+    }
 
 
 def test_v2_answers_equal_torchserves_on_test_month_flights(clients, flights, schema):
@@ -111,31 +130,40 @@ def test_v2_answers_equal_torchserves_on_test_month_flights(clients, flights, sc
     assert (onnx.as_numpy("late")[clear] == torchserve.as_numpy("late")[clear]).all()
 
 
-@pytest.mark.parametrize("payload", [
-    {"inputs": [{"name": "carrier", "datatype": "BYTES", "shape": [1], "data": ["UA"]}]},
-    {"inputs": [{"name": "nope", "datatype": "FP64", "shape": [1], "data": [1.0]}]},
-    {"inputs": [{"name": "hour", "datatype": "FP64", "shape": [2], "data": [1.0]}]},
-    {"inputs": []},
-    [1, 2, 3],
-], ids=["missing-fields", "unknown-input", "shape-mismatch", "no-inputs", "not-an-object"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"inputs": [{"name": "carrier", "datatype": "BYTES", "shape": [1], "data": ["UA"]}]},
+        {"inputs": [{"name": "nope", "datatype": "FP64", "shape": [1], "data": [1.0]}]},
+        {"inputs": [{"name": "hour", "datatype": "FP64", "shape": [2], "data": [1.0]}]},
+        {"inputs": []},
+        [1, 2, 3],
+    ],
+    ids=["missing-fields", "unknown-input", "shape-mismatch", "no-inputs", "not-an-object"],
+)
 def test_refusals_are_torchserves_word_for_word(onnx_server, server, payload):
-    replies = [requests.post(f"{base}/v2/models/mymodel/infer", data=json.dumps(payload), headers=JSON, timeout=30)
-               for base in (f"http://{onnx_server}", server.oip_url)]
+    replies = [
+        requests.post(f"{base}/v2/models/mymodel/infer", data=json.dumps(payload), headers=JSON, timeout=30)
+        for base in (f"http://{onnx_server}", server.oip_url)
+    ]
     assert replies[0].status_code == replies[1].status_code == 400
     assert replies[0].json() == replies[1].json()
 
 
 def test_the_native_json_route_answers_as_torchserve(onnx_server, server, flights):
     records = flights[:50]
-    answers = [requests.post(f"{base}/predictions/mymodel", data=json.dumps(records), headers=JSON, timeout=30).json()
-               for base in (f"http://{onnx_server}", server.inference_url)]
+    answers = [
+        requests.post(f"{base}/predictions/mymodel", data=json.dumps(records), headers=JSON, timeout=30).json()
+        for base in (f"http://{onnx_server}", server.inference_url)
+    ]
     onnx, torchserve = (np.array([answer["late_probability"] for answer in reply]) for reply in answers)
     assert np.abs(onnx - torchserve).max() <= 1e-6
 
 
 def test_a_body_over_the_limit_gets_a_413(onnx_server):
-    reply = requests.post(f"http://{onnx_server}/v2/models/mymodel/infer", data=b" " * (1024 * 1024 + 1),
-                          headers=JSON, timeout=30)
+    reply = requests.post(
+        f"http://{onnx_server}/v2/models/mymodel/infer", data=b" " * (1024 * 1024 + 1), headers=JSON, timeout=30
+    )
     assert reply.status_code == 413 and reply.json()["type"] == "payload_too_large"
 
 
@@ -154,8 +182,10 @@ def whole_reply(connection: socket.socket) -> str:
 def test_a_body_that_does_not_arrive_in_time_gets_a_408(onnx_server):
     host, port = onnx_server.split(":")
     with socket.create_connection((host, int(port)), timeout=30) as connection:
-        connection.sendall(b"POST /v2/models/mymodel/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: 100\r\n\r\n{\"inputs\"")
+        connection.sendall(
+            b"POST /v2/models/mymodel/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"inputs"'
+        )
         started = time.monotonic()
         reply = whole_reply(connection)
     assert reply.startswith("HTTP/1.1 408") and '"type": "timeout"' in reply

@@ -51,10 +51,12 @@ def test_every_operation_is_exercised():
 def runs() -> list:
     """Each operation with the requests the document allows, and, where it takes input at all
     (GET /ping takes none), with requests that break it."""
-    return [pytest.param(operation, mode, id=f"{operation.label} {mode.value}")
-            for operation in operations()
-            for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
-            if mode is schemathesis.GenerationMode.POSITIVE or operation.label.startswith("POST")]
+    return [
+        pytest.param(operation, mode, id=f"{operation.label} {mode.value}")
+        for operation in operations()
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+        if mode is schemathesis.GenerationMode.POSITIVE or operation.label.startswith("POST")
+    ]
 
 
 @pytest.mark.parametrize(("operation", "mode"), runs())
@@ -103,24 +105,39 @@ def test_v2_infer_answers_generated_records_as_predictions_does(api, schema):
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def exercised(case):
         body = case.body
-        records = body["instances"] if isinstance(body, dict) and "instances" in body else \
-            body if isinstance(body, list) else [body]
+        records = (
+            body["instances"]
+            if isinstance(body, dict) and "instances" in body
+            else body
+            if isinstance(body, list)
+            else [body]
+        )
         inputs = []
         for tensor in metadata["inputs"]:
             data = [record.get(tensor["name"]) for record in records]
             # JSON Schema's integers include 1.0; a tensor of them is FP64, which integer fields take
             floats = tensor["datatype"].startswith(("INT", "UINT")) and any(isinstance(v, float) for v in data)
-            inputs.append({"name": tensor["name"], "datatype": "FP64" if floats else tensor["datatype"],
-                           "shape": [len(records)], "data": data})
-        v2 = infer.Case(path_parameters={"model_name": "mymodel"}, body={"inputs": inputs},
-                        media_type="application/json")
+            inputs.append(
+                {
+                    "name": tensor["name"],
+                    "datatype": "FP64" if floats else tensor["datatype"],
+                    "shape": [len(records)],
+                    "data": data,
+                }
+            )
+        v2 = infer.Case(
+            path_parameters={"model_name": "mymodel"}, body={"inputs": inputs}, media_type="application/json"
+        )
         response = v2.call_and_validate(base_url=api.oip_url)
         assert response.status_code == 200, response.text
         outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
-        served = requests.post(f"{api.inference_url}/predictions/mymodel", data=json.dumps(records),
-                               headers={"Content-Type": "application/json"}, timeout=30).json()
-        assert outputs[f"{target}_probability"] == pytest.approx([a[f"{target}_probability"] for a in served],
-                                                                  abs=1e-6)
+        served = requests.post(
+            f"{api.inference_url}/predictions/mymodel",
+            data=json.dumps(records),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        ).json()
+        assert outputs[f"{target}_probability"] == pytest.approx([a[f"{target}_probability"] for a in served], abs=1e-6)
         answered.append(len(records))
 
     exercised()

@@ -25,8 +25,11 @@ def workers(server: Server) -> list[dict]:
 def load_times(server: Server) -> dict[str, float]:
     """WorkerLoadTime per worker name, as Prometheus scrapes it."""
     text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
-    return {line.split('WorkerName="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith("WorkerLoadTime{")}
+    return {
+        line.split('WorkerName="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("WorkerLoadTime{")
+    }
 
 
 def test_one_worker_restarting_leaves_the_replica_ready_and_answering(server):
@@ -40,10 +43,18 @@ def test_one_worker_restarting_leaves_the_replica_ready_and_answering(server):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         states = {worker["id"]: (worker["status"], worker["pid"]) for worker in workers(server)}
-        probe = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "--management-url",
-                                server.management_url], timeout=30).returncode
-        answers.append(requests.post(f"{server.inference_url}/predictions/mymodel", data=SAMPLE,
-                                     headers={"Content-Type": "application/json"}, timeout=30).status_code)
+        probe = subprocess.run(
+            [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "--management-url", server.management_url],
+            timeout=30,
+        ).returncode
+        answers.append(
+            requests.post(
+                f"{server.inference_url}/predictions/mymodel",
+                data=SAMPLE,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            ).status_code
+        )
         seen.append((states[victim["id"]], probe))
         restarted = states[victim["id"]][0] == "READY" and states[victim["id"]][1] != victim["pid"]
         if restarted and len(seen) > 1:
@@ -66,8 +77,10 @@ def test_a_server_with_no_ready_worker_is_not_ready(server):
     url = f"{server.management_url}/models/mymodel"
     count = len(workers(server))
     try:
-        assert requests.put(url, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"},
-                            timeout=120).status_code == 200
+        assert (
+            requests.put(url, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"}, timeout=120).status_code
+            == 200
+        )
         assert not healthcheck().model_ready(server.management_url)
     finally:
         requests.put(url, params={"min_worker": count, "max_worker": count, "synchronous": "true"}, timeout=120)

@@ -63,17 +63,27 @@ def registry(settings, metrics, tmp_path_factory):
     record = {"data_hash": "0" * 32, "params": {"seed": settings.seed}}
     registry.register(settings.paths.model_dir, metrics={"test": metrics["test"]}, note="trained", **record)
     registry.promote(1, force=FIRST)
-    registry.register(shifted_model(settings.paths.model_dir, work / "shifted", 1.5), metrics={}, note="shifted",
-                      **record)
+    registry.register(
+        shifted_model(settings.paths.model_dir, work / "shifted", 1.5), metrics={}, note="shifted", **record
+    )
     return registry
 
 
 def params_file(registry, folder, **paths):
     """A params file for the project's commands, pointed at this registry."""
     params = folder / "params.yaml"
-    params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "paths": {
-        "registry": str(registry.root), "model_store": str(registry.model_store),
-        **{key: str(value) for key, value in paths.items()}}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(DEFAULT_CONFIG),
+                "paths": {
+                    "registry": str(registry.root),
+                    "model_store": str(registry.model_store),
+                    **{key: str(value) for key, value in paths.items()},
+                },
+            }
+        )
+    )
     return params
 
 
@@ -127,8 +137,10 @@ def test_each_version_has_a_record_and_its_own_archive(registry, settings, metri
         assert version.sha256 == file_sha256(registry.archive_path(version.version))
     assert first.sha256 != second.sha256
     assert [e.event for e in registry.events(1)] == ["registered", "promoted"]
-    assert registry.events(1)[-1].detail["override"] == {"reason": FIRST,
-                                                         "refused": "version 1 has not passed a canary"}
+    assert registry.events(1)[-1].detail["override"] == {
+        "reason": FIRST,
+        "refused": "version 1 has not passed a canary",
+    }
 
 
 def test_versions_are_served_side_by_side_and_promoted_and_rolled_back_without_restart(registry, served):
@@ -168,12 +180,14 @@ def test_a_changed_archive_is_refused_before_any_server_sees_it(registry, served
     path = registry.archive_path(2)
     registered, recorded = path.read_bytes(), registry.get(2).sha256
     middle = len(registered) // 2
-    path.write_bytes(registered[:middle] + bytes([registered[middle] ^ 0xFF]) + registered[middle + 1:])
+    path.write_bytes(registered[:middle] + bytes([registered[middle] ^ 0xFF]) + registered[middle + 1 :])
     found = file_sha256(path)
     params = params_file(registry, tmp_path)
     try:
-        for attempt in (lambda: promote(registry, 2, versions, force="an override does not cover a changed file"),
-                        lambda: ensure_loaded(registry, versions, registry.get(2), 1)):
+        for attempt in (
+            lambda: promote(registry, 2, versions, force="an override does not cover a changed file"),
+            lambda: ensure_loaded(registry, versions, registry.get(2), 1),
+        ):
             with pytest.raises(RegistryError) as refused:
                 attempt()
             assert "version 2" in str(refused.value) and recorded in str(refused.value) and found in str(refused.value)
@@ -182,13 +196,23 @@ def test_a_changed_archive_is_refused_before_any_server_sees_it(registry, served
 
         done = run_make_target("promote", params, VERSION="2", FORCE="restore it", MANAGEMENT=server.management_url)
         assert done.returncode == 1 and recorded in done.stderr and found in done.stderr, done.stderr[-2000:]
-        checked = subprocess.run([sys.executable, "-m", "model.lifecycle.release", "--config", str(params), "verify",
-                                  "2"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        checked = subprocess.run(
+            [sys.executable, "-m", "model.lifecycle.release", "--config", str(params), "verify", "2"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
         assert checked.returncode == 1 and found in checked.stderr
     finally:
         path.write_bytes(registered)
-    checked = subprocess.run([sys.executable, "-m", "model.lifecycle.release", "--config", str(params), "verify"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-m", "model.lifecycle.release", "--config", str(params), "verify"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert checked.returncode == 0 and "version 1" in checked.stdout and registry.get(1).sha256 in checked.stdout
     assert registry.verified_archive(2) == path
 
@@ -225,14 +249,17 @@ def test_promotion_needs_a_passed_canary_against_production_or_a_recorded_overri
     assert refused.returncode == 1, refused.stderr[-2000:]
     assert "version 3 is archived (rejected)" in refused.stderr and "--force" in refused.stderr
     # With an override it goes on to the server; when the server cannot be reached, the registry is unchanged.
-    unreachable = run_make_target("promote", params, VERSION="3", FORCE="a known false alarm in the canary",
-                                  MANAGEMENT=nothing_listening())
+    unreachable = run_make_target(
+        "promote", params, VERSION="3", FORCE="a known false alarm in the canary", MANAGEMENT=nothing_listening()
+    )
     assert unreachable.returncode != 0 and registry.production().version == 2
 
     registry.promote(3, force="a known false alarm in the canary")
     assert registry.production().version == 3
     assert registry.events(3)[-1].detail["override"] == {
-        "reason": "a known false alarm in the canary", "refused": "version 3 is archived (rejected), not a candidate"}
+        "reason": "a known false alarm in the canary",
+        "refused": "version 3 is archived (rejected), not a candidate",
+    }
 
 
 def test_the_schema_holds_one_production_version(registry):
@@ -263,8 +290,10 @@ def test_a_registry_written_before_hashes_is_migrated(tmp_path):
         db.executescript(LEGACY_SCHEMA)
         # Two production rows, as two promotions at once could leave them; version 3's archive is gone.
         for version, status in ((1, PRODUCTION), (2, PRODUCTION), (3, CANDIDATE)):
-            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, '{}', '{}', ?, '')",
-                       (version, f"1.0-{version}", status, "2013-01-01", "0" * 32, f"mymodel-v{version}.mar"))
+            db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, '{}', '{}', ?, '')",
+                (version, f"1.0-{version}", status, "2013-01-01", "0" * 32, f"mymodel-v{version}.mar"),
+            )
         for version in (1, 2):
             (store / f"mymodel-v{version}.mar").write_bytes(f"archive {version}".encode())
             db.execute("INSERT INTO events (version, at, event) VALUES (?, '2013-01-02', 'promoted')", (version,))
@@ -307,9 +336,16 @@ print(json.dumps({"version": record.version, "model_id": record.model_id}), flus
 def test_two_registrations_at_once_each_get_their_own_version_and_archive(settings, tmp_path):
     root, store, go = tmp_path / "registry", tmp_path / "store", tmp_path / "go"
     models = [settings.paths.model_dir, shifted_model(settings.paths.model_dir, tmp_path / "shifted", 0.5)]
-    processes = [subprocess.Popen([sys.executable, "-c", REGISTER, str(root), str(store), str(model), str(go)],
-                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for model in models]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER, str(root), str(store), str(model), str(go)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in models
+    ]
     try:
         assert [process.stdout.readline().strip() for process in processes] == ["ready", "ready"]
         go.touch()
@@ -350,13 +386,14 @@ def test_the_documented_commands(registry, served, settings, table, tmp_path):
     server, versions = served
     processed = tmp_path / "table.parquet"
     table.to_parquet(processed)
-    params = params_file(registry, tmp_path, model_dir=settings.paths.model_dir, metrics=settings.paths.metrics,
-                         processed=processed)
+    params = params_file(
+        registry, tmp_path, model_dir=settings.paths.model_dir, metrics=settings.paths.metrics, processed=processed
+    )
     management = {"MANAGEMENT": server.management_url}
 
     registered = run_make_target("register", params)
     assert registered.returncode == 0, registered.stderr[-2000:]
-    new = json.loads(registered.stdout[:registered.stdout.index("\n}") + 2])
+    new = json.loads(registered.stdout[: registered.stdout.index("\n}") + 2])
     assert new["version"] == 3 and new["status"] == CANDIDATE and new["data_hash"] == file_hash(processed)
 
     listed = run_make_target("registry", params)
@@ -368,8 +405,9 @@ def test_the_documented_commands(registry, served, settings, table, tmp_path):
     refused = run_make_target("promote", params, VERSION="2", **management)
     assert refused.returncode == 1 and "archived (rolled back)" in refused.stderr and "--force" in refused.stderr
     assert versions.default() == "1"
-    forced = run_make_target("promote", params, VERSION="2", FORCE="back to the shifted model while 3 is checked",
-                             **management)
+    forced = run_make_target(
+        "promote", params, VERSION="2", FORCE="back to the shifted model while 3 is checked", **management
+    )
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert "| 2 | production |" in forced.stdout and versions.default() == "2"
     assert registry.events(2)[-1].detail["override"]["reason"] == "back to the shifted model while 3 is checked"
@@ -382,12 +420,40 @@ def test_the_documented_commands(registry, served, settings, table, tmp_path):
     missing = run_make_target("promote", params, VERSION="7", **management)
     assert missing.returncode == 1 and "no version 7" in missing.stderr
 
-    deployed = subprocess.run([sys.executable, "-m", "model.lifecycle.release", "--config", str(params), "deploy",
-                               "--management", server.management_url], capture_output=True, text=True, cwd=ROOT,
-                              timeout=300)
+    deployed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model.lifecycle.release",
+            "--config",
+            str(params),
+            "deploy",
+            "--management",
+            server.management_url,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     assert set(versions.loaded()) == {"1", "3"} and versions.default() == "1"
-    curl = subprocess.run(["curl", "-s", "-X", "POST", f"{server.inference_url}/predictions/mymodel/3",
-                           "-H", "Content-Type: application/json", "-T", "sample_input.json"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+    curl = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            f"{server.inference_url}/predictions/mymodel/3",
+            "-H",
+            "Content-Type: application/json",
+            "-T",
+            "sample_input.json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(curl.stdout)["model_version"] == "3"

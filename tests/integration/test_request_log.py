@@ -19,9 +19,12 @@ from model.config import ROOT
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 # Printed by TorchServe 0.12's launcher, its frontend and log4j itself before or outside the logging
 # configuration (stdout and stderr), once at start.
-OUTSIDE_LOGGING = ("Warning: TorchServe is using non-default JVM parameters:",
-                   "WARNING: sun.reflect.Reflection.getCallerClass is not supported.",
-                   "nvidia-smi not available or failed:", "Model server started.")
+OUTSIDE_LOGGING = (
+    "Warning: TorchServe is using non-default JVM parameters:",
+    "WARNING: sun.reflect.Reflection.getCallerClass is not supported.",
+    "nvidia-smi not available or failed:",
+    "Model server started.",
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +36,9 @@ def traced(archive, plugins, tmp_path_factory):
 
 def predict(server, body, request_id: str | None = None, model: str = "mymodel") -> requests.Response:
     headers = {"Content-Type": "application/json", **({"X-Request-ID": request_id} if request_id else {})}
-    return requests.post(f"{server.inference_url}/predictions/{model}", data=json.dumps(body), headers=headers,
-                         timeout=30)
+    return requests.post(
+        f"{server.inference_url}/predictions/{model}", data=json.dumps(body), headers=headers, timeout=30
+    )
 
 
 def is_uuid(text: str) -> bool:
@@ -57,8 +61,9 @@ def request_lines(server, request_id: str, count: int = 1, timeout: float = 10) 
     """The handler's request lines for one id (they reach the log through the worker's output)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [e for e in log_entries(server)
-                 if e.get("logger") == "model.requests" and e["request_id"] == request_id]
+        found = [
+            e for e in log_entries(server) if e.get("logger") == "model.requests" and e["request_id"] == request_id
+        ]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
@@ -109,8 +114,12 @@ def test_v2_answers_carry_the_id_and_the_handler_logs_it(traced, schema):
     base = traced.oip_url
     tensors = requests.get(f"{base}/v2/models/mymodel", timeout=30).json()["inputs"]
     assert tensors
-    bad = requests.post(f"{base}/v2/models/mymodel/infer", data=json.dumps({"inputs": []}),
-                        headers={"X-Request-ID": "v2-refused"}, timeout=30)
+    bad = requests.post(
+        f"{base}/v2/models/mymodel/infer",
+        data=json.dumps({"inputs": []}),
+        headers={"X-Request-ID": "v2-refused"},
+        timeout=30,
+    )
     assert bad.status_code == 400 and bad.headers["X-Request-ID"] == "v2-refused"
     unknown = requests.get(f"{base}/v2/models/nothing", headers={"X-Request-ID": "v2-unknown"}, timeout=30)
     assert unknown.status_code == 404 and unknown.headers["X-Request-ID"] == "v2-unknown"

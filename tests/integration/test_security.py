@@ -7,8 +7,11 @@ import requests
 
 from model.config import ROOT
 
-PROPERTIES = dict(line.split("=", 1) for line in (ROOT / "config.properties").read_text().splitlines()
-                  if "=" in line and not line.startswith("#"))
+PROPERTIES = dict(
+    line.split("=", 1)
+    for line in (ROOT / "config.properties").read_text().splitlines()
+    if "=" in line and not line.startswith("#")
+)
 
 
 def listeners(server):
@@ -32,8 +35,12 @@ def test_the_server_listens_only_where_it_is_told(server):
     found = listeners(server)
     assert len(found) == 7, found
     assert {ip for ip, _ in found} == {"127.0.0.1"}
-    assert {port(server.inference_url), port(server.upstream_url), port(server.management_url),
-            port(server.metrics_url)} <= {p for _, p in found}
+    assert {
+        port(server.inference_url),
+        port(server.upstream_url),
+        port(server.management_url),
+        port(server.metrics_url),
+    } <= {p for _, p in found}
 
 
 def test_the_shipped_addresses_publish_only_predictions_and_metrics():

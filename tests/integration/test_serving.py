@@ -77,8 +77,17 @@ def test_served_probabilities_equal_offline_batch_inference(server, settings, he
     served = [answer["late_probability"] for answer in reply.json()]
 
     pd.DataFrame(records).to_csv(tmp_path / "records.csv", index=False)
-    command = [sys.executable, "-m", "model.artifact.predict", "--input_path", str(tmp_path / "records.csv"),
-               "--output_path", str(tmp_path / "scored.csv"), "--export_dir", str(settings.paths.export_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "model.artifact.predict",
+        "--input_path",
+        str(tmp_path / "records.csv"),
+        "--output_path",
+        str(tmp_path / "scored.csv"),
+        "--export_dir",
+        str(settings.paths.export_dir),
+    ]
     subprocess.run(command, check=True, cwd=ROOT, timeout=120)
     offline = pd.read_csv(tmp_path / "scored.csv")["late_probability"].tolist()
     assert len(served) == len(offline) == len(records)
@@ -89,8 +98,9 @@ def test_the_onnx_runtime_answers_as_torchscript(server, settings, metrics, held
     """The handler option runtime: onnx (the archive's model.onnx in ONNX Runtime) behind a real
     TorchServe: the same answers as the default runtime (model.pt in torch) within 1e-6, on test-month
     records in one list and one by one; explanations still come from model.pt."""
-    archive = repacked_archive(settings.paths.model_dir, tmp_path / "model-store",
-                               variant_config({"handler": {"runtime": "onnx"}}))
+    archive = repacked_archive(
+        settings.paths.model_dir, tmp_path / "model-store", variant_config({"handler": {"runtime": "onnx"}})
+    )
     with zipfile.ZipFile(archive) as packed:
         assert "model.onnx" in packed.namelist()
     records = request_records(held_out_rows, settings.features)
@@ -140,7 +150,7 @@ BAD_REQUESTS = [
     (SAMPLE.replace(b'"distance": 719', b'"distance": "far"'), JSON, 400),
     (SAMPLE.replace(b'"month": 12', b'"month": 1e999'), JSON, 400),
     (SAMPLE.replace(b'"carrier": "UA"', b'"carrier": "UA", "tail": 1'), JSON, 400),
-    (b"[" + SAMPLE + b", {\"month\": 40}]", JSON, 400),
+    (b"[" + SAMPLE + b', {"month": 40}]', JSON, 400),
     (b"\xff\xfe\x00", JSON, 400),
     (b"[" * 50000 + b"]" * 50000, JSON, 400),
     (SAMPLE, {"Content-Type": "text/csv"}, 415),
@@ -149,8 +159,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("body", "headers", "status"), BAD_REQUESTS,
-                         ids=[f"bad-{i}" for i in range(len(BAD_REQUESTS))])
+@pytest.mark.parametrize(
+    ("body", "headers", "status"), BAD_REQUESTS, ids=[f"bad-{i}" for i in range(len(BAD_REQUESTS))]
+)
 def test_bad_input_gets_a_4xx_and_never_a_dead_worker(server, body, headers, status):
     before = workers(server)
     reply = predict(server, body, headers=headers)
@@ -168,13 +179,16 @@ def test_torchserves_own_routes_on_the_inference_port_are_what_docs_api_says(ser
     (ts_open_inference_protocol is unset): 404 in TorchServe's shape, as for any unknown path."""
     url = server.inference_url
     solo = predict(server, SAMPLE).json()
-    for path in ("/v2/models/mymodel/infer", "/v1/models/mymodel:predict", "/invocations?model_name=mymodel",
-                 "/models/mymodel/invoke"):
+    for path in (
+        "/v2/models/mymodel/infer",
+        "/v1/models/mymodel:predict",
+        "/invocations?model_name=mymodel",
+        "/models/mymodel/invoke",
+    ):
         assert requests.post(url + path, data=SAMPLE, headers=JSON, timeout=30).json() == solo, path
     for path in ("/v2/models/mymodel/explain", "/v1/models/mymodel:explain"):
         assert requests.post(url + path, data=SAMPLE, headers=JSON, timeout=60).json()["attributions"], path
-    tensors = requests.post(url + "/v2/models/mymodel/infer", data=json.dumps({"inputs": []}), headers=JSON,
-                            timeout=30)
+    tensors = requests.post(url + "/v2/models/mymodel/infer", data=json.dumps({"inputs": []}), headers=JSON, timeout=30)
     assert tensors.status_code == 400 and tensors.json()["type"] == "invalid_request"
     assert "'inputs'" in tensors.json()["error"]
     for path in ("/v2/health/ready", "/v2/models/mymodel", "/v2/models/AAA", "/nothing"):
@@ -184,8 +198,18 @@ def test_torchserves_own_routes_on_the_inference_port_are_what_docs_api_says(ser
     assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException"
 
 
-@pytest.mark.parametrize("url", ["https://example.com/x.mar", "http://127.0.0.1:1/x.mar", "file:///etc/passwd",
-                                 "FILE:///tmp/x.mar", "../mymodel.mar", "s3://bucket/x.mar", "missing.mar"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/x.mar",
+        "http://127.0.0.1:1/x.mar",
+        "file:///etc/passwd",
+        "FILE:///tmp/x.mar",
+        "../mymodel.mar",
+        "s3://bucket/x.mar",
+        "missing.mar",
+    ],
+)
 def test_models_are_registered_only_from_the_model_store(server, url):
     """allowed_urls matches no URL: nothing is downloaded (TorchServe's SSRF history), no path escapes
     the store; only an archive already in the model store can be registered (the registry's versions)."""
@@ -209,13 +233,20 @@ def test_each_worker_logs_and_exposes_the_model_version_it_serves(server, metric
     assert all(line.endswith(f"event=model_loaded model=mymodel model_version={version}") for line in loaded), loaded
     text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
     info = [line for line in text.splitlines() if line.startswith("model_info{")]
-    assert info and all(f'model_version="{version}"' in line and float(line.rsplit(" ", 1)[1]) == 1
-                        for line in info), info
+    assert info and all(f'model_version="{version}"' in line and float(line.rsplit(" ", 1)[1]) == 1 for line in info), (
+        info
+    )
 
 
 def test_the_images_build_time_selfcheck_passes_on_the_archive(archive):
-    command = [sys.executable, str(ROOT / "docker" / "selfcheck.py"), "--archive", str(archive),
-               "--sample", str(ROOT / "sample_input.json")]
+    command = [
+        sys.executable,
+        str(ROOT / "docker" / "selfcheck.py"),
+        "--archive",
+        str(archive),
+        "--sample",
+        str(ROOT / "sample_input.json"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["ok"] is True
@@ -237,13 +268,17 @@ def test_workers_can_be_scaled_from_loopback_without_a_restart(server):
         assert len(workers(server)) == 1
         assert predict(server, SAMPLE).status_code == 200
     finally:
-        requests.put(url, params={"min_worker": original, "max_worker": original, "synchronous": "true"},
-                     timeout=120)
+        requests.put(url, params={"min_worker": original, "max_worker": original, "synchronous": "true"}, timeout=120)
     assert list(workers(server).values()) == ["READY"] * original
 
 
 def test_the_entrypoint_refuses_to_start_without_an_archive(tmp_path):
-    result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh")], capture_output=True, text=True, timeout=60,
-                            env={"PATH": os.environ["PATH"], "TS_MODEL_STORE": str(tmp_path)})
+    result = subprocess.run(
+        [str(ROOT / "docker" / "entrypoint.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "TS_MODEL_STORE": str(tmp_path)},
+    )
     assert result.returncode == 1
     assert "mymodel.mar is missing" in result.stderr

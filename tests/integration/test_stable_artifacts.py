@@ -34,17 +34,28 @@ def checkout(where: Path) -> Path:
 
 def build(repo: Path, python: Path, model_dir: Path, seed: str) -> dict[str, bytes]:
     env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(repo)}
-    for command in (["-m", "model.artifact.export", "--model-dir", str(model_dir), "--export-dir", "export"],
-                    ["-m", "model.artifact.onnx_export", "--model-dir", str(model_dir), "--export-dir", "export"],
-                    ["-m", "model.artifact.archive", "--model-dir", str(model_dir), "--export-dir", "export",
-                     "--model-store", "store"]):
-        done = subprocess.run([str(python), *command], cwd=repo, env=env, capture_output=True, text=True,
-                              timeout=300)
+    for command in (
+        ["-m", "model.artifact.export", "--model-dir", str(model_dir), "--export-dir", "export"],
+        ["-m", "model.artifact.onnx_export", "--model-dir", str(model_dir), "--export-dir", "export"],
+        [
+            "-m",
+            "model.artifact.archive",
+            "--model-dir",
+            str(model_dir),
+            "--export-dir",
+            "export",
+            "--model-store",
+            "store",
+        ],
+    ):
+        done = subprocess.run([str(python), *command], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
     name = json.loads((model_dir / "config.json").read_text())["name"]
-    return {"model.pt": (repo / "export" / "model.pt").read_bytes(),
-            "model.onnx": (repo / "export" / "model.onnx").read_bytes(),
-            "mar": (repo / "store" / f"{name}.mar").read_bytes()}
+    return {
+        "model.pt": (repo / "export" / "model.pt").read_bytes(),
+        "model.onnx": (repo / "export" / "model.onnx").read_bytes(),
+        "mar": (repo / "store" / f"{name}.mar").read_bytes(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +64,11 @@ def two_builds(settings, metrics, tmp_path_factory):
     first = checkout(work / "alice" / "mymodel-serve")
     second = checkout(work / "bob" / "src" / "projects" / "serving")
     (work / "venv-elsewhere").symlink_to(VENV, target_is_directory=True)
-    return (build(first, VENV / "bin" / "python", settings.paths.model_dir, "1"),
-            build(second, work / "venv-elsewhere" / "bin" / "python", settings.paths.model_dir, "2"),
-            (first, second))
+    return (
+        build(first, VENV / "bin" / "python", settings.paths.model_dir, "1"),
+        build(second, work / "venv-elsewhere" / "bin" / "python", settings.paths.model_dir, "2"),
+        (first, second),
+    )
 
 
 def test_two_checkouts_export_and_pack_the_same_bytes(two_builds):

@@ -78,10 +78,12 @@ def test_a_missing_archive(tmp_path):
 
 def test_workers_that_never_load_and_meanwhile_a_large_body_and_a_full_queue(broken_store, tmp_path):
     startup = 60  # long enough for a worker to start and die at least once on a busy machine
-    command, env, ports = entrypoint(broken_store, tmp_path / "work", TS_STARTUP_SECONDS=str(startup),
-                                     TS_JOB_QUEUE_SIZE="1")
-    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    command, env, ports = entrypoint(
+        broken_store, tmp_path / "work", TS_STARTUP_SECONDS=str(startup), TS_JOB_QUEUE_SIZE="1"
+    )
+    server = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     url = f"http://127.0.0.1:{ports[0]}/predictions/mymodel"
     try:
         deadline = time.monotonic() + 120
@@ -91,8 +93,9 @@ def test_workers_that_never_load_and_meanwhile_a_large_body_and_a_full_queue(bro
                 break
             except requests.RequestException:
                 time.sleep(0.2)
-        too_large = requests.post(url, data=b"[" + b" " * (1 << 20) + b"]",
-                                  headers={"Content-Type": "application/json"}, timeout=30)
+        too_large = requests.post(
+            url, data=b"[" + b" " * (1 << 20) + b"]", headers={"Content-Type": "application/json"}, timeout=30
+        )
         # Three at once for one queue place that no worker empties: the others find it full.
         answers: list[requests.Response] = []
         for _ in range(3):
@@ -108,8 +111,12 @@ def test_workers_that_never_load_and_meanwhile_a_large_body_and_a_full_queue(bro
     assert_shown(blocks("The model did not load")[1], log)
 
     assert too_large.status_code == 413 and too_large.json()["type"] == "payload_too_large"
-    shown = f"HTTP/1.1 {too_large.status_code} {too_large.reason}\n" + "".join(
-        f"{key}: {value}\n" for key, value in too_large.headers.items()) + "\n" + too_large.text
+    shown = (
+        f"HTTP/1.1 {too_large.status_code} {too_large.reason}\n"
+        + "".join(f"{key}: {value}\n" for key, value in too_large.headers.items())
+        + "\n"
+        + too_large.text
+    )
     assert_shown(blocks("413 Request Entity Too Large")[0], shown)
 
     assert full is not None and full.status_code == 503
@@ -130,8 +137,9 @@ def make_setup(tmp_path: Path, python3: str) -> subprocess.CompletedProcess:
         shutil.copy(ROOT / name, work / name)
     (tools / "python3").write_text(python3)
     (tools / "python3").chmod(0o755)
-    return subprocess.run([shutil.which("make"), "setup"], cwd=work, env={"PATH": str(tools)}, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [shutil.which("make"), "setup"], cwd=work, env={"PATH": str(tools)}, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_make_setup_names_the_python_it_found(tmp_path):

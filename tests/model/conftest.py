@@ -16,10 +16,22 @@ from model.lifecycle.continuous_training import update
 from tests.tiers import slow_fixture
 
 # Five weeks bootstrap the replay (three train, one validates, one is held out); two epochs keep it quick.
-STREAM = {"batch": "W", "bootstrap_batches": 5, "batches_per_update": 1, "window_batches": 6, "valid_batches": 1,
-          "retrain": {"drifted_features": 3, "ignore_features": ["month"], "prediction_drift": True,
-                      "auc_drop": 0.03, "max_batches": 4},
-          "warm_start": {"epochs": 2, "learning_rate": 0.0005}, "promote_tolerance": 0.005}
+STREAM = {
+    "batch": "W",
+    "bootstrap_batches": 5,
+    "batches_per_update": 1,
+    "window_batches": 6,
+    "valid_batches": 1,
+    "retrain": {
+        "drifted_features": 3,
+        "ignore_features": ["month"],
+        "prediction_drift": True,
+        "auc_drop": 0.03,
+        "max_batches": 4,
+    },
+    "warm_start": {"epochs": 2, "learning_rate": 0.0005},
+    "promote_tolerance": 0.005,
+}
 
 Replay = Callable[..., Settings]
 

@@ -29,8 +29,9 @@ from model.data.split import split_rows
 def cheap(settings):
     # The CLI's code paths at a fraction of its cost: kNN remembers few rows, two folds,
     # and the MLP trains a single epoch per fold and per variant.
-    return settings.with_overrides({"evaluation": {"knn_max_train_rows": 2000, "cv_folds": 2},
-                                    "train": {"max_epochs": 1}})
+    return settings.with_overrides(
+        {"evaluation": {"knn_max_train_rows": 2000, "cv_folds": 2}, "train": {"max_epochs": 1}}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from model.lifecycle.registry import replay_registry
 
 Replay = Callable[..., Settings]  # the fixtures of tests/model/conftest.py
 
+
 def test_ingest_is_idempotent_and_in_time_order(replay_settings: Replay, source: pd.DataFrame, tmp_path) -> None:
     replay = replay_settings(tmp_path)
     store = Store(replay)
@@ -54,8 +55,9 @@ def test_every_batch_gets_quality_rows(replay_settings: Replay, source: pd.DataF
     assert batches["drifted"].isna().all()  # nothing to compare with before a production model
 
 
-def test_a_batch_breaking_a_quality_limit_is_quarantined(replay_settings: Replay, source: pd.DataFrame,
-                                                          tmp_path) -> None:
+def test_a_batch_breaking_a_quality_limit_is_quarantined(
+    replay_settings: Replay, source: pd.DataFrame, tmp_path
+) -> None:
     replay = replay_settings(tmp_path)
     store = Store(replay)
     week = batch_ids(source[TIME], replay)
@@ -77,7 +79,9 @@ def test_batches_after_the_bootstrap_get_drift_and_production_metrics(replay: Re
     assert 0.5 < record.production_metrics["roc_auc"] < 1
     drift = store.table("batch_drift")
     assert set(drift.loc[drift["batch"] == record.batch, "feature"]) == {
-        *bootstrapped.features.names, f"{bootstrapped.data.target}_probability"}
+        *bootstrapped.features.names,
+        f"{bootstrapped.data.target}_probability",
+    }
     assert (drift["reference_version"] == production.version).all()
     # The drift reference is exactly what production was trained on.
     trained = replay_registry(bootstrapped).production().params["stream"]

@@ -47,8 +47,7 @@ def settings() -> Settings:
 def two_years(settings: Settings, shift: float = 0.0, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The first year as reference, the second as current (warmer by `shift` °C), both cleaned
     as the pipeline cleans them."""
-    source = settings.data.synthetic.model_copy(update={"days": 730, "drift_start": SECOND_YEAR,
-                                                        "drift_shift": shift})
+    source = settings.data.synthetic.model_copy(update={"days": 730, "drift_start": SECOND_YEAR, "drift_shift": shift})
     table = clean(generate(source, seed), settings)
     return table[table[TIME] < SECOND_YEAR], table[table[TIME] >= SECOND_YEAR]
 
@@ -99,8 +98,7 @@ def test_a_sensor_that_stops_reporting_is_flagged_through_its_missing_share(sett
 
 def test_on_large_samples_a_negligible_shift_is_not_flagged_though_its_p_value_is_tiny(settings):
     rng = np.random.default_rng(0)
-    row = numeric_drift("x", pd.Series(rng.normal(0, 1, 50_000)), pd.Series(rng.normal(0.05, 1, 50_000)),
-                        settings)
+    row = numeric_drift("x", pd.Series(rng.normal(0, 1, 50_000)), pd.Series(rng.normal(0.05, 1, 50_000)), settings)
     assert row["p_value"] < settings.drift.p_value
     assert row["psi"] < settings.drift.psi_threshold
     assert not row["drifted"]
@@ -132,8 +130,9 @@ def test_prediction_drift_follows_the_inputs_the_model_relies_on(settings):
 def test_the_json_and_figures_are_written_and_agree_with_the_table(settings, tmp_path):
     reference, current = two_years(settings, shift=6.0)
     rng = np.random.default_rng(1)
-    report = detect_drift(reference, current, settings, tmp_path / "drift",
-                          rng.beta(2, 5, len(reference)), rng.beta(5, 2, len(current)))
+    report = detect_drift(
+        reference, current, settings, tmp_path / "drift", rng.beta(2, 5, len(reference)), rng.beta(5, 2, len(current))
+    )
     saved = json.loads(report.json_path.read_text(), parse_constant=lambda token: pytest.fail(f"{token} in JSON"))
     assert report.json_path == tmp_path / "drift" / "drift.json"
     assert set(saved["features"]) == set(settings.features.names)
@@ -166,17 +165,30 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     the test split (October on) is 6 °C warmer."""
     work = tmp_path_factory.mktemp("synthetic")
     paths = {name: work / name for name in ("model_dir", "export_dir", "model_store", "report_dir")}
-    paths |= {"processed": work / "table.parquet", "quality_db": work / "quality.sqlite",
-              "quality": work / "quality.parquet", "metrics": work / "metrics.json",
-              "comparison": work / "comparison.json"}
-    settings = load_settings(SYNTHETIC).with_overrides({
-        "data": {"window": {"start": "2021-01-01", "end": "2022-01-01"},
-                 "split": {"valid_start": "2021-07-01", "test_start": "2021-10-01"},
-                 "synthetic": {"dir": work / "raw", "days": 365, "drift_start": "2021-10-01", "drift_shift": 6.0,
-                               "test_start": "2021-10-01"}},
-        "train": {"max_epochs": 1},
-        "paths": paths,
-    })
+    paths |= {
+        "processed": work / "table.parquet",
+        "quality_db": work / "quality.sqlite",
+        "quality": work / "quality.parquet",
+        "metrics": work / "metrics.json",
+        "comparison": work / "comparison.json",
+    }
+    settings = load_settings(SYNTHETIC).with_overrides(
+        {
+            "data": {
+                "window": {"start": "2021-01-01", "end": "2022-01-01"},
+                "split": {"valid_start": "2021-07-01", "test_start": "2021-10-01"},
+                "synthetic": {
+                    "dir": work / "raw",
+                    "days": 365,
+                    "drift_start": "2021-10-01",
+                    "drift_shift": 6.0,
+                    "test_start": "2021-10-01",
+                },
+            },
+            "train": {"max_epochs": 1},
+            "paths": paths,
+        }
+    )
     write_synthetic(settings)
     train(settings, prepare(settings))
     export_model(settings.paths.model_dir, settings.paths.export_dir)
@@ -196,8 +208,9 @@ def test_the_probability_helper_gives_the_scored_files_probabilities(pipeline):
 
 def test_the_command_line_compares_the_test_split_with_the_train_split(pipeline, monkeypatch, capsys, tmp_path):
     config = tmp_path / "params.yaml"
-    config.write_text(json.dumps({"base": str(SYNTHETIC), **json.loads(pipeline.model_dump_json(
-        include={"paths", "data", "train"}))}))
+    config.write_text(
+        json.dumps({"base": str(SYNTHETIC), **json.loads(pipeline.model_dump_json(include={"paths", "data", "train"}))})
+    )
     monkeypatch.setattr(sys, "argv", ["drift", "--config", str(config)])
     drift.main()
     printed = Path(capsys.readouterr().out.strip())

@@ -86,8 +86,9 @@ def test_only_the_fields_that_differ_from_the_reference_get_attributions(network
     assert (attributions[moved].abs().mean() > 1e-3).all()
 
 
-@pytest.mark.parametrize("missing, encoding", [("constant", "one_hot"), ("median_indicator", "one_hot"),
-                                               ("constant", "embedding")])
+@pytest.mark.parametrize(
+    "missing, encoding", [("constant", "one_hot"), ("median_indicator", "one_hot"), ("constant", "embedding")]
+)
 def test_attributions_add_up_for_every_preprocessing_variant(settings, network, explained, scripted, missing, encoding):
     config = json.loads((settings.paths.model_dir / "config.json").read_text())
     torch.manual_seed(0)
@@ -125,8 +126,11 @@ def test_business_threshold_is_the_cheapest_on_validation_and_follows_the_prices
     prices = settings.evaluation.missed_positive_cost, settings.evaluation.false_alarm_cost
     assert prices[0] != prices[1]
     chosen = choose_threshold(labels, probability, *prices)
-    costs = {float(t): ((probability < t) & (labels == 1)).sum() * prices[0]
-             + ((probability >= t) & (labels == 0)).sum() * prices[1] for t in THRESHOLDS}
+    costs = {
+        float(t): ((probability < t) & (labels == 1)).sum() * prices[0]
+        + ((probability >= t) & (labels == 0)).sum() * prices[1]
+        for t in THRESHOLDS
+    }
     assert costs[chosen] == min(costs.values())
     assert chosen != 0.5 and costs[chosen] < costs[0.5]
     # dearer misses warn earlier; dearer false alarms warn later
@@ -134,8 +138,16 @@ def test_business_threshold_is_the_cheapest_on_validation_and_follows_the_prices
 
 
 def test_outputs_and_report_section(settings, table, metrics, tmp_path):
-    cheap = settings.with_overrides({"evaluation": {"permutation_rows": 1000, "permutation_repeats": 1,
-                                                    "explain_rows": 20, "knn_max_train_rows": 1000}})
+    cheap = settings.with_overrides(
+        {
+            "evaluation": {
+                "permutation_rows": 1000,
+                "permutation_repeats": 1,
+                "explain_rows": 20,
+                "knn_max_train_rows": 1000,
+            }
+        }
+    )
     result = run(cheap, table, tmp_path)
     run(cheap, table, tmp_path / "again")  # the interpret stage gives the same files on a rerun
     for path in tmp_path.glob("*.*"):

@@ -89,8 +89,9 @@ def test_drift_decides_a_retraining_and_an_unchanged_batch_does_not(replay: Repl
     assert kept.reasons[0].startswith("no reason to retrain")
     store.add_decision(store.undecided()[0], store.undecided()[-1], 1, False, kept.reasons, None, False, {})
 
-    shifted = trained.assign(temp=trained["temp"] + 40, dewp=trained["dewp"] + 40,
-                             distance=trained["distance"] * 1.5, carrier="ZZ")
+    shifted = trained.assign(
+        temp=trained["temp"] + 40, dewp=trained["dewp"] + 40, distance=trained["distance"] * 1.5, carrier="ZZ"
+    )
     drifted = next_week(store, settings, shifted, source)
     ingest(store, drifted, 1, production)
     decision = decide(settings, store, registry.production(), store.undecided())
@@ -120,8 +121,9 @@ def test_the_warm_start_starts_from_the_production_weights(replay: Replay) -> No
 
 
 @pytest.fixture(scope="module")
-def promoted(bootstrapped: Path, replay_settings: Replay, source: pd.DataFrame,
-             tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def promoted(
+    bootstrapped: Path, replay_settings: Replay, source: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     """One update after the bootstrap that must retrain (max_batches 1) and must promote (tolerance and margin 1)."""
     folder = tmp_path_factory.mktemp("promoted") / "stream"
     shutil.copytree(bootstrapped, folder)
@@ -190,14 +192,14 @@ def test_losses_the_step_allows_cannot_add_up_below_the_floor(settings: Settings
     assert step_only < baseline - stream.baseline_margin  # what the step alone would have come to
 
 
-def test_the_floor_rejects_what_the_step_lets_through(promoted: Settings, source: pd.DataFrame,
-                                                      tmp_path: Path) -> None:
+def test_the_floor_rejects_what_the_step_lets_through(promoted: Settings, source: pd.DataFrame, tmp_path: Path) -> None:
     """After a promotion the baseline (the first production) and production differ: a candidate the
     step accepts (tolerance 1) but the floor does not (it must beat the baseline by 1) is rejected."""
     folder = tmp_path / "stream"
     shutil.copytree(promoted.stream.dir, folder)
-    settings = promoted.with_overrides({"stream": {"dir": str(folder), "promote_tolerance": 1.0,
-                                                   "baseline_margin": -1.0}})
+    settings = promoted.with_overrides(
+        {"stream": {"dir": str(folder), "promote_tolerance": 1.0, "baseline_margin": -1.0}}
+    )
     assert update(settings, source) is False
     registry, store = replay_registry(settings), Store(settings)
     first, second, third = registry.versions()
@@ -208,15 +210,16 @@ def test_the_floor_rejects_what_the_step_lets_through(promoted: Settings, source
     assert check["checks"][0].endswith(": ok") and check["checks"][1].endswith(": below the floor")
     # The baseline is the first production version scored on the same held-out batch, from its checked archive.
     holdout = store.clean_rows([third.params["stream"]["holdout_batch"]])
-    assert check["baseline_roc_auc"] == model_metrics(version_export(settings, registry, first.version),
-                                                      holdout)["roc_auc"]
+    assert (
+        check["baseline_roc_auc"]
+        == model_metrics(version_export(settings, registry, first.version), holdout)["roc_auc"]
+    )
     decision = store.decisions().iloc[-1]
     assert decision["retrain"] and not decision["promoted"] and decision["reasons"][-2:] == check["checks"]
 
 
 def test_an_update_without_a_reason_keeps_production(replay: Replay, source: pd.DataFrame) -> None:
-    settings = replay(retrain={"drifted_features": 100, "prediction_drift": False, "auc_drop": 1.0,
-                               "max_batches": 50})
+    settings = replay(retrain={"drifted_features": 100, "prediction_drift": False, "auc_drop": 1.0, "max_batches": 50})
     assert update(settings, source) is False
     assert len(replay_registry(settings).versions()) == 1
     decision = Store(settings).decisions().iloc[-1]
@@ -246,8 +249,13 @@ def test_inference_scores_every_row_of_a_sparse_anomalous_file(promoted: Setting
     issues = scored[ISSUES].tolist()
     assert issues[0] == "dest: missing"  # the file has no dest column: the only thing to say about row 1
     assert "dest: missing" in issues[1] and "month: missing" in issues[1]
-    for text in ("unknown category 'ZZ'", "month: 13.0 outside [1, 12]", "hour: 'abc' is not a finite number",
-                 "distance: -5.0 outside", "temp: 'inf' is not a finite number"):
+    for text in (
+        "unknown category 'ZZ'",
+        "month: 13.0 outside [1, 12]",
+        "hour: 'abc' is not a finite number",
+        "distance: -5.0 outside",
+        "temp: 'inf' is not a finite number",
+    ):
         assert text in issues[2], issues[2]
     # The same file gives the same answers.
     again = pd.read_csv(score_file(promoted, path, tmp_path / "again.csv"), keep_default_na=False)
@@ -272,8 +280,13 @@ def test_the_summary_names_every_version_and_batch(promoted: Settings, browser) 
 def run_cli(settings: Settings, folder: Path, *arguments: str) -> subprocess.CompletedProcess:
     config = folder / "params.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), "--config", str(config), *arguments],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "--config", str(config), *arguments],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
 
 
 def test_run_py_prints_only_its_answer_in_every_mode(replay: Replay, tmp_path: Path) -> None:
@@ -305,11 +318,9 @@ def test_run_py_prints_only_its_answer_in_every_mode(replay: Replay, tmp_path: P
     assert "peak RSS" in updated.stderr
 
 
-def test_run_py_inference_without_a_production_model_says_what_to_do(replay_settings: Replay,
-                                                                     tmp_path: Path) -> None:
+def test_run_py_inference_without_a_production_model_says_what_to_do(replay_settings: Replay, tmp_path: Path) -> None:
     path = tmp_path / "requests.csv"
     path.write_text(ANOMALOUS)
     failed = run_cli(replay_settings(tmp_path / "empty"), tmp_path, "--mode", "inference", "--file", str(path))
     assert failed.returncode == 1 and failed.stdout == ""
     assert "run `python run.py --mode update` first" in failed.stderr
-

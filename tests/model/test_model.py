@@ -42,8 +42,9 @@ def test_version_ends_in_the_weights_hash(settings, metrics):
 
 def test_schema_is_the_feature_contract(settings, schema):
     assert list(schema["properties"]) == settings.features.names
-    assert schema["required"] == [n for n, f in {**settings.features.categorical, **settings.features.numeric}.items()
-                                  if f.required]
+    assert schema["required"] == [
+        n for n, f in {**settings.features.categorical, **settings.features.numeric}.items() if f.required
+    ]
     assert schema["properties"]["month"]["minimum"] == 1 and schema["properties"]["month"]["type"] == "integer"
     assert schema["properties"]["wind_gust"]["type"] == ["number", "null"]
     assert schema["additionalProperties"] is False

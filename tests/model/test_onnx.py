@@ -77,14 +77,20 @@ def test_onnx_runtime_answers_as_torchscript_on_every_test_month_record(table, s
 def test_unknown_categories_and_missing_values_are_handled_inside_the_graph(scripted, schema, onnx_model):
     facts = schema["x-model"]
     example = {name: schema["properties"][name]["examples"][0] for name in facts["categorical"]}
-    example.update({name: (schema["properties"][name]["minimum"] + schema["properties"][name]["maximum"]) / 2
-                    for name in facts["numeric"]})
+    example.update(
+        {
+            name: (schema["properties"][name]["minimum"] + schema["properties"][name]["maximum"]) / 2
+            for name in facts["numeric"]
+        }
+    )
     optional = [name for name in facts["categorical"] + facts["numeric"] if name not in schema["required"]]
-    records = [example,
-               {**example, **{name: "never-seen-before" for name in facts["categorical"]}},
-               {**example, **dict.fromkeys(optional)},
-               {**example, **{name: math.nan for name in facts["numeric"] if name in optional}},
-               {**example, **{name: math.inf for name in facts["numeric"] if name in optional}}]
+    records = [
+        example,
+        {**example, **{name: "never-seen-before" for name in facts["categorical"]}},
+        {**example, **dict.fromkeys(optional)},
+        {**example, **{name: math.nan for name in facts["numeric"] if name in optional}},
+        {**example, **{name: math.inf for name in facts["numeric"] if name in optional}},
+    ]
     frame = pd.DataFrame(records)
     torchscript = predict_probability(scripted, schema, frame)
     answered = predict_probability(onnx_model, schema, frame)
@@ -96,24 +102,45 @@ def test_the_offline_scorer_uses_model_onnx_without_importing_torch(table, scrip
     test = split_rows(table, "test").head(3000).drop(columns=["target", "split"])
     test.to_csv(tmp_path / "flights.csv", index=False)
     # torch cannot be imported in this process: any import of it fails
-    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['predict'] + sys.argv[1:]; "
-            "runpy.run_module('model.artifact.predict', run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", code, "--input_path", str(tmp_path / "flights.csv"),
-                           "--output_path", str(tmp_path / "scored.parquet"), "--export_dir", str(onnx_dir),
-                           "--runtime", "onnx"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    code = (
+        "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['predict'] + sys.argv[1:]; "
+        "runpy.run_module('model.artifact.predict', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--input_path",
+            str(tmp_path / "flights.csv"),
+            "--output_path",
+            str(tmp_path / "scored.parquet"),
+            "--export_dir",
+            str(onnx_dir),
+            "--runtime",
+            "onnx",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     scored = pd.read_parquet(tmp_path / "scored.parquet")
     expected = predict_frame(scripted, schema, pd.read_csv(tmp_path / "flights.csv"))
     target = schema["x-model"]["target"]
-    assert np.abs(scored[f"{target}_probability"].to_numpy() - expected[f"{target}_probability"].to_numpy()).max() \
+    assert (
+        np.abs(scored[f"{target}_probability"].to_numpy() - expected[f"{target}_probability"].to_numpy()).max()
         <= TOLERANCE
+    )
     assert (scored["model_version"] == schema["x-model"]["version"]).all()
     assert len(scored) == len(test)
 
 
 @pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
-def test_the_checked_scoring_answers_as_the_plain_one_on_rows_it_can_use(settings, table, schema, onnx_dir, runtime,
-                                                                          tmp_path):
+def test_the_checked_scoring_answers_as_the_plain_one_on_rows_it_can_use(
+    settings, table, schema, onnx_dir, runtime, tmp_path
+):
     """`run.py --mode inference` and `python -m model.artifact.predict` share score_table: on the
     same rows they give the same probabilities and decisions."""
     rows = split_rows(table, "test").head(500).drop(columns=["target", "split"])
@@ -121,13 +148,17 @@ def test_the_checked_scoring_answers_as_the_plain_one_on_rows_it_can_use(setting
     model = load_served_model(settings.paths.export_dir if runtime == "torchscript" else onnx_dir, runtime)[0]
     plain = score_table(model, schema, tmp_path / "flights.csv", tmp_path / "plain.parquet")
     config = json.loads((settings.paths.model_dir / CONFIG).read_text())
-    checks = InputChecks(settings.features, {name: set(vocabulary) for name, vocabulary
-                                             in zip(config["categorical"], config["vocabularies"])})
+    checks = InputChecks(
+        settings.features,
+        {name: set(vocabulary) for name, vocabulary in zip(config["categorical"], config["vocabularies"])},
+    )
     checked = score_table(model, schema, tmp_path / "flights.csv", tmp_path / "checked.csv", checks, "7")
     target = schema["x-model"]["target"]
     written = pd.read_csv(tmp_path / "checked.csv", keep_default_na=False)
     assert list(written.columns) == [*rows.columns, f"{target}_probability", PREDICT, "model_version", ISSUES]
-    assert np.abs(written[f"{target}_probability"].to_numpy() - plain[f"{target}_probability"].to_numpy()).max() \
+    assert (
+        np.abs(written[f"{target}_probability"].to_numpy() - plain[f"{target}_probability"].to_numpy()).max()
         <= TOLERANCE
+    )
     assert written[PREDICT].tolist() == plain[target].astype(int).tolist() == checked[PREDICT].tolist()
     assert (written["model_version"] == 7).all() and (plain["model_version"] == schema["x-model"]["version"]).all()

@@ -83,8 +83,13 @@ def test_sampling_is_reproducible_from_the_seed(settings, table, records):
 def test_every_anomaly_gets_the_status_it_is_tagged_with(served, records, spread, service):
     cases = anomalous_cases(records, served[1], spread, seed=7)
     kinds = Counter((case["kind"], case["expected_status"]) for case in cases)
-    assert kinds == {("noisy", 200): COUNT, ("out_of_range", 400): COUNT, ("unknown_category", 200): COUNT,
-                     ("missing_optional", 200): COUNT, ("missing_required", 400): COUNT}
+    assert kinds == {
+        ("noisy", 200): COUNT,
+        ("out_of_range", 400): COUNT,
+        ("unknown_category", 200): COUNT,
+        ("missing_optional", 200): COUNT,
+        ("missing_required", 400): COUNT,
+    }
     for case in cases:
         assert status(service, case["record"]) == case["expected_status"], case
         if case["expected_status"] == 400:  # refused for the field the case names, and only for it
@@ -110,22 +115,32 @@ def test_adversarial_records_are_valid_and_change_only_present_numbers(served, a
 def test_adversarial_probabilities_are_what_the_model_answers(adversarial, service):
     before = json.loads(service.handle([(json.dumps([c["original"] for c in adversarial]), None)])[0].body)
     after = json.loads(service.handle([(json.dumps([c["record"] for c in adversarial]), None)])[0].body)
-    assert [a["late_probability"] for a in before] == pytest.approx([c["probability_before"] for c in adversarial],
-                                                                    abs=1e-6)
-    assert [a["late_probability"] for a in after] == pytest.approx([c["probability_after"] for c in adversarial],
-                                                                   abs=1e-6)
+    assert [a["late_probability"] for a in before] == pytest.approx(
+        [c["probability_before"] for c in adversarial], abs=1e-6
+    )
+    assert [a["late_probability"] for a in after] == pytest.approx(
+        [c["probability_after"] for c in adversarial], abs=1e-6
+    )
 
 
-def test_fgsm_raises_the_late_probability_more_than_random_steps_of_the_same_size(served, records, spread,
-                                                                                  adversarial):
+def test_fgsm_raises_the_late_probability_more_than_random_steps_of_the_same_size(served, records, spread, adversarial):
     model, schema = served
     shift = probability_shift(adversarial)
     assert shift["mean_shift"] > 0 and shift["share_raised"] > 0.9, shift
 
     bounds, rng = FieldBounds(schema), random.Random(0)
     epsilon = adversarial[0]["epsilon"]
-    random_steps = [{**r, **{name: bounds.within(name, r[name] + rng.choice((-1, 1)) * epsilon * spread[name])
-                             for name in bounds.numeric if r.get(name) is not None}} for r in records]
+    random_steps = [
+        {
+            **r,
+            **{
+                name: bounds.within(name, r[name] + rng.choice((-1, 1)) * epsilon * spread[name])
+                for name in bounds.numeric
+                if r.get(name) is not None
+            },
+        }
+        for r in records
+    ]
     before, _ = late_probabilities(model, schema, records)
     after, _ = late_probabilities(model, schema, random_steps)
     assert shift["mean_shift"] > 2 * abs(float((after - before).mean())), shift

@@ -42,18 +42,29 @@ def machines() -> dict[str, dict[str, str]]:
 
 def run_training(command: list[str], machine: dict[str, str], params: Path) -> dict[str, bytes]:
     environment = {key: value for key, value in os.environ.items() if key not in PINNED_ENVIRONMENT}
-    done = subprocess.run([sys.executable, *command, str(params)], cwd=ROOT, capture_output=True, text=True,
-                          env={**environment, **machine, "PYTHONPATH": str(ROOT)}, timeout=900)
+    done = subprocess.run(
+        [sys.executable, *command, str(params)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**environment, **machine, "PYTHONPATH": str(ROOT)},
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     settings = yaml.safe_load(params.read_text())["paths"]
-    return {"weights": (Path(settings["model_dir"]) / WEIGHTS).read_bytes(),
-            "metrics": Path(settings["metrics"]).read_bytes()}
+    return {
+        "weights": (Path(settings["model_dir"]) / WEIGHTS).read_bytes(),
+        "metrics": Path(settings["metrics"]).read_bytes(),
+    }
 
 
 STAGE = ["-m", "model.training.train", "--no-tracking", "--config"]
 # The training function without the stage's pins: what every run did before.
-UNPINNED = ["-c", "import sys; from model.config import load_settings; from model.training.train import train; "
-            "train(load_settings(sys.argv[1]))"]
+UNPINNED = [
+    "-c",
+    "import sys; from model.config import load_settings; from model.training.train import train; "
+    "train(load_settings(sys.argv[1]))",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +77,20 @@ def trainings(table, tmp_path_factory) -> dict[tuple[str, str], dict[str, bytes]
         for kind, command in (("stage", STAGE), ("unpinned", UNPINNED)):
             out = work / f"{kind}-{machine}"
             params = work / f"{kind}-{machine}.yaml"
-            params.write_text(yaml.safe_dump({
-                "base": str(DEFAULT_CONFIG), **SLICE,
-                "paths": {"processed": str(work / "table.parquet"), "model_dir": str(out / "model"),
-                          "metrics": str(out / "metrics.json"), "tracking": str(out / "mlflow")}}))
+            params.write_text(
+                yaml.safe_dump(
+                    {
+                        "base": str(DEFAULT_CONFIG),
+                        **SLICE,
+                        "paths": {
+                            "processed": str(work / "table.parquet"),
+                            "model_dir": str(out / "model"),
+                            "metrics": str(out / "metrics.json"),
+                            "tracking": str(out / "mlflow"),
+                        },
+                    }
+                )
+            )
             results[kind, machine] = run_training(command, environment, params)
     return results
 

@@ -16,8 +16,13 @@ def test_training_runs_are_recorded_and_compared(settings, metrics, tmp_path):
     tracked = settings.with_overrides({"paths": {"tracking": tmp_path / "mlflow"}})
     data_hash = file_hash(settings.paths.raw) if settings.paths.raw.exists() else "0" * 32
     first = track_training(tracked, metrics, data_hash, artifacts=[settings.paths.model_dir / CONFIG])
-    second = track_training(tracked, {**metrics, "test": {**metrics["test"], "roc_auc": 0.5}}, data_hash,
-                            kind="update", extra_params={"warm_start": True})
+    second = track_training(
+        tracked,
+        {**metrics, "test": {**metrics["test"], "roc_auc": 0.5}},
+        data_hash,
+        kind="update",
+        extra_params={"warm_start": True},
+    )
 
     import mlflow
 
@@ -39,7 +44,11 @@ def test_training_runs_are_recorded_and_compared(settings, metrics, tmp_path):
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"base": str(DEFAULT_CONFIG), "paths": {"tracking": str(tmp_path / "mlflow")}}))
-    shown = subprocess.run([sys.executable, "-m", "model.training.tracking", "--config", str(params)],
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "model.training.tracking", "--config", str(params)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr
     assert metrics["model_version"] in shown.stdout and "test ROC AUC" in shown.stdout

@@ -57,10 +57,11 @@ def main() -> None:
     served = next(entry for entry in crd["spec"]["versions"] if entry["name"] == version)
     schema = {
         "$comment": f"The {version} openAPIV3Schema of {crd['metadata']['name']} from {args.source}, "
-                    f"config/crd/full/serving.kserve.io_inferenceservices.yaml (Apache License 2.0), "
-                    f"trimmed by deploy/kserve/upstream/trim_schema.py to what {args.manifest} uses.",
-        "x-kubernetes-group-version-kind": [{"group": crd["spec"]["group"], "version": version,
-                                             "kind": crd["spec"]["names"]["kind"]}],
+        f"config/crd/full/serving.kserve.io_inferenceservices.yaml (Apache License 2.0), "
+        f"trimmed by deploy/kserve/upstream/trim_schema.py to what {args.manifest} uses.",
+        "x-kubernetes-group-version-kind": [
+            {"group": crd["spec"]["group"], "version": version, "kind": crd["spec"]["names"]["kind"]}
+        ],
         **trim(served["schema"]["openAPIV3Schema"], manifest),
     }
     print(json.dumps(schema, indent=1, sort_keys=True))
