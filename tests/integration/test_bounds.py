@@ -202,13 +202,22 @@ def state(connection: socket.socket) -> str:
     return data.split(b"\r\n", 1)[0].decode(errors="replace") if data else "closed"
 
 
+def child_named(server: Server, name: str, recursive: bool = False) -> psutil.Process:
+    """The server's child process `name`; children that end while being looked at (a probe, a
+    shell) are passed over."""
+    for child in psutil.Process(server.process.pid).children(recursive=recursive):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() == name or name in child.cmdline()[:1]:
+                return child
+    raise AssertionError(f"no {name} process under the server")
+
+
 def jvm(server: Server) -> psutil.Process:
-    children = psutil.Process(server.process.pid).children(recursive=True)
-    return next(child for child in children if child.name() == "java" or "java" in child.cmdline()[:1])
+    return child_named(server, "java", recursive=True)
 
 
 def proxy_process(server: Server) -> psutil.Process:
-    return next(child for child in psutil.Process(server.process.pid).children() if child.name() == "haproxy")
+    return child_named(server, "haproxy")
 
 
 def attacker_answered(server: Server, deadline: float) -> float:
