@@ -183,8 +183,9 @@ loadtest-image: image ## the load-test traffic scenarios against the serving con
 test: setup ## the whole test suite, the images included where they can be built (trains a small model on a slice; the image tests build both images); prints the coverage
 	@tests/system-tools.sh prometheus chromium wrk haproxy || true
 	@if docker/container-tools.sh; then $(MAKE) --no-print-directory archive; fi
-	$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS)
-	@echo "coverage of model/, handler/, harness/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"
+	@$(PYTHON) -m pytest --cov --cov-report= $(PYTEST_ARGS); status=$$?; \
+		echo "coverage of model/, handler/, harness/ and benchmarks/ by the tests' own processes: $$($(PYTHON) -m coverage report --format=total)%"; \
+		exit $$status
 
 test-fast: setup ## the tests that need no trained model, no server and no image, in under a minute (tests/tiers.py)
 	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) $(PYTEST_ARGS)
