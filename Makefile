@@ -188,7 +188,7 @@ test: setup ## the whole test suite, the images included where they can be built
 		exit $$status
 
 test-fast: setup ## the tests that need no trained model, no server and no image, in under a minute (tests/tiers.py)
-	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) $(PYTEST_ARGS)
+	TEST_TIER=fast $(PYTHON) -m pytest --timeout=$(or $(FAST_TIMEOUT),20) -n $(or $(FAST_PROCESSES),auto) $(PYTEST_ARGS)
 
 lint: setup ## ruff (checks and format), mypy (pyproject.toml [tool.mypy]), the Python 3.9 floor of what runs in the serving image (handler, docker/, the package's closure of model.artifact.archive), hadolint
 	ruff check .
