@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
+from benchmarks.measured import machine, publish
 from model import configure_logging
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
@@ -313,13 +314,6 @@ def markdown(rows: list[dict], facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path | None) -> list[dict]:
     settings = load_settings(config)
     torch.set_num_threads(1)
@@ -344,18 +338,9 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
         "test_rows": len(test),
         "rounds": rounds,
         "seconds": seconds,
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "load": facts_start,
-        "load_end": os.getloadavg()[0],
+        **machine(facts_start),
     }
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"facts": facts, "rows": rows, "rates": rates}, indent=2) + "\n")
-    table = markdown(rows, facts)
-    if doc is not None:
-        replace_block(doc, MARKERS, table)
-    print(table)
+    publish({"facts": facts, "rows": rows, "rates": rates}, markdown(rows, facts), out, doc, MARKERS)
     return rows
 
 

@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.bench import request_bodies
 from benchmarks.experiment import measure
-from benchmarks.model_variants import cpu_name
+from benchmarks.measured import machine, publish
 from benchmarks.variants import variant_server
 from benchmarks.wrk import write_script
 from handler.frontend.build_plugin import build_plugin
@@ -106,23 +106,14 @@ def run(config: Path, rounds: int, seconds: int, warmup: int, doc: Path | None, 
         "rounds": rounds,
         "seconds": seconds,
         "warmup": warmup,
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "load": load_start,
-        "load_end": os.getloadavg()[0],
+        **machine(load_start),
         "records": len(labels),
         "model_version": json.loads((model_dir / "config.json").read_text())["version"],
         "roc_auc": accuracy,
         "max_abs_difference": max(abs(a - b) for a, b in zip(*answers.values())),
     }
     saved = {"facts": facts, "measured": measured}
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(saved, indent=2) + "\n")
-    text = markdown(saved)
-    if doc is not None:
-        replace_block(doc, MARKERS, text)
-    print(text)
+    publish(saved, markdown(saved), out, doc, MARKERS)
     return saved
 
 

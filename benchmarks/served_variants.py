@@ -23,13 +23,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.model_variants import cpu_name
+from benchmarks.measured import machine, publish
 from benchmarks.servers import fastapi_server, wait_for_ping
 from harness.torchserve import stop
 from model import configure_logging
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
-from model.base.markdown import block_markers, replace_block
+from model.base.markdown import block_markers
 from model.config import DEFAULT_CONFIG, ROOT, load_settings
 from model.data.prepare import load_table
 from model.data.request_records import request_records
@@ -111,20 +111,11 @@ def run(config: Path, rounds: int, seconds: float, doc: Path | None, out: Path |
     facts = {
         "rounds": rounds,
         "seconds": seconds,
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "load": load_start,
-        "load_end": os.getloadavg()[0],
+        **machine(load_start),
         "model_version": json.loads((settings.paths.model_dir / "config.json").read_text())["version"],
     }
     saved = {"facts": facts, "results": results}
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(saved, indent=2) + "\n")
-    table = markdown(saved)
-    if doc is not None:
-        replace_block(doc, MARKERS, table)
-    print(table)
+    publish(saved, markdown(saved), out, doc, MARKERS)
     return saved
 
 
