@@ -16,25 +16,21 @@ import logging
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.measured import machine, publish
-from benchmarks.servers import fastapi_server, wait_for_ping
-from harness.torchserve import stop
+from benchmarks.servers import fastapi_server, module_server
 from model import configure_logging
 from model.artifact.export import export_model
 from model.artifact.onnx_export import export_onnx
 from model.base.markdown import block_markers
-from model.config import DEFAULT_CONFIG, ROOT, load_settings
+from model.config import DEFAULT_CONFIG, load_settings
 from model.data.prepare import load_table
 from model.data.request_records import request_records
 from model.data.split import split_rows
-from model.lifecycle.ports import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +41,11 @@ MARKERS = block_markers("served-variants", "make served-model-bench")
 @contextlib.contextmanager
 def onnx_server(export_dir: Path, workdir: Path) -> Iterator[str]:
     """serving.onnx_server in its own process; its base URL once it answers."""
-    (port,) = free_ports(1)
-    log_path = workdir / "onnx-server.log"
-    with open(log_path, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving.onnx_server", "--export-dir", str(export_dir), "--port", str(port)],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_ping(f"http://127.0.0.1:{port}/v2/health/ready", process, log_path, 120)
+    with module_server("serving.onnx_server", export_dir, workdir / "onnx-server.log", "/v2/health/ready", 120) as (
+        port,
+        _,
+    ):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 def latencies(port: int, path: str, body: bytes, seconds: float) -> list[float]:

@@ -65,29 +65,41 @@ def defaults_torchserve(model_dir: Path, workdir: Path, model: str) -> Iterator[
 
 
 @contextlib.contextmanager
-def fastapi_server(export_dir: Path, workdir: Path, model: str, timeout: float = 60) -> Iterator[Endpoint]:
-    """benchmarks.fastapi_server in its own process; ready when /ping answers (the model loads first)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def module_server(
+    module: str, export_dir: Path, log: Path, ready_path: str, timeout: float
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """`python -m module --port P --export-dir D` in its own process on a free port, its output
+    in `log`; its port and process once `ready_path` answers; stopped on leaving."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     (port,) = free_ports(1)
-    log = workdir / "fastapi.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fastapi_server", "--port", str(port), "--export-dir", str(export_dir)],
+            [sys.executable, "-m", module, "--port", str(port), "--export-dir", str(export_dir)],
             cwd=ROOT,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        wait_for_ping(f"http://127.0.0.1:{port}/ping", process, log, timeout)
+        wait_for_ping(f"http://127.0.0.1:{port}{ready_path}", process, log, timeout)
+        yield port, process
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def fastapi_server(export_dir: Path, workdir: Path, model: str, timeout: float = 60) -> Iterator[Endpoint]:
+    """benchmarks.fastapi_server in its own process; ready when /ping answers (the model loads first)."""
+    with module_server("benchmarks.fastapi_server", export_dir, workdir / "fastapi.log", "/ping", timeout) as (
+        port,
+        process,
+    ):
         yield Endpoint(
             f"http://127.0.0.1:{port}/predictions/{model}",
             process.pid,
             (port,),
             {"workers": 1, "torch_threads": 1, "server": "uvicorn (httptools, uvloop)"},
         )
-    finally:
-        stop(process)
 
 
 def wait_for_ping(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
