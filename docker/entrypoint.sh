@@ -186,8 +186,15 @@ start proxy haproxy -db $proxy_configs
 logging=docker/log4j2.xml
 [ "${LOG_FORMAT:-text}" = json ] && logging=docker/log4j2-json.xml
 
+# The frontend plugins: plugins/ unless TS_PLUGINS_PATH names another folder. The one folder is
+# both the launcher's class path entry and the frontend's plugins_path (TS_PLUGINS_PATH, read as
+# enable_envvars_config allows), so no other build of the same classes can be loaded instead.
+TS_PLUGINS_PATH="${TS_PLUGINS_PATH:-plugins}"
+export TS_PLUGINS_PATH
+
 start torchserve torchserve --foreground --ncs \
     --ts-config config.properties \
+    --plugins-path "$TS_PLUGINS_PATH" \
     --model-store "$store" \
     --log-config "$logging" \
     "$@"

@@ -126,12 +126,20 @@ def torchserve_command(
         "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
         "TS_OIP_ADDRESS": f"http://127.0.0.1:{oip}",
         "TS_MODEL_STORE": str(model_store),
+        # Only the plugins asked for, never the checkout's plugins/ (the entrypoint's default),
+        # whatever an earlier build left there; an empty folder without them.
+        "TS_PLUGINS_PATH": str(plugins or empty_folder(workdir / "no-plugins")),
         **(extra_env or {}),
     }
     if "MANAGEMENT_TOKEN_FILE" in env:  # behind the gateway: TorchServe's own management API stays where asked
         env.setdefault("MANAGEMENT_UPSTREAM_ADDRESS", env["TS_MANAGEMENT_ADDRESS"])
-    command = [*(command_prefix or []), str(ENTRYPOINT), *(["--plugins-path", str(plugins)] if plugins else [])]
+    command = [*(command_prefix or []), str(ENTRYPOINT)]
     return command, env, (inference, management, metrics), f"http://127.0.0.1:{oip}"
+
+
+def empty_folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextlib.contextmanager

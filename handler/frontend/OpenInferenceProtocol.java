@@ -16,8 +16,10 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadPoolExecutor;
@@ -93,7 +95,6 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
     static final String REQUEST_ID_HEADER = "X-Request-ID";
 
     static final Pattern CLIENT_ID = Pattern.compile("[A-Za-z0-9._:/+=@-]{1,128}");
-    static final String REQUEST_ID = "mymodel.request-id";
 
     /** Requests handled at once: each holds at most max_request_size of body on the heap. */
     static final int THREADS = 32;
@@ -193,10 +194,17 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
     static void handle(HttpExchange exchange) throws IOException {
         long started = System.nanoTime();
         String requestId = requestId(exchange.getRequestHeaders().getFirst(REQUEST_ID_HEADER));
-        exchange.setAttribute(REQUEST_ID, requestId);
+        try {
+            answer(exchange, requestId, started);
+        } finally {
+            IN_FLIGHT.remove(requestId);
+        }
+    }
+
+    static void answer(HttpExchange exchange, String requestId, long started) throws IOException {
         Reply reply;
         try {
-            reply = route(exchange);
+            reply = route(exchange, requestId);
         } catch (RuntimeException e) {
             logger.error("Open Inference Protocol request failed", e);
             reply = Reply.error(500, "internal_error", "the server failed: " + e);
@@ -227,15 +235,28 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
         }
     }
 
-    /** The client's id when it is a safe token, else a new one. */
+    /**
+     * The ids of the requests being answered. TorchServe keys the jobs of a batch by their id, so
+     * two jobs in flight with one id would lose one answer: an id is never given twice at once.
+     * (Not an exchange attribute: the JDK server keeps those per context, shared by every
+     * exchange.)
+     */
+    static final Set<String> IN_FLIGHT = ConcurrentHashMap.newKeySet();
+
+    /**
+     * The client's id when it is a safe token and no request in flight has it, else a new one;
+     * either way it is in {@link #IN_FLIGHT} until the request is answered.
+     */
     static String requestId(String clientId) {
-        if (clientId != null && CLIENT_ID.matcher(clientId).matches()) {
+        if (clientId != null && CLIENT_ID.matcher(clientId).matches() && IN_FLIGHT.add(clientId)) {
             return clientId;
         }
-        return UUID.randomUUID().toString();
+        String id = UUID.randomUUID().toString();
+        IN_FLIGHT.add(id);
+        return id;
     }
 
-    static Reply route(HttpExchange exchange) throws IOException {
+    static Reply route(HttpExchange exchange, String requestId) throws IOException {
         String method = exchange.getRequestMethod();
         List<String> path = segments(exchange.getRequestURI());
         if (path.isEmpty() || !"v2".equals(path.get(0))) {
@@ -263,7 +284,7 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
             answer.addProperty("name", found.getModelName());
             return Reply.json(ready ? 200 : 400, answer);
         } else if (model != null && get && action.isEmpty()) {
-            return forward(exchange, model, new byte[0], false);
+            return forward(exchange, model, new byte[0], false, requestId);
         } else if (model != null && post && "infer".equals(action)) {
             byte[] body = readBody(exchange);
             if (body == null) {
@@ -276,7 +297,7 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
                                         + " bytes)");
                 return tooLarge.closing();
             }
-            return forward(exchange, model, body, true);
+            return forward(exchange, model, body, true, requestId);
         }
         String known = get || post ? "" : " (method " + method + ")";
         return Reply.error(
@@ -325,12 +346,13 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
      * Hands the request to the model's handler as TorchServe's own inference API does (every
      * header, the body with its content type) and waits for the handler's answer.
      */
-    static Reply forward(HttpExchange exchange, ModelRoute route, byte[] body, boolean infer) {
+    static Reply forward(
+            HttpExchange exchange, ModelRoute route, byte[] body, boolean infer, String requestId) {
         Model model = route.find();
         if (model == null) {
             return route.notFound();
         }
-        RequestInput input = new RequestInput((String) exchange.getAttribute(REQUEST_ID));
+        RequestInput input = new RequestInput(requestId);
         String contentType = "";
         for (Map.Entry<String, List<String>> header : exchange.getRequestHeaders().entrySet()) {
             String value = String.join(",", header.getValue());
@@ -585,13 +607,19 @@ public class OpenInferenceProtocol extends ModelServerEndpoint {
                 int statusCode,
                 String statusPhrase,
                 Map<String, String> responseHeaders) {
-            // RestJob records TorchServe's latency metrics; with no channel it writes nothing.
-            super.response(body, contentType, statusCode, statusPhrase, responseHeaders);
             String type =
                     contentType == null || contentType.length() == 0
                             ? "application/json"
                             : contentType.toString();
-            answer.complete(new Reply(statusCode, type, body == null ? new byte[0] : body));
+            try {
+                // RestJob records TorchServe's latency metrics; with no channel it writes nothing.
+                super.response(body, contentType, statusCode, statusPhrase, responseHeaders);
+            } catch (RuntimeException e) {
+                logger.warn("metrics of job {} not recorded", getJobId(), e);
+            } finally {
+                // The client is answered whatever the metrics did: it must never wait for nothing.
+                answer.complete(new Reply(statusCode, type, body == null ? new byte[0] : body));
+            }
         }
 
         @Override

@@ -867,7 +867,6 @@ def test_kserve_config_is_where_the_runtime_looks_and_says_what_the_project_says
         "load_models",
         "model_snapshot",
         "enable_envvars_config",
-        "plugins_path",
         "metrics_config",
         "adaptive_batching",
         "enable_model_api",

@@ -7,8 +7,11 @@ latency, and names the field a refusal was for."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -129,6 +132,44 @@ def test_v2_answers_carry_the_id_and_the_handler_logs_it(traced, schema):
     (line,) = request_lines(traced, "v2-refused")
     assert line["route"] == "v2_infer" and line["status"] == 400 and line["fields"]
     assert line["model_version"] == schema["x-model"]["version"] and "client_request_id" not in line
+
+
+def test_v2_requests_in_flight_with_one_client_id_are_each_answered(traced):
+    """TorchServe keys a batch's jobs by request id: two v2 requests in flight with one X-Request-ID
+    would lose an answer. The first keeps the client's id, the others in flight meanwhile get new
+    UUIDs; each is answered and logged once under the id it was answered with."""
+    body = json.dumps({"inputs": v2_inputs(traced, [SAMPLE] * 500)})
+    clients = 16
+
+    def send(barrier: threading.Barrier) -> requests.Response:
+        barrier.wait(timeout=30)
+        return requests.post(
+            f"{traced.oip_url}/v2/models/mymodel/infer", data=body, headers={"X-Request-ID": "shared-7"}, timeout=30
+        )
+
+    with ThreadPoolExecutor(clients) as pool:
+        replies = []
+        for _ in range(3):
+            barrier = threading.Barrier(clients)
+            replies += list(pool.map(send, [barrier] * clients))
+    assert [reply.status_code for reply in replies] == [200] * len(replies)
+    ids = Counter(reply.headers["X-Request-ID"] for reply in replies)
+    assert 1 <= ids["shared-7"] < len(replies)  # kept when free, never given twice at once
+    assert all(is_uuid(i) for i in ids if i != "shared-7")
+    for request_id, answers in ids.items():
+        lines = request_lines(traced, request_id, answers)
+        assert len(lines) == answers and all(line["status"] == 200 for line in lines)
+        assert all(line.get("client_request_id") == "shared-7" for line in lines if request_id != "shared-7")
+
+
+def v2_inputs(server, records: list[dict]) -> list[dict]:
+    """The v2 tensors for `records`, one per input the model's metadata names."""
+    metadata = requests.get(f"{server.oip_url}/v2/models/mymodel", timeout=30).json()
+    inputs = []
+    for tensor in metadata["inputs"]:
+        data = [record.get(tensor["name"]) for record in records]
+        inputs.append({"name": tensor["name"], "shape": [len(records)], "datatype": tensor["datatype"], "data": data})
+    return inputs
 
 
 def test_every_log_line_is_one_json_object(traced):
