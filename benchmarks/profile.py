@@ -242,9 +242,9 @@ WORKER_PARTS = {
     "TorchServe encodes the replies": "create_predict_response",
     "the handler, all of it (below: its parts)": "PredictionHandler.handle",
     "JSON parsing and validation, forward and answers": "PredictionService.handle_batch",
-    "the forward pass (model.pt) and its tensors": "PredictionHandler.predict",
+    "the forward pass (model.pt) and its tensors": "TorchScriptForward.__call__",
     "the handler's metric lines": "PredictionHandler.record",
-    "the request log": "PredictionHandler.log_requests",
+    "the request log": "log_requests",
 }
 
 

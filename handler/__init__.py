@@ -2,7 +2,8 @@
 error shape), records.py (the model's record schema), native.py (the JSON API with KServe v1),
 v2.py (the Open Inference Protocol, JSON and binary), service.py (the batching core),
 typed_records.py, request_log.py and metrics.py (the handler's metric lines); handler.py adds
-torch and TorchServe.
+TorchServe, runtimes.py the forward (torch or ONNX Runtime) and explanations.py integrated
+gradients.
 
 The modules import one another relatively, as one package, in a checkout and in the model
 archive alike: the archive holds this package as the folder handler/ beside its entry module,

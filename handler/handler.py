@@ -1,19 +1,13 @@
 """TorchServe handler for a tabular model: JSON records in, <target>_probability out (the
 model's name, target and fields come from its schema.json).
 
-It moves bytes between TorchServe and PredictionService (service.py), which holds
-the request logic, and adds what needs torch: the forward pass, integrated
-gradients for /explanations, and the handler's Prometheus metrics. TorchServe
-loads it through the archive's entry module (entry.py). Python 3.9 compatible:
-it runs in the image.
-
-The forward runs model.pt in torch, or, with the handler option `runtime: onnx`, the archive's
-model.onnx (the same model with its preprocessing, model/artifact/onnx_export.py) in ONNX Runtime,
-which must then be installed; explanations always use model.pt.
+It moves bytes between TorchServe and PredictionService (service.py), which holds the request
+logic, loads the forward (runtimes.py: model.pt in torch, or model.onnx in ONNX Runtime) and the
+explanations (explanations.py), and writes the handler's Prometheus metrics and request log.
+TorchServe loads it through the archive's entry module (torchserve_entry.py). Python 3.9
+compatible: it runs in the image.
 """
 
-import importlib
-import importlib.util
 import json
 import logging
 import math
@@ -26,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .errors import server_error
+from .explanations import explanations_or_none
 from .metrics import (
     INFERENCE_MS,
     INVALID_RECORDS,
@@ -41,37 +36,10 @@ from .metrics import (
     probability_bin,
 )
 from .request_log import REQUEST_ID_HEADER, RequestLog, client_request_id, log_serving
+from .runtimes import forward
 from .service import MAX_EXPLAINED_RECORDS, UNREADABLE, V2_INFER, Batch, PredictionService, Request, route_of
 
 log = logging.getLogger(__name__)
-
-RUNTIMES = ("torchscript", "onnx")
-ONNX_MODEL = "model.onnx"
-
-
-class OnnxForward:
-    """model.onnx in an ONNX Runtime session, called as the service's Predict: category columns and
-    number rows (NaN for missing) in, the target's probabilities out. One input per request field."""
-
-    def __init__(self, path: str, categorical: List[str], numeric: List[str], target: str, threads: int):
-        import numpy
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.numpy = numpy
-        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.categorical, self.numeric = categorical, numeric
-        self.output = f"{target}_probability"
-
-    def __call__(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[float]:
-        numpy = self.numpy
-        feed = {name: numpy.asarray(column, dtype=object) for name, column in zip(self.categorical, categorical)}
-        numbers = numpy.asarray(numeric, dtype=numpy.float64).reshape(len(numeric), len(self.numeric))
-        feed.update({name: numpy.ascontiguousarray(numbers[:, j]) for j, name in enumerate(self.numeric)})
-        return self.session.run([self.output], feed)[0].tolist()
 
 
 class PredictionHandler:
@@ -80,9 +48,6 @@ class PredictionHandler:
     def __init__(self) -> None:
         self.initialized = False
         self.model: Any = None
-        self.columns: Dict[str, List[int]] = {}
-        self.reference: Any = None
-        self.steps = 0
         self.metrics: Optional[Dict[str, Any]] = None
         self.hostname = socket.gethostname()
         self.line_formats: Dict[Tuple[str, Tuple[str, ...]], str] = {}
@@ -93,20 +58,18 @@ class PredictionHandler:
         model_dir = context.system_properties["model_dir"]
         options: Dict[str, Any] = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
         # One intra-op thread per worker: the workers themselves use the cores.
-        torch.set_num_threads(int(options.get("torch_threads", 1)))
+        threads = int(options.get("torch_threads", 1))
+        torch.set_num_threads(threads)
         self.model = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu").eval()
         with open(os.path.join(model_dir, "schema.json")) as handle:
             schema = json.load(handle)
-        self.steps = int(options.get("explain_steps", 64))
-        self.service = PredictionService(
-            schema, self.predict, max_explained_records=int(options.get("max_explained_records", MAX_EXPLAINED_RECORDS))
-        )
         self.runtime = str(options.get("runtime", "torchscript"))
-        if self.runtime == "onnx":
-            self.service.predict = self.onnx_forward(model_dir, int(options.get("torch_threads", 1)))
-        elif self.runtime != "torchscript":
-            raise ValueError(f"handler option runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
-        self.service.explain = self.explanations_or_none()
+        self.service = PredictionService(
+            schema,
+            forward(self.runtime, self.model, model_dir, schema["x-model"], threads),
+            max_explained_records=int(options.get("max_explained_records", MAX_EXPLAINED_RECORDS)),
+        )
+        self.service.explain = explanations_or_none(self.model, self.service, int(options.get("explain_steps", 64)))
         # TorchScript optimizes a graph on its first calls: pay that before the first request.
         example = json.dumps(self.service.example())
         for _ in range(3):
@@ -123,26 +86,6 @@ class PredictionHandler:
         log_serving(self.service.name, self.service.version)
         if self.metrics:
             self.observe([(MODEL_INFO, 1, (self.service.name, self.service.version))])
-
-    def onnx_forward(self, model_dir: str, threads: int) -> OnnxForward:
-        """runtime: onnx: the archive's model.onnx in ONNX Runtime, or a clear refusal to load."""
-        path = os.path.join(model_dir, ONNX_MODEL)
-        if not os.path.exists(path):
-            raise RuntimeError(
-                f"runtime onnx: the archive has no {ONNX_MODEL} (pack it with model/artifact/archive.py "
-                "from an export that has one)"
-            )
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise RuntimeError("runtime onnx: onnxruntime is not installed in the worker's Python")
-        return OnnxForward(path, self.service.categorical, self.service.numeric, self.service.target, threads)
-
-    @torch.inference_mode()
-    def predict(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[float]:
-        return self.model(categorical, self.numeric_tensor(numeric)).tolist()
-
-    def numeric_tensor(self, numeric: List[List[float]]) -> torch.Tensor:
-        """The numeric rows as the model's float tensor, [records, numeric fields] even for none."""
-        return torch.tensor(numeric, dtype=torch.float32).reshape(len(numeric), len(self.service.numeric))
 
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[str]:
         """One reply per request, whatever fails: an exception escaping here would make TorchServe
@@ -210,60 +153,6 @@ class PredictionHandler:
             self.line_formats[key] = metric_format(self.metrics[metric], dimensions)
         return self.line_formats[key]
 
-    # -- explanations ---------------------------------------------------------------------------
-
-    def explanations_or_none(self) -> Any:
-        """self.explain when this model and environment can explain, else None (explanations answer 501).
-        captum is imported on the first explanation: it brings matplotlib, about 30 MiB per worker
-        that serves only predictions would carry for nothing."""
-        if importlib.util.find_spec("captum") is None:
-            log.warning("captum is not installed: /explanations answers 501")
-            return None
-        # Which first-layer inputs carry each request field: exported with model.pt (field_columns).
-        self.columns = {name: list(positions) for name, positions in self.model.field_columns.items()}
-        categorical, numeric = self.service.model_inputs(self.service.rows([self.service.example()]))
-        indices, _ = self.tensors(categorical, numeric)
-        with torch.no_grad():
-            # The reference record: every number at its training fill value, every category unknown.
-            reference = (torch.full_like(indices, int(self.model.unknown)), self.model.fill.unsqueeze(0).clone())
-            self.reference = self.model.features(*reference)
-        return self.explain
-
-    def tensors(self, categorical: List[List[str]], numeric: List[List[float]]) -> Any:
-        return self.model.category_indices(categorical, len(numeric)), self.numeric_tensor(numeric)
-
-    def head(self, features: torch.Tensor) -> torch.Tensor:
-        """The logit of the target's probability, from the first layer's input."""
-        return self.model.mlp(features).squeeze(1)
-
-    def explain(self, categorical: List[List[str]], numeric: List[List[float]]) -> List[Dict[str, Any]]:
-        """Integrated gradients of the logit, in the space the MLP's first layer sees (scaled numbers,
-        sine/cosine of periodic ones, missing indicators, category embeddings), from the reference
-        record to each record, summed back to the request fields; as model/analysis/interpret.py does offline."""
-        indices, values = self.tensors(categorical, numeric)
-        with torch.no_grad():
-            features = self.model.features(indices, values)
-            logits = self.head(features)
-            reference_logit = float(self.head(self.reference)[0])
-        integrated_gradients = importlib.import_module("captum.attr").IntegratedGradients
-        attributions = integrated_gradients(self.head).attribute(
-            features,
-            baselines=self.reference.expand_as(features),
-            n_steps=self.steps,
-            internal_batch_size=max(self.steps, 4096),
-        )
-        per_field = {name: attributions[:, positions].sum(1).tolist() for name, positions in self.columns.items()}
-        return [
-            {
-                "probability": _sigmoid(float(logit)),
-                "logit": float(logit),
-                "baseline_probability": _sigmoid(reference_logit),
-                "baseline_logit": reference_logit,
-                "attributions": {name: column[row] for name, column in per_field.items()},
-            }
-            for row, logit in enumerate(logits.tolist())
-        ]
-
 
 def request_of(index: int, parameters: Any, context: Any) -> Tuple[Request, Tuple[str, str]]:
     """One request of a batch, and its ids: the one the client gets back in X-Request-ID (set by
@@ -308,7 +197,3 @@ def _header(headers: Dict[str, Any], name: str) -> str:
         if isinstance(value, str) and key.lower() == name:
             return value
     return ""
-
-
-def _sigmoid(logit: float) -> float:
-    return 1 / (1 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1 + math.exp(logit))

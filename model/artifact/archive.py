@@ -34,6 +34,8 @@ HANDLER_PACKAGE = "handler"
 HANDLER_MODULES = (
     "__init__.py",
     "handler.py",
+    "runtimes.py",
+    "explanations.py",
     "service.py",
     "errors.py",
     "records.py",

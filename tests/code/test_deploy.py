@@ -161,7 +161,11 @@ def test_offline_dockerfile_passes_hadolint():
 def test_offline_image_copies_only_what_exists_and_passes_its_ignore_file():
     model_dir = load_settings().paths.model_dir.relative_to(ROOT)
     for source in context_copies(OFFLINE_STEPS):
-        inside = [str(path) for path in closure(["model.artifact.predict"])] if source == "model/" else [source]
+        needed = [
+            str(path) for path in closure(["model.data.prepare", "model.training.train", "model.artifact.predict"])
+        ]
+        inside = [path for path in needed if path.startswith(source)] if source.endswith("/") else [source]
+        assert inside, f"{source}: nothing the offline build runs"
         for kept in inside:
             assert passes_ignore_file(kept, OFFLINE_IGNORE), f"{kept} is excluded by Dockerfile.offline.dockerignore"
         if source.rstrip("/") != str(model_dir):  # written by `make train`, before `docker build`

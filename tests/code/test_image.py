@@ -89,6 +89,26 @@ def test_the_training_stage_runs_the_pipelines_own_commands():
     assert str(load_settings().paths.model_dir.relative_to(ROOT)) == "artifacts/model"
 
 
+def test_the_training_stage_copies_the_training_code_and_nothing_after_it():
+    """Exactly what training imports (its closure, by the layering's own graph) is copied into the
+    training stage, so a change to the export, the archive or the scorer does not retrain."""
+    from model.layers import closure
+
+    code = re.sub(r"\\\n\s*", " ", training_stage(DOCKERFILE))
+    copied = [
+        source.rstrip("/")
+        for line in code.splitlines()
+        if line.startswith("COPY model/")
+        for source in line.split()[1:-1]
+    ]
+    trained_by = [str(path) for path in closure(["model.data.prepare", "model.training.train"])]
+    assert trained_by and all(
+        any(path == source or path.startswith(source + "/") for source in copied) for path in trained_by
+    ), (copied, trained_by)
+    layers_copied = {source.split("/")[1] for source in copied if "/" in source and not source.endswith(".py")}
+    assert layers_copied == {path.split("/")[1] for path in trained_by if path.count("/") == 2}
+
+
 def test_every_file_the_build_runs_passes_the_ignore_file():
     used = read_by_the_build()
     assert {"docker/serve.lock", "docker/selfcheck.py", "docker/entrypoint.sh", "sample_input.json"} <= set(used)
