@@ -117,3 +117,10 @@ def json_name(value: Any) -> str:
 def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def tensor_error(name: str, reason: str, field: Optional[str] = None, kind: str = "tensor") -> RequestError:
+    """A problem with a v2 tensor or key, named by it (field "body": a key of the body itself)."""
+    if field == "body":
+        return RequestError(400, [Problem(None, "body", f"'{name}' {reason}", kind)])
+    return RequestError(400, [Problem(None, name, reason, kind)])

@@ -41,6 +41,7 @@ HANDLER_MODULES = (
     "records.py",
     "native.py",
     "v2.py",
+    "v2_binary.py",
     "typed_records.py",
     "request_log.py",
     "metrics.py",
