@@ -160,10 +160,8 @@ def test_offline_dockerfile_passes_hadolint():
 
 def test_offline_image_copies_only_what_exists_and_passes_its_ignore_file():
     model_dir = load_settings().paths.model_dir.relative_to(ROOT)
+    needed = [str(path) for path in closure(["model.data.prepare", "model.training.train", "model.artifact.predict"])]
     for source in context_copies(OFFLINE_STEPS):
-        needed = [
-            str(path) for path in closure(["model.data.prepare", "model.training.train", "model.artifact.predict"])
-        ]
         inside = [path for path in needed if path.startswith(source)] if source.endswith("/") else [source]
         assert inside, f"{source}: nothing the offline build runs"
         for kept in inside:

@@ -12,6 +12,7 @@ from handler.native import parse_json
 from handler.service import EXPLAIN, PREDICT, V2_INFER, V2_METADATA, PredictionService, Request, route_of
 from handler.typed_records import TypedRecords
 from model.config import ROOT
+from tests.v2_tensors import v2_datatype, v2_inputs
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 
@@ -441,25 +442,6 @@ def test_without_an_explainer_explanations_answer_501(service):
 
 
 # -- the Open Inference Protocol v2 -----------------------------------------------------------------
-
-
-def v2_datatype(schema, name):
-    if name in schema["x-model"]["categorical"]:
-        return "BYTES"
-    types = schema["properties"][name]["type"]
-    return "INT64" if "integer" in (types if isinstance(types, list) else [types]) else "FP64"
-
-
-def v2_inputs(schema, records):
-    return [
-        {
-            "name": name,
-            "datatype": v2_datatype(schema, name),
-            "shape": [len(records)],
-            "data": [record[name] for record in records],
-        }
-        for name in records[0]
-    ]
 
 
 def v2_request(schema, records, **extra):

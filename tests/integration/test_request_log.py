@@ -18,6 +18,7 @@ import requests
 
 from harness.torchserve import torchserve
 from model.config import ROOT
+from tests.v2_tensors import v2_inputs
 
 SAMPLE = json.loads((ROOT / "sample_input.json").read_text())
 # Printed by TorchServe 0.12's launcher, its frontend and log4j itself before or outside the logging
@@ -134,11 +135,11 @@ def test_v2_answers_carry_the_id_and_the_handler_logs_it(traced, schema):
     assert line["model_version"] == schema["x-model"]["version"] and "client_request_id" not in line
 
 
-def test_v2_requests_in_flight_with_one_client_id_are_each_answered(traced):
+def test_v2_requests_in_flight_with_one_client_id_are_each_answered(traced, schema):
     """TorchServe keys a batch's jobs by request id: two v2 requests in flight with one X-Request-ID
     would lose an answer. The first keeps the client's id, the others in flight meanwhile get new
     UUIDs; each is answered and logged once under the id it was answered with."""
-    body = json.dumps({"inputs": v2_inputs(traced, [SAMPLE] * 500)})
+    body = json.dumps({"inputs": v2_inputs(schema, [SAMPLE] * 500)})
     clients = 16
 
     def send(barrier: threading.Barrier) -> requests.Response:
@@ -160,16 +161,6 @@ def test_v2_requests_in_flight_with_one_client_id_are_each_answered(traced):
         lines = request_lines(traced, request_id, answers)
         assert len(lines) == answers and all(line["status"] == 200 for line in lines)
         assert all(line.get("client_request_id") == "shared-7" for line in lines if request_id != "shared-7")
-
-
-def v2_inputs(server, records: list[dict]) -> list[dict]:
-    """The v2 tensors for `records`, one per input the model's metadata names."""
-    metadata = requests.get(f"{server.oip_url}/v2/models/mymodel", timeout=30).json()
-    inputs = []
-    for tensor in metadata["inputs"]:
-        data = [record.get(tensor["name"]) for record in records]
-        inputs.append({"name": tensor["name"], "shape": [len(records)], "datatype": tensor["datatype"], "data": data})
-    return inputs
 
 
 def test_every_log_line_is_one_json_object(traced):
